@@ -1,0 +1,81 @@
+"""shopline_async: an async SDK for the SHOPLINE Admin REST API (products and product images)."""
+
+from msgspec import UNSET
+
+from ._client import ShoplineClient, Store
+from ._config import RateLimit, RetryPolicy, Timeout
+from ._errors import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    ConfigError,
+    FieldError,
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    ResponseDecodeError,
+    SecurityBlockError,
+    ServerError,
+    ShoplineError,
+    StoreFrozenError,
+    StoreLockedError,
+    ValidationError,
+)
+from ._response import Response
+from ._version import __version__
+from .models import (
+    Image,
+    ImageInput,
+    ImageUpdate,
+    Option,
+    OptionInput,
+    OptionValue,
+    Product,
+    ProductImage,
+    ProductUpdate,
+    Variant,
+    VariantInput,
+)
+
+__all__ = [
+    "UNSET",
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "ConfigError",
+    "FieldError",
+    "Image",
+    "ImageInput",
+    "ImageUpdate",
+    "InvalidRequestError",
+    "NotFoundError",
+    "Option",
+    "OptionInput",
+    "OptionValue",
+    "PermissionDeniedError",
+    "Product",
+    "ProductImage",
+    "ProductUpdate",
+    "RateLimit",
+    "RateLimitError",
+    "Response",
+    "ResponseDecodeError",
+    "RetryPolicy",
+    "SecurityBlockError",
+    "ServerError",
+    "ShoplineClient",
+    "ShoplineError",
+    "Store",
+    "StoreFrozenError",
+    "StoreLockedError",
+    "Timeout",
+    "ValidationError",
+    "Variant",
+    "VariantInput",
+    "__version__",
+]

@@ -1,0 +1,87 @@
+"""Encode request bodies and decode responses, one msgspec Encoder/Decoder per type."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import msgspec
+
+from ._errors import FieldError, ValidationError
+from .models._image import ImageUpdate, ProductImage
+from .models._product import Product, ProductUpdate
+from .models._validate import validate
+
+__all__ = [
+    "coerce_update",
+    "decode_error_body",
+    "decode_image",
+    "decode_product",
+    "encode_image_update",
+    "encode_product_update",
+]
+
+U = TypeVar("U", ProductUpdate, ImageUpdate)
+
+_encoder = msgspec.json.Encoder()
+
+
+class _ProductEnvelope(msgspec.Struct):
+    product: Product
+
+
+class _ImageEnvelope(msgspec.Struct):
+    image: ProductImage
+
+
+# strict=False: tolerate "1" for 1 and the like; unknown fields are ignored by default.
+_product_decoder = msgspec.json.Decoder(_ProductEnvelope, strict=False)
+_image_decoder = msgspec.json.Decoder(_ImageEnvelope, strict=False)
+_any_decoder = msgspec.json.Decoder()
+
+
+def coerce_update(value: U | Mapping[str, Any], cls: type[U], root: str) -> U:
+    """Accept a model or a plain mapping (as JSON would give); raise ValidationError with the JSON path."""
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, Mapping):
+        raise ValidationError([FieldError(root, f"expected {cls.__name__} or a mapping, got {type(value).__name__}")])
+    try:
+        return msgspec.convert(value, cls, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ValidationError([msgspec_error_to_field_error(exc, root)]) from None
+
+
+def msgspec_error_to_field_error(exc: msgspec.ValidationError, root: str) -> FieldError:
+    """msgspec says "Expected `str`, got `int` - at `$.variants[0].sku`"; re-root the path."""
+    message, sep, where = str(exc).rpartition(" - at `")
+    if not sep:
+        return FieldError(root, str(exc))
+    return FieldError(root + where.rstrip("`")[1:], message)
+
+
+def encode_product_update(update: ProductUpdate) -> bytes:
+    return b'{"product":' + _encoder.encode(validate(update, "$.product")) + b"}"
+
+
+def encode_image_update(update: ImageUpdate) -> bytes:
+    return b'{"image":' + _encoder.encode(validate(update, "$.image")) + b"}"
+
+
+def decode_product(body: bytes) -> Product:
+    return _product_decoder.decode(body).product
+
+
+def decode_image(body: bytes) -> ProductImage:
+    return _image_decoder.decode(body).image
+
+
+def decode_error_body(body: bytes) -> Any:
+    """The ``errors`` value of an error response, or ``None`` if the body is not ``{"errors": ...}``."""
+    try:
+        parsed = _any_decoder.decode(body)
+    except msgspec.DecodeError:
+        return None
+    if isinstance(parsed, dict):
+        return parsed.get("errors", parsed.get("message"))
+    return None

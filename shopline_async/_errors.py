@@ -1,0 +1,231 @@
+"""The exception tree. Every error the SDK raises is a ``ShoplineError``.
+
+ShoplineError
+├── ConfigError                 bad client configuration (also a ValueError)
+├── ValidationError             bad input caught before any request (also a ValueError)
+└── APIError                    a request was attempted: method, url, trace_id, attempts
+    ├── APIConnectionError      no HTTP response (refused, reset, dropped)
+    │   └── APITimeoutError     an attempt timed out
+    ├── ResponseDecodeError     a response we could not decode (not JSON, wrong shape, too big)
+    └── APIStatusError          an HTTP error status; carries ``status`` and the API's ``errors``
+        ├── AuthenticationError     401 token missing, invalid or expired
+        ├── StoreFrozenError        402
+        ├── PermissionDeniedError   403 missing access scope
+        ├── NotFoundError           404
+        ├── InvalidRequestError     400, 406, 412, 422
+        ├── StoreLockedError        423
+        ├── RateLimitError          429
+        ├── SecurityBlockError      433-436
+        └── ServerError             5xx
+
+The access token is never part of any error: only method, URL (which holds
+no secret), status, trace id and the API's own ``errors`` payload are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "ConfigError",
+    "FieldError",
+    "InvalidRequestError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "ResponseDecodeError",
+    "SecurityBlockError",
+    "ServerError",
+    "ShoplineError",
+    "StoreFrozenError",
+    "StoreLockedError",
+    "ValidationError",
+]
+
+
+class ShoplineError(Exception):
+    """Base class of every error raised by shopline_async."""
+
+
+class ConfigError(ShoplineError, ValueError):
+    """The client or a store handle was configured with an invalid value."""
+
+
+class FieldError:
+    """One invalid value: where it is (a JSON path such as ``$.product.title``) and what rule it broke."""
+
+    __slots__ = ("message", "path")
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+    def __repr__(self) -> str:
+        return f"FieldError({self.path!r}, {self.message!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FieldError) and (self.path, self.message) == (other.path, other.message)
+
+    def __hash__(self) -> int:
+        return hash((self.path, self.message))
+
+
+class ValidationError(ShoplineError, ValueError):
+    """Input that breaks a documented rule. Raised before any request is sent.
+
+    ``errors`` lists every problem found, each with its JSON path.
+    """
+
+    def __init__(self, errors: Sequence[FieldError]) -> None:
+        self.errors: list[FieldError] = list(errors)
+        shown = "; ".join(str(e) for e in self.errors[:5])
+        more = f" (+{len(self.errors) - 5} more)" if len(self.errors) > 5 else ""
+        noun = "value" if len(self.errors) == 1 else "values"
+        super().__init__(f"{len(self.errors)} invalid {noun}: {shown}{more}")
+
+    @property
+    def paths(self) -> list[str]:
+        return [e.path for e in self.errors]
+
+
+class APIError(ShoplineError):
+    """A request was attempted and did not succeed."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str,
+        url: str,
+        trace_id: str | None = None,
+        status: int | None = None,
+        attempts: int = 1,
+        trace_ids: Sequence[str] = (),
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.method = method
+        self.url = url
+        self.status = status
+        self.trace_id = trace_id
+        self.attempts = attempts
+        # trace ids of every attempt that got a response, oldest first
+        self.trace_ids: list[str] = list(trace_ids)
+
+    def __str__(self) -> str:
+        status = f"HTTP {self.status} " if self.status is not None else ""
+        attempts = f", {self.attempts} attempts" if self.attempts > 1 else ""
+        return f"{status}{self.message} ({self.method} {self.url}, traceId={self.trace_id or '-'}{attempts})"
+
+
+class APIConnectionError(APIError):
+    """No HTTP response: connection refused, reset or dropped."""
+
+
+class APITimeoutError(APIConnectionError):
+    """An attempt exceeded its timeout."""
+
+
+class ResponseDecodeError(APIError):
+    """The response body was not the JSON shape the endpoint documents (or exceeded the size cap).
+
+    For a 2xx response the update may have been applied; the body is in ``body`` (truncated).
+    """
+
+    def __init__(self, message: str, *, body: bytes = b"", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.body = body[:2048]
+
+
+class APIStatusError(APIError):
+    """The API answered with an error status. ``errors`` is the API's ``errors`` value (str, list or dict)."""
+
+    status: int
+
+    def __init__(self, message: str, *, status: int, errors: Any = None, **kwargs: Any) -> None:
+        super().__init__(message, status=status, **kwargs)
+        self.errors = errors
+
+
+class AuthenticationError(APIStatusError):
+    """401: the access token is missing, invalid or expired."""
+
+
+class StoreFrozenError(APIStatusError):
+    """402: the store is frozen."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the app lacks the access scope (``write_products``)."""
+
+
+class NotFoundError(APIStatusError):
+    """404: the product or image does not exist."""
+
+
+class InvalidRequestError(APIStatusError):
+    """400, 406, 412 (risky content) or 422: the request was refused as invalid."""
+
+
+class StoreLockedError(APIStatusError):
+    """423: the store is locked (for example after repeatedly exceeding the rate limit)."""
+
+
+class RateLimitError(APIStatusError):
+    """429: the store's request bucket is full."""
+
+
+class SecurityBlockError(APIStatusError):
+    """433-436: the request was blocked by SHOPLINE's security checks."""
+
+
+class ServerError(APIStatusError):
+    """5xx: SHOPLINE failed; 503/504 may mean the request should be split."""
+
+
+_STATUS_ERRORS: dict[int, type[APIStatusError]] = {
+    400: InvalidRequestError,
+    401: AuthenticationError,
+    402: StoreFrozenError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    406: InvalidRequestError,
+    412: InvalidRequestError,
+    422: InvalidRequestError,
+    423: StoreLockedError,
+    429: RateLimitError,
+    433: SecurityBlockError,
+    434: SecurityBlockError,
+    435: SecurityBlockError,
+    436: SecurityBlockError,
+}
+
+
+def error_class_for_status(status: int) -> type[APIStatusError]:
+    if status >= 500:
+        return ServerError
+    return _STATUS_ERRORS.get(status, APIStatusError)
+
+
+def describe_errors(errors: Any) -> str:
+    """One line from the API's ``errors`` value, whatever its shape."""
+    if errors is None:
+        return ""
+    if isinstance(errors, str):
+        text = errors
+    elif isinstance(errors, list):
+        text = "; ".join(describe_errors(e) for e in errors)
+    elif isinstance(errors, dict):
+        text = "; ".join(f"{k}: {describe_errors(v)}" for k, v in errors.items())
+    else:
+        text = str(errors)
+    return " ".join(text.split())[:500]

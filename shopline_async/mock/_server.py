@@ -1,0 +1,356 @@
+"""A local stand-in for SHOPLINE's product endpoints, for tests, the demo and benchmarks.
+
+It serves the two PUT endpoints (and GET of a product, to inspect state) for
+several stores at once, each found by its access token. It validates bodies
+with the SDK's own models, keeps products in memory, limits each store with
+SHOPLINE's leaky bucket and injects faults on request. Every response, error
+or not, carries a unique ``traceId`` header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import re
+import socket
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from types import TracebackType
+from typing import Any
+from urllib.parse import unquote
+
+import msgspec
+import msgspec.inspect as mi
+from aiohttp import web
+
+from .._errors import ValidationError
+from ..models._image import ImageUpdate
+from ..models._product import ProductUpdate
+from ..models._validate import validate
+from ._bucket import LeakyBucket
+from ._catalog import Catalog
+from ._config import Faults, MockStoreConfig
+
+__all__ = ["MockShopline", "StoreStats"]
+
+_PRODUCT_PATH = re.compile(r"/admin/openapi/(v\d{8})/products/([^/]+)\.json")
+_IMAGE_PATH = re.compile(r"/admin/openapi/(v\d{8})/products/([^/]+)/images/([^/]+)\.json")
+_JSON = "application/json"
+_decoder = msgspec.json.Decoder()
+_encoder = msgspec.json.Encoder()
+
+
+@dataclass
+class StoreStats:
+    """What one store saw. ``writes`` counts accepted updates by product id
+    (image updates by ``"{product_id}/images/{image_id}"``)."""
+
+    requests: int = 0
+    http_429: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+    dropped: int = 0
+    statuses: Counter[int] = field(default_factory=Counter)
+    writes: Counter[str] = field(default_factory=Counter)
+    attempts: Counter[str] = field(default_factory=Counter)
+
+
+class _Store:
+    def __init__(self, handle: str, number: int, config: MockStoreConfig) -> None:
+        self.handle = handle
+        self.config = config
+        self.catalog = Catalog(number)
+        self.stats = StoreStats()
+        self._bucket: LeakyBucket | None = None
+
+    @property
+    def bucket(self) -> LeakyBucket | None:
+        if self._bucket is None and self.config.rate is not None:
+            self._bucket = LeakyBucket(self.config.rate, self.config.capacity, self.config.mode)
+        return self._bucket
+
+
+class _Reply(Exception):
+    """Raised inside a handler to answer with an error."""
+
+    def __init__(self, status: int, errors: Any, headers: Mapping[str, str] | None = None) -> None:
+        self.status = status
+        self.errors = errors
+        self.headers = headers or {}
+
+
+@cache
+def _known_fields(cls: type[msgspec.Struct]) -> tuple[frozenset[str], dict[str, type[msgspec.Struct]]]:
+    """A request model's field names, and which of them hold nested models (alone or in lists)."""
+    nested: dict[str, type[msgspec.Struct]] = {}
+    info = mi.type_info(cls)
+    assert isinstance(info, mi.StructType)
+    for f in info.fields:
+        members = f.type.types if isinstance(f.type, mi.UnionType) else (f.type,)
+        for m in members:
+            inner = m.type if isinstance(m, mi.Metadata) else m
+            if isinstance(inner, mi.ListType):
+                inner = inner.item_type
+            if isinstance(inner, mi.StructType):
+                nested[f.encode_name] = inner.cls
+    return frozenset(f.encode_name for f in info.fields), nested
+
+
+def _drop_unknown(value: Any, cls: type[msgspec.Struct]) -> Any:
+    # The real API ignores fields it does not know (its own example sends read-only ones).
+    if not isinstance(value, dict):
+        return value
+    names, nested = _known_fields(cls)
+    out = {k: v for k, v in value.items() if k in names}
+    for key, inner in nested.items():
+        item = out.get(key)
+        if isinstance(item, list):
+            out[key] = [_drop_unknown(i, inner) for i in item]
+        elif isinstance(item, dict):
+            out[key] = _drop_unknown(item, inner)
+    return out
+
+
+class MockShopline:
+    """The mock server. Use ``async with MockShopline(...) as server:`` and point a client at ``server.base_url``.
+
+    ``tokens`` maps access tokens to store handles (default: one store
+    ``mock-store`` with token ``mock-token``). ``config`` applies to every
+    store unless ``store_configs`` has one for its handle.
+    """
+
+    def __init__(
+        self,
+        tokens: Mapping[str, str] | None = None,
+        *,
+        config: MockStoreConfig | None = None,
+        store_configs: Mapping[str, MockStoreConfig] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        validate_bodies: bool = True,
+    ) -> None:
+        self.tokens = dict(tokens or {"mock-token": "mock-store"})
+        default = config or MockStoreConfig()
+        configs = store_configs or {}
+        self._stores = {
+            handle: _Store(handle, n, configs.get(handle, default))
+            for n, handle in enumerate(dict.fromkeys(self.tokens.values()), start=1)
+        }
+        self.host = host
+        self.port = port
+        self.validate_bodies = validate_bodies
+        self._trace_prefix = os.urandom(4).hex()
+        self._trace_numbers = itertools.count(1)
+        self._runner: web.AppRunner | None = None
+        self.app = web.Application(client_max_size=4 * 1024 * 1024)
+        self.app.router.add_route("*", "/{tail:.*}", self._handle)
+
+    # --- running ---------------------------------------------------------
+
+    async def start(self) -> str:
+        """Start listening; returns the base URL (``http://127.0.0.1:PORT``)."""
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self.port = sock.getsockname()[1]
+        site = web.SockSite(self._runner, sock, shutdown_timeout=0.5)
+        await site.start()
+        return self.base_url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def __aenter__(self) -> MockShopline:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    # --- inspection ------------------------------------------------------
+
+    @property
+    def handles(self) -> list[str]:
+        return list(self._stores)
+
+    def token_for(self, handle: str) -> str:
+        return next(t for t, h in self.tokens.items() if h == handle)
+
+    def stats(self, handle: str) -> StoreStats:
+        return self._stores[handle].stats
+
+    def product(self, handle: str, product_id: str) -> dict[str, Any] | None:
+        """The stored product in the API's response shape, or None."""
+        product = self._stores[handle].catalog.products.get(product_id)
+        return Catalog.public_product(product) if product is not None else None
+
+    def configure(self, handle: str, config: MockStoreConfig) -> None:
+        """Change one store's behaviour (its bucket starts afresh)."""
+        store = self._stores[handle]
+        store.config = config
+        store._bucket = None
+
+    # --- serving ---------------------------------------------------------
+
+    def _trace_id(self) -> str:
+        return f"{self._trace_prefix}{next(self._trace_numbers):012d}"
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        trace_id = self._trace_id()
+        store: _Store | None = None
+        try:
+            store = self._authenticate(request)
+            stats = store.stats
+            stats.requests += 1
+            stats.in_flight += 1
+            stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+            try:
+                status, body = await self._serve(request, store)
+            finally:
+                stats.in_flight -= 1
+            headers = {"traceId": trace_id}
+        except _Reply as reply:
+            status, body = reply.status, _encoder.encode({"errors": reply.errors})
+            headers = {"traceId": trace_id, **reply.headers}
+        except _Drop:
+            # no response at all: the client sees the connection end
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response(status=500)
+        except _Garbage as garbage:
+            assert store is not None
+            store.stats.statuses[200] += 1
+            return web.Response(
+                status=200, body=garbage.body, content_type=garbage.content_type, headers={"traceId": trace_id}
+            )
+        if store is not None:
+            store.stats.statuses[status] += 1
+            if status == 429:
+                store.stats.http_429 += 1
+        return web.Response(status=status, body=body, content_type=_JSON, headers=headers)
+
+    def _authenticate(self, request: web.Request) -> _Store:
+        auth = request.headers.get("Authorization", "")
+        scheme, _, token = auth.partition(" ")
+        handle = self.tokens.get(token) if scheme == "Bearer" else None
+        if handle is None:
+            raise _Reply(401, "[API] Invalid access token" if auth else "[API] Missing access token")
+        return self._stores[handle]
+
+    async def _serve(self, request: web.Request, store: _Store) -> tuple[int, bytes]:
+        raw_path = request.raw_path.partition("?")[0]
+        image_match = _IMAGE_PATH.fullmatch(raw_path)
+        product_match = None if image_match else _PRODUCT_PATH.fullmatch(raw_path)
+        if image_match is None and product_match is None:
+            raise _Reply(404, "Not Found")
+        if request.method not in (("PUT",) if image_match else ("PUT", "GET")):
+            raise _Reply(405, f"Method {request.method} not allowed")
+
+        bucket = store.bucket
+        if bucket is not None and not await bucket.admit():
+            after = store.config.retry_after
+            raise _Reply(429, "Too many request", {"Retry-After": f"{after:g}"} if after is not None else None)
+
+        if product_match is not None:
+            product_id = unquote(product_match.group(2))
+            if request.method == "GET":
+                product = store.catalog.products.get(product_id)
+                if product is None:
+                    raise _Reply(404, "Product not found")
+                return 200, _encoder.encode({"product": Catalog.public_product(product)})
+            await self._inject_faults(store, raw_path)
+            update = self._parse(await self._read_json(request), "product", ProductUpdate)
+            product, _ = store.catalog.upsert(product_id, update)
+            store.stats.writes[product_id] += 1
+            body = _encoder.encode({"product": Catalog.public_product(product)})
+            await self._maybe_garble(store, raw_path, body)
+            return 200, body
+
+        assert image_match is not None
+        product_id, image_id = unquote(image_match.group(2)), unquote(image_match.group(3))
+        await self._inject_faults(store, raw_path)
+        image_update = self._parse(await self._read_json(request), "image", ImageUpdate)
+        image = store.catalog.update_image(product_id, image_id, image_update)
+        if image is None:
+            raise _Reply(404, f"Image {image_id} not found on product {product_id}")
+        store.stats.writes[f"{product_id}/images/{image_id}"] += 1
+        body = _encoder.encode({"image": image})
+        await self._maybe_garble(store, raw_path, body)
+        return 200, body
+
+    async def _read_json(self, request: web.Request) -> Any:
+        if request.content_type != _JSON:
+            raise _Reply(400, "Content-Type must be application/json; charset=utf-8")
+        try:
+            return _decoder.decode(await request.read())
+        except msgspec.DecodeError as exc:
+            raise _Reply(400, f"Invalid JSON: {exc}") from None
+
+    def _parse(self, document: Any, key: str, cls: type[Any]) -> Any:
+        if not isinstance(document, dict) or not isinstance(document.get(key), dict):
+            raise _Reply(422, f"{key} is required")
+        try:
+            model = msgspec.convert(_drop_unknown(document[key], cls), cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise _Reply(422, f"{exc}".replace("`$", f"`$.{key}")) from None
+        if self.validate_bodies:
+            try:
+                model = validate(model, f"$.{key}")
+            except ValidationError as exc:
+                raise _Reply(422, [str(e) for e in exc.errors]) from None
+        return model
+
+    async def _inject_faults(self, store: _Store, path: str) -> None:
+        faults: Faults = store.config.faults
+        nth = store.stats.attempts[path]
+        store.stats.attempts[path] = nth + 1
+        if not faults.active:
+            return
+        retry_after = {"Retry-After": f"{faults.retry_after:g}"} if faults.retry_after is not None else None
+        if nth < faults.fail_first:
+            raise _Reply(faults.fail_status, f"Injected failure {nth + 1} of {faults.fail_first}", retry_after)
+        rng = faults.rng(store.handle, path, nth)
+        if rng.random() < faults.latency_rate:
+            low, high = faults.latency if isinstance(faults.latency, tuple) else (faults.latency, faults.latency)
+            await asyncio.sleep(rng.uniform(low, high))
+        if rng.random() < faults.drop_rate:
+            store.stats.dropped += 1
+            raise _Drop()
+        if rng.random() < faults.error_rate:
+            raise _Reply(rng.choice(faults.error_statuses), "Injected server error", retry_after)
+        if rng.random() < faults.stall_rate:
+            await asyncio.sleep(faults.stall_seconds)
+
+    async def _maybe_garble(self, store: _Store, path: str, body: bytes) -> None:
+        faults = store.config.faults
+        if not faults.garbage_rate:
+            return
+        rng = faults.rng(store.handle, path + "#garbage", store.stats.attempts[path])
+        if rng.random() < faults.garbage_rate:
+            if rng.random() < 0.5:
+                raise _Garbage(b"<html><body><h1>502 Bad Gateway</h1></body></html>", "text/html")
+            raise _Garbage(body[: len(body) // 2], _JSON)
+
+
+class _Garbage(Exception):
+    def __init__(self, body: bytes, content_type: str) -> None:
+        self.body = body
+        self.content_type = content_type
+
+
+class _Drop(Exception):
+    pass

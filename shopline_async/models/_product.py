@@ -1,0 +1,201 @@
+"""Product models: the ``ProductUpdate`` request body and the ``Product`` response.
+
+Request models send only what the caller set: every field defaults to
+``UNSET`` and is left out of the JSON; pass ``None`` to send an explicit null.
+Response models decode leniently: unknown fields are ignored, every field may
+be missing or null, and enum-like fields stay plain strings.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+from ._types import (
+    Html,
+    Id,
+    InventoryPolicy,
+    Money,
+    PositiveMoney,
+    ProductStatus,
+    PublishedScope,
+    Str255,
+    Str400,
+    Str512,
+    WeightUnit,
+)
+
+__all__ = [
+    "Image",
+    "ImageInput",
+    "Option",
+    "OptionInput",
+    "OptionValue",
+    "Product",
+    "ProductUpdate",
+    "Variant",
+    "VariantInput",
+]
+
+
+class _Request(Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True, repr_omit_defaults=True):
+    pass
+
+
+class _Response(Struct, kw_only=True):
+    pass
+
+
+# --- request ---------------------------------------------------------------
+
+
+class ImageInput(_Request):
+    """A product image in a product update (``product.images[]``, ``variants[].image``)."""
+
+    alt: Str512 | UnsetType | None = UNSET
+    id: Id | UnsetType | None = UNSET
+    src: Str255 | UnsetType | None = UNSET
+
+
+class OptionInput(_Request):
+    """A product option (``product.options[]``): its name and option-value -> image URL map."""
+
+    name: Str255 | UnsetType | None = UNSET
+    values_images: dict[Str255, str] | UnsetType | None = UNSET
+
+
+class VariantInput(_Request):
+    """A product variant in a product update (``product.variants[]``).
+
+    Prices and weight accept ``Decimal``, ``int``, ``float`` or a decimal
+    string with at most two places; they are sent as strings such as ``"90.22"``.
+    """
+
+    barcode: Str255 | UnsetType | None = UNSET
+    compare_at_price: Money | UnsetType | None = UNSET
+    id: Id | UnsetType | None = UNSET
+    image: ImageInput | UnsetType | None = UNSET
+    inventory_policy: InventoryPolicy | UnsetType | None = UNSET
+    inventory_tracker: bool | UnsetType | None = UNSET
+    option1: Str255 | UnsetType | None = UNSET
+    option2: Str255 | UnsetType | None = UNSET
+    option3: Str255 | UnsetType | None = UNSET
+    option4: Str255 | UnsetType | None = UNSET
+    option5: Str255 | UnsetType | None = UNSET
+    price: Money | UnsetType | None = UNSET
+    required_shipping: bool | UnsetType | None = UNSET
+    sku: Str255 | UnsetType | None = UNSET
+    taxable: bool | UnsetType | None = UNSET
+    weight: PositiveMoney | UnsetType | None = UNSET
+    weight_unit: WeightUnit | UnsetType | None = UNSET
+
+
+class ProductUpdate(_Request):
+    """The body of *Update a product* (an upsert). Only the fields you set are sent.
+
+    >>> ProductUpdate(title="x")  # encodes to {"product":{"title":"x"}}
+    """
+
+    body_html: Html | UnsetType | None = UNSET
+    handle: Str255 | UnsetType | None = UNSET
+    images: Annotated[list[ImageInput], Meta(max_length=502)] | UnsetType | None = UNSET
+    options: Annotated[list[OptionInput], Meta(max_length=5)] | UnsetType | None = UNSET
+    path: Str512 | UnsetType | None = UNSET
+    product_category: Str255 | UnsetType | None = UNSET
+    published_scope: PublishedScope | UnsetType | None = UNSET
+    spu: Str255 | UnsetType | None = UNSET
+    status: ProductStatus | UnsetType | None = UNSET
+    subtitle: Str400 | UnsetType | None = UNSET
+    tags: Annotated[list[Str255], Meta(max_length=250)] | UnsetType | None = UNSET
+    template_path: str | UnsetType | None = UNSET
+    title: Str255 | UnsetType | None = UNSET
+    variants: Annotated[list[VariantInput], Meta(max_length=500)] | UnsetType | None = UNSET
+    vendor: Str255 | UnsetType | None = UNSET
+
+
+# --- response --------------------------------------------------------------
+
+
+class Image(_Response):
+    """An image as embedded in a product or variant."""
+
+    alt: str | None = None
+    id: str | None = None
+    src: str | None = None
+
+
+class OptionValue(_Response):
+    id: str | None = None
+    value: str | None = None
+
+
+class Option(_Response):
+    id: str | None = None
+    name: str | None = None
+    option_value: list[OptionValue] | None = None
+    product_id: str | None = None
+    values: list[str] | None = None
+    values_images: dict[str, str] | None = None
+
+
+class Variant(_Response):
+    barcode: str | None = None
+    compare_at_price: str | None = None
+    created_at: str | None = None
+    id: str | None = None
+    image: Image | None = None
+    inventory_item_id: str | None = None
+    inventory_policy: str | None = None
+    inventory_quantity: int | None = None
+    inventory_tracker: bool | None = None
+    option1: str | None = None
+    option2: str | None = None
+    option3: str | None = None
+    option4: str | None = None
+    option5: str | None = None
+    price: str | None = None
+    product_id: str | None = None
+    required_shipping: bool | None = None
+    sku: str | None = None
+    taxable: bool | None = None
+    title: str | None = None
+    updated_at: str | None = None
+    weight: str | None = None
+    weight_unit: str | None = None
+
+
+class Product(_Response):
+    """A product as returned by the API. ``tags`` is a list; the API sends one comma-separated string."""
+
+    body_html: str | None = None
+    created_at: str | None = None
+    handle: str | None = None
+    id: str | None = None
+    image: Image | None = None
+    images: list[Image] | None = None
+    options: list[Option] | None = None
+    product_behavior: str | None = None
+    product_category: str | None = None
+    product_type: str | None = None
+    published_at: str | None = None
+    published_scope: str | None = None
+    spu: str | None = None
+    status: str | None = None
+    subtitle: str | None = None
+    tags_raw: str | list[str] | None = msgspec.field(default=None, name="tags")
+    template_path: str | None = None
+    title: str | None = None
+    updated_at: str | None = None
+    variants: list[Variant] | None = None
+    vendor: str | None = None
+
+    @property
+    def tags(self) -> list[str]:
+        """The tags as a list (split from the API's comma-separated string, blanks dropped)."""
+        raw = self.tags_raw
+        if raw is None:
+            return []
+        parts = raw.split(",") if isinstance(raw, str) else raw
+        return [tag.strip() for tag in parts if tag and tag.strip()]

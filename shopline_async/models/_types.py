@@ -1,0 +1,43 @@
+"""Annotated field types shared by the request models.
+
+The constraints live on the types so that the models document the API's
+limits, JSON input (the CLI's JSONL) is checked while it is decoded, and
+``validate()`` checks objects built in Python against the very same rules.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import TYPE_CHECKING, Annotated, Literal
+
+from msgspec import Meta
+
+__all__ = [
+    "Id",
+    "Money",
+    "PositiveMoney",
+    "Str255",
+    "Str400",
+    "Str512",
+]
+
+Id = Annotated[str, Meta(min_length=1, max_length=64)]
+Str255 = Annotated[str, Meta(max_length=255)]
+Str400 = Annotated[str, Meta(max_length=400)]
+Str512 = Annotated[str, Meta(max_length=512)]
+# The docs say "Maximum size: 512 KB": counted in UTF-8 bytes, not characters.
+Html = Annotated[str, Meta(extra={"max_bytes": 512 * 1024})]
+
+if TYPE_CHECKING:
+    # msgspec cannot decode into a union of str and Decimal (both come from a
+    # JSON string), so at run time a Decimal is accepted by validate() alone.
+    Money = str | int | float | Decimal
+    PositiveMoney = str | int | float | Decimal
+else:
+    Money = Annotated[str | int | float, Meta(extra={"money": "non-negative"})]
+    PositiveMoney = Annotated[str | int | float, Meta(extra={"money": "positive"})]
+
+ProductStatus = Literal["active", "draft", "archived"]
+InventoryPolicy = Literal["deny", "continue"]
+WeightUnit = Literal["g", "kg", "lb", "oz", "zh_kg"]
+PublishedScope = Literal["web"]

@@ -1,0 +1,220 @@
+"""Check a request model against the constraints on its field types.
+
+The rules are read once per model class from ``msgspec.inspect`` (the same
+``Meta`` annotations that govern JSON decoding) and compiled into small
+checker functions. A check collects every problem with its JSON path and
+returns the value normalised for the wire (money as a two-place string).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
+from functools import cache
+from typing import Any, TypeVar
+
+import msgspec
+import msgspec.inspect as mi
+from msgspec import UNSET
+
+from .._errors import FieldError, ValidationError
+
+__all__ = ["normalise_money", "validate"]
+
+S = TypeVar("S", bound=msgspec.Struct)
+Checker = Callable[[Any, str, list[FieldError]], Any]
+
+_CENT = Decimal("0.01")
+
+
+def validate(value: S, path: str = "$") -> S:
+    """Return ``value`` normalised for sending, or raise ValidationError listing every problem."""
+    errors: list[FieldError] = []
+    result = _checker_for(type(value))(value, path, errors)
+    if errors:
+        raise ValidationError(errors)
+    return result  # type: ignore[no-any-return]
+
+
+def normalise_money(value: object, *, positive: bool = False) -> str:
+    """``value`` (Decimal, int, float or str) as a decimal string with two places.
+
+    Raises ``ValueError`` with the rule broken: not a number, NaN/infinite,
+    negative (or not > 0 when ``positive``), or more than two decimal places.
+    """
+    if isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal)):
+        raise ValueError(f"expected a decimal number or string, got {type(value).__name__}")
+    try:
+        # repr() gives a float's shortest round-trip form: 19.99 -> "19.99", not 19.989999...
+        number = Decimal(repr(value) if isinstance(value, float) else str(value).strip())
+    except InvalidOperation:
+        raise ValueError(f"expected a decimal number, got {value!r}") from None
+    if not number.is_finite():
+        raise ValueError(f"must be a finite number, got {value!r}")
+    if positive and number <= 0:
+        raise ValueError(f"must be greater than 0, got {value!r}")
+    if number < 0:
+        raise ValueError(f"must not be negative, got {value!r}")
+    try:
+        rounded = number.quantize(_CENT)
+    except InvalidOperation:
+        raise ValueError(f"is too large, got {value!r}") from None
+    if rounded != number:
+        raise ValueError(f"must have at most two decimal places, got {value!r}")
+    return f"{rounded:f}"
+
+
+def _type_name(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+@cache
+def _checker_for(cls: type[msgspec.Struct]) -> Checker:
+    return _compile(mi.type_info(cls))
+
+
+def _compile(t: mi.Type) -> Checker:  # noqa: C901 - one branch per msgspec type kind
+    if isinstance(t, mi.UnionType):
+        members = [m for m in t.types if not isinstance(m, mi.NoneType)]
+        allows_none = len(members) < len(t.types)
+        if len(members) != 1:
+            raise TypeError(f"unsupported union in request model: {t}")
+        inner = _compile(members[0])
+
+        def check_optional(value: Any, path: str, errors: list[FieldError]) -> Any:
+            if value is None:
+                if not allows_none:
+                    errors.append(FieldError(path, "must not be null"))
+                return value
+            return inner(value, path, errors)
+
+        return check_optional
+
+    if isinstance(t, mi.Metadata):
+        extra = t.extra or {}
+        if "money" in extra:
+            positive = extra["money"] == "positive"
+
+            def check_money(value: Any, path: str, errors: list[FieldError]) -> Any:
+                try:
+                    return normalise_money(value, positive=positive)
+                except ValueError as exc:
+                    errors.append(FieldError(path, str(exc)))
+                    return value
+
+            return check_money
+        inner = _compile(t.type)
+        if "max_bytes" in extra:
+            max_bytes: int = extra["max_bytes"]
+
+            def check_bytes(value: Any, path: str, errors: list[FieldError]) -> Any:
+                value = inner(value, path, errors)
+                if isinstance(value, str) and len(value) * 4 > max_bytes:
+                    size = len(value.encode("utf-8", "surrogatepass"))
+                    if size > max_bytes:
+                        errors.append(FieldError(path, f"must be at most {max_bytes} bytes in UTF-8, got {size}"))
+                return value
+
+            return check_bytes
+        return inner
+
+    if isinstance(t, mi.StrType):
+        min_length, max_length = t.min_length, t.max_length
+
+        def check_str(value: Any, path: str, errors: list[FieldError]) -> Any:
+            if not isinstance(value, str):
+                errors.append(FieldError(path, f"expected a string, got {_type_name(value)}"))
+            elif max_length is not None and len(value) > max_length:
+                errors.append(FieldError(path, f"must be at most {max_length} characters, got {len(value)}"))
+            elif min_length is not None and len(value) < min_length:
+                errors.append(FieldError(path, "must not be empty"))
+            return value
+
+        return check_str
+
+    if isinstance(t, mi.BoolType):
+
+        def check_bool(value: Any, path: str, errors: list[FieldError]) -> Any:
+            if not isinstance(value, bool):
+                errors.append(FieldError(path, f"expected true or false, got {_type_name(value)}"))
+            return value
+
+        return check_bool
+
+    if isinstance(t, mi.IntType):
+        ge = t.ge
+
+        def check_int(value: Any, path: str, errors: list[FieldError]) -> Any:
+            if isinstance(value, bool) or not isinstance(value, int):
+                errors.append(FieldError(path, f"expected an integer, got {_type_name(value)}"))
+            elif ge is not None and value < ge:
+                errors.append(FieldError(path, f"must be >= {ge}, got {value}"))
+            return value
+
+        return check_int
+
+    if isinstance(t, mi.LiteralType):
+        allowed = t.values
+        shown = ", ".join(repr(v) for v in allowed)
+
+        def check_literal(value: Any, path: str, errors: list[FieldError]) -> Any:
+            if value not in allowed or not isinstance(value, str):
+                errors.append(FieldError(path, f"must be one of {shown}, got {value!r}"))
+            return value
+
+        return check_literal
+
+    if isinstance(t, mi.ListType):
+        item = _compile(t.item_type)
+        max_items = t.max_length
+
+        def check_list(value: Any, path: str, errors: list[FieldError]) -> Any:
+            if not isinstance(value, (list, tuple)):
+                errors.append(FieldError(path, f"expected a list, got {_type_name(value)}"))
+                return value
+            if max_items is not None and len(value) > max_items:
+                errors.append(FieldError(path, f"must have at most {max_items} items, got {len(value)}"))
+            out = [item(v, f"{path}[{i}]", errors) for i, v in enumerate(value)]
+            return value if all(a is b for a, b in zip(out, value, strict=True)) and isinstance(value, list) else out
+
+        return check_list
+
+    if isinstance(t, mi.DictType):
+        key_check = _compile(t.key_type)
+        value_check = _compile(t.value_type)
+
+        def check_dict(value: Any, path: str, errors: list[FieldError]) -> Any:
+            if not isinstance(value, dict):
+                errors.append(FieldError(path, f"expected an object, got {_type_name(value)}"))
+                return value
+            for k, v in value.items():
+                key_check(k, f"{path}[{k!r}] (key)", errors)
+                value_check(v, f"{path}[{k!r}]", errors)
+            return value
+
+        return check_dict
+
+    if isinstance(t, mi.StructType):
+        cls = t.cls
+        compiled = [(f.name, f.encode_name, _compile(f.type)) for f in t.fields]
+
+        def check_struct(value: Any, path: str, errors: list[FieldError]) -> Any:
+            if not isinstance(value, cls):
+                errors.append(FieldError(path, f"expected {cls.__name__}, got {_type_name(value)}"))
+                return value
+            changes: dict[str, Any] = {}
+            for name, encode_name, check in compiled:
+                current = getattr(value, name)
+                if current is UNSET:
+                    continue
+                checked = check(current, f"{path}.{encode_name}", errors)
+                if checked is not current:
+                    changes[name] = checked
+            return msgspec.structs.replace(value, **changes) if changes else value
+
+        return check_struct
+
+    if isinstance(t, mi.AnyType):
+        return lambda value, path, errors: value
+
+    raise TypeError(f"unsupported type in request model: {t}")
