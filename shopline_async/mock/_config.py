@@ -36,8 +36,9 @@ class Faults:
     garbage_rate: float = 0.0
     """Probability of a 200 whose body is HTML or truncated JSON (the write is applied)."""
     fail_first: int = 0
-    """The first ``fail_first`` attempts at each path fail with ``fail_status``."""
-    fail_status: int = 503
+    """The first ``fail_first`` attempts at each path fail with ``fail_status``: an HTTP
+    status, ``"drop"`` (connection closed, no response) or ``"stall"`` (``stall_seconds``)."""
+    fail_status: int | Literal["drop", "stall"] = 503
     retry_after: float | None = None
     """``Retry-After`` seconds on injected 5xx and ``fail_first`` answers, if set."""
 

@@ -56,6 +56,8 @@ class StoreStats:
     statuses: Counter[int] = field(default_factory=Counter)
     writes: Counter[str] = field(default_factory=Counter)
     attempts: Counter[str] = field(default_factory=Counter)
+    peers: set[tuple[str, int]] = field(default_factory=set)
+    """Client addresses seen: one per TCP connection the store's clients opened."""
 
 
 class _Store:
@@ -145,21 +147,25 @@ class MockShopline:
         self._trace_prefix = os.urandom(4).hex()
         self._trace_numbers = itertools.count(1)
         self._runner: web.AppRunner | None = None
-        self.app = web.Application(client_max_size=4 * 1024 * 1024)
-        self.app.router.add_route("*", "/{tail:.*}", self._handle)
+        self.app = web.Application(client_max_size=4 * 1024 * 1024, middlewares=[self._trace_aiohttp_errors])
+        self.app.router.add_route("*", r"/{tail:[\s\S]*}", self._handle)
 
     # --- running ---------------------------------------------------------
 
     async def start(self) -> str:
         """Start listening; returns the base URL (``http://127.0.0.1:PORT``)."""
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
         sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        self.port = sock.getsockname()[1]
-        site = web.SockSite(self._runner, sock, shutdown_timeout=0.5)
-        await site.start()
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+            self.port = sock.getsockname()[1]
+            await web.SockSite(self._runner, sock).start()
+        except BaseException:
+            sock.close()
+            await self.stop()
+            raise
         return self.base_url
 
     async def stop(self) -> None:
@@ -209,6 +215,20 @@ class MockShopline:
     def _trace_id(self) -> str:
         return f"{self._trace_prefix}{next(self._trace_numbers):012d}"
 
+    @web.middleware
+    async def _trace_aiohttp_errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Errors aiohttp raises itself (no route, body too large) in the API's shape, with a traceId."""
+        try:
+            response: web.StreamResponse = await handler(request)
+        except web.HTTPException as exc:
+            return web.Response(
+                status=exc.status,
+                body=_encoder.encode({"errors": exc.reason}),
+                content_type=_JSON,
+                headers={"traceId": self._trace_id()},
+            )
+        return response
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         trace_id = self._trace_id()
         store: _Store | None = None
@@ -216,6 +236,9 @@ class MockShopline:
             store = self._authenticate(request)
             stats = store.stats
             stats.requests += 1
+            peer = request.transport.get_extra_info("peername") if request.transport else None
+            if peer:
+                stats.peers.add(tuple(peer[:2]))
             stats.in_flight += 1
             stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
             try:
@@ -322,6 +345,12 @@ class MockShopline:
             return
         retry_after = {"Retry-After": f"{faults.retry_after:g}"} if faults.retry_after is not None else None
         if nth < faults.fail_first:
+            if faults.fail_status == "drop":
+                store.stats.dropped += 1
+                raise _Drop()
+            if faults.fail_status == "stall":
+                await asyncio.sleep(faults.stall_seconds)
+                return
             raise _Reply(faults.fail_status, f"Injected failure {nth + 1} of {faults.fail_first}", retry_after)
         rng = faults.rng(store.handle, path, nth)
         if rng.random() < faults.latency_rate:

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import gc
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from shopline_async import RateLimit, RetryPolicy, ShoplineClient
+from shopline_async.mock import MockShopline, MockStoreConfig
+
+SPEC = Path(__file__).resolve().parent / "data"
+
+TOKENS = {"token-alpha": "alpha", "token-beta": "beta", "token-gamma": "gamma"}
+FAST_RETRY = RetryPolicy(initial_delay=0.01, max_delay=0.05, max_attempts=4)
+
+
+def spec_example(name: str) -> dict:
+    return json.loads((SPEC / name).read_text())
+
+
+@pytest.fixture
+async def mock_server() -> AsyncIterator[MockShopline]:
+    """The mock SHOPLINE server on 127.0.0.1, port 0, three stores, no rate limit."""
+    async with MockShopline(TOKENS, config=MockStoreConfig(rate=None)) as server:
+        yield server
+
+
+@pytest.fixture
+async def client(mock_server: MockShopline) -> AsyncIterator[ShoplineClient]:
+    async with ShoplineClient(base_url=mock_server.base_url, retry=FAST_RETRY, rate_limit=RateLimit.unlimited()) as c:
+        yield c
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage() -> None:
+    # an unclosed aiohttp session warns from __del__; collecting here makes the
+    # warning (an error under our filterwarnings) land in the test that leaked it
+    yield
+    gc.collect()
