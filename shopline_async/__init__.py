@@ -2,6 +2,7 @@
 
 from msgspec import UNSET
 
+from ._batch import BatchExecutor, BatchReport, BatchSummary, Operation, Progress, Result, UpdateImage, UpdateProduct
 from ._client import ShoplineClient, Store
 from ._config import RateLimit, RetryPolicy, Timeout
 from ._errors import (
@@ -47,6 +48,9 @@ __all__ = [
     "APIStatusError",
     "APITimeoutError",
     "AuthenticationError",
+    "BatchExecutor",
+    "BatchReport",
+    "BatchSummary",
     "ConfigError",
     "FieldError",
     "Image",
@@ -54,6 +58,7 @@ __all__ = [
     "ImageUpdate",
     "InvalidRequestError",
     "NotFoundError",
+    "Operation",
     "Option",
     "OptionInput",
     "OptionValue",
@@ -61,10 +66,12 @@ __all__ = [
     "Product",
     "ProductImage",
     "ProductUpdate",
+    "Progress",
     "RateLimit",
     "RateLimitError",
     "Response",
     "ResponseDecodeError",
+    "Result",
     "RetryPolicy",
     "SecurityBlockError",
     "ServerError",
@@ -74,6 +81,8 @@ __all__ = [
     "StoreFrozenError",
     "StoreLockedError",
     "Timeout",
+    "UpdateImage",
+    "UpdateProduct",
     "ValidationError",
     "Variant",
     "VariantInput",

@@ -49,11 +49,21 @@ class Products:
         retry: RetryPolicy | None = None,
     ) -> Response[Product]:
         """As :meth:`update`, returning the product with status, trace id, attempts and timing."""
+        path, body = self.prepare(product_id, product, api_version=api_version)
+        return await self._transport.request("PUT", path, body, decode_product, timeout=timeout, retry=retry)
+
+    def prepare(
+        self, product_id: str, product: ProductUpdate | Mapping[str, Any], *, api_version: str | None = None
+    ) -> tuple[str, bytes]:
+        """Validate and encode without sending: the request path and body. Raises ValidationError."""
         segment = path_segment(product_id, "product_id")
         body = encode_product_update(coerce_update(product, ProductUpdate, "$.product"))
         version = check_api_version(api_version or self._api_version)
-        path = f"/admin/openapi/{version}/products/{segment}.json"
-        return await self._transport.request("PUT", path, body, decode_product, timeout=timeout, retry=retry)
+        return f"/admin/openapi/{version}/products/{segment}.json", body
+
+    async def send(self, path: str, body: bytes, *, retry: RetryPolicy | None = None) -> Response[Product]:
+        """Send what :meth:`prepare` returned."""
+        return await self._transport.request("PUT", path, body, decode_product, retry=retry)
 
 
 class Images:
@@ -95,9 +105,24 @@ class Images:
         retry: RetryPolicy | None = None,
     ) -> Response[ProductImage]:
         """As :meth:`update`, returning the image with status, trace id, attempts and timing."""
+        path, body = self.prepare(product_id, image_id, image, api_version=api_version)
+        return await self._transport.request("PUT", path, body, decode_image, timeout=timeout, retry=retry)
+
+    def prepare(
+        self,
+        product_id: str,
+        image_id: str,
+        image: ImageUpdate | Mapping[str, Any],
+        *,
+        api_version: str | None = None,
+    ) -> tuple[str, bytes]:
+        """Validate and encode without sending: the request path and body. Raises ValidationError."""
         product_segment = path_segment(product_id, "product_id")
         image_segment = path_segment(image_id, "image_id")
         body = encode_image_update(coerce_update(image, ImageUpdate, "$.image"))
         version = check_api_version(api_version or self._api_version)
-        path = f"/admin/openapi/{version}/products/{product_segment}/images/{image_segment}.json"
-        return await self._transport.request("PUT", path, body, decode_image, timeout=timeout, retry=retry)
+        return f"/admin/openapi/{version}/products/{product_segment}/images/{image_segment}.json", body
+
+    async def send(self, path: str, body: bytes, *, retry: RetryPolicy | None = None) -> Response[ProductImage]:
+        """Send what :meth:`prepare` returned."""
+        return await self._transport.request("PUT", path, body, decode_image, retry=retry)

@@ -161,6 +161,11 @@ class StoreTransport:
         return self._limiter
 
     @property
+    def rate_limited(self) -> int:
+        """429s this store has answered so far."""
+        return self._limiter.rate_limited if self._limiter is not None else 0
+
+    @property
     def session(self) -> aiohttp.ClientSession:
         """The store's pooled session, created on first use inside the running loop."""
         if self._session is None or self._session.closed:

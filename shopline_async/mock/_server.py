@@ -57,6 +57,8 @@ class StoreStats:
     writes: Counter[str] = field(default_factory=Counter)
     attempts: Counter[str] = field(default_factory=Counter)
     peers: set[tuple[str, int]] = field(default_factory=set)
+    traces: dict[str, list[str]] = field(default_factory=dict)
+    """traceIds sent, by request path (only with ``record_traces=True``)."""
     """Client addresses seen: one per TCP connection the store's clients opened."""
 
 
@@ -133,6 +135,7 @@ class MockShopline:
         host: str = "127.0.0.1",
         port: int = 0,
         validate_bodies: bool = True,
+        record_traces: bool = False,
     ) -> None:
         self.tokens = dict(tokens or {"mock-token": "mock-store"})
         default = config or MockStoreConfig()
@@ -144,6 +147,7 @@ class MockShopline:
         self.host = host
         self.port = port
         self.validate_bodies = validate_bodies
+        self.record_traces = record_traces
         self._trace_prefix = os.urandom(4).hex()
         self._trace_numbers = itertools.count(1)
         self._runner: web.AppRunner | None = None
@@ -236,6 +240,8 @@ class MockShopline:
             store = self._authenticate(request)
             stats = store.stats
             stats.requests += 1
+            if self.record_traces:
+                stats.traces.setdefault(request.raw_path, []).append(trace_id)
             peer = request.transport.get_extra_info("peername") if request.transport else None
             if peer:
                 stats.peers.add(tuple(peer[:2]))
@@ -249,8 +255,12 @@ class MockShopline:
         except _Reply as reply:
             status, body = reply.status, _encoder.encode({"errors": reply.errors})
             headers = {"traceId": trace_id, **reply.headers}
+        except ConnectionResetError:
+            return web.Response(status=499)  # the client left mid-request; nobody reads this
         except _Drop:
-            # no response at all: the client sees the connection end
+            # no response at all: the client sees the connection end, and no traceId
+            if self.record_traces and store is not None:
+                store.stats.traces[request.raw_path].pop()
             if request.transport is not None:
                 request.transport.close()
             return web.Response(status=500)
@@ -295,8 +305,9 @@ class MockShopline:
                 if product is None:
                     raise _Reply(404, "Product not found")
                 return 200, _encoder.encode({"product": Catalog.public_product(product)})
+            document = await self._read_json(request)
             await self._inject_faults(store, raw_path)
-            update = self._parse(await self._read_json(request), "product", ProductUpdate)
+            update = self._parse(document, "product", ProductUpdate)
             product, _ = store.catalog.upsert(product_id, update)
             store.stats.writes[product_id] += 1
             body = _encoder.encode({"product": Catalog.public_product(product)})
@@ -305,8 +316,9 @@ class MockShopline:
 
         assert image_match is not None
         product_id, image_id = unquote(image_match.group(2)), unquote(image_match.group(3))
+        document = await self._read_json(request)
         await self._inject_faults(store, raw_path)
-        image_update = self._parse(await self._read_json(request), "image", ImageUpdate)
+        image_update = self._parse(document, "image", ImageUpdate)
         image = store.catalog.update_image(product_id, image_id, image_update)
         if image is None:
             raise _Reply(404, f"Image {image_id} not found on product {product_id}")

@@ -1,0 +1,247 @@
+"""The batch executor against the mock server: accounting, limits, streaming, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+
+from shopline_async import (
+    BatchExecutor,
+    ImageInput,
+    ProductUpdate,
+    Progress,
+    RateLimit,
+    Result,
+    RetryPolicy,
+    ServerError,
+    ShoplineClient,
+    UpdateImage,
+    UpdateProduct,
+    ValidationError,
+    VariantInput,
+)
+from shopline_async.mock import Faults, MockShopline, MockStoreConfig
+
+STORES = {"token-a": "store-a", "token-b": "store-b", "token-c": "store-c"}
+
+
+def product_op(store: str, n: int, **fields: object) -> UpdateProduct:
+    update = ProductUpdate(title=f"Product {n}", variants=[VariantInput(sku=f"S{n}", price="12.50")])
+    return UpdateProduct(store=store, product_id=f"p{n}", product=fields or update, key=f"{store}:{n}")
+
+
+def connect(client: ShoplineClient, server: MockShopline, rate_limit: RateLimit | None = None) -> None:
+    for token, handle in server.tokens.items():
+        client.store(handle, token, rate_limit=rate_limit)
+
+
+async def test_thousand_operations_with_faults_each_get_exactly_one_result() -> None:
+    faults = Faults(seed=7, error_rate=0.1, drop_rate=0.02, latency_rate=0.05, latency=(0.001, 0.01))
+    doomed = MockStoreConfig(rate=None, faults=Faults(fail_first=100, fail_status=503))
+    async with MockShopline(
+        STORES,
+        config=MockStoreConfig(rate=None, faults=faults),
+        store_configs={"store-c": doomed},
+        record_traces=True,
+    ) as server:
+        retry = RetryPolicy(max_attempts=6, initial_delay=0.002, max_delay=0.01)
+        async with ShoplineClient(base_url=server.base_url, retry=retry) as client:
+            connect(client, server, RateLimit.unlimited())
+            ops = [product_op(("store-a", "store-b")[n % 2], n) for n in range(960)]
+            ops += [product_op("store-c", n) for n in range(960, 1000)]
+            report = await BatchExecutor(client, concurrency=64).gather(ops)
+
+    assert [r.key for r in report.results] == [op.key for op in ops]  # input order
+    assert [r.index for r in report.results] == list(range(1000))
+    assert report.summary.total == 1000 and report.summary.outcomes == {"ok": 960, "failed": 40}
+    assert report.summary.retries > 0
+    for result, op in zip(report.results, ops, strict=True):
+        stats = server.stats(result.store)
+        path = f"/admin/openapi/v20260601/products/{op.product_id}.json"
+        if result.ok:
+            assert stats.writes[op.product_id] == 1  # written once, not lost, not twice
+            assert result.data.title == op.product.title  # type: ignore[union-attr]
+        else:
+            assert stats.writes[op.product_id] == 0
+            assert isinstance(result.error, ServerError) and result.status == 503
+        # the trace ids reported are the ones the server sent, in order
+        assert list(result.trace_ids) == stats.traces[path]
+        assert result.trace_id == stats.traces[path][-1]
+        assert result.attempts >= len(result.trace_ids)
+    assert sum(server.stats(h).writes.total() for h in STORES.values()) == 960
+
+
+async def test_invalid_items_fail_at_once_and_cost_no_request(mock_server: MockShopline) -> None:
+    async with ShoplineClient(base_url=mock_server.base_url) as client:
+        connect(client, mock_server, RateLimit.unlimited())
+        ops = [
+            product_op("alpha", 1),
+            UpdateProduct("alpha", "p2", {"title": "x" * 256}, key="long"),
+            UpdateProduct("alpha", "p3", ProductUpdate(variants=[VariantInput(price="1.234")]), key="price"),
+            UpdateImage("alpha", "p1", "..", {"alt": "a"}, key="bad-id"),
+            UpdateProduct("nowhere", "p4", {"title": "x"}, key="no-store"),
+            product_op("alpha", 5),
+        ]
+        report = await BatchExecutor(client).gather(ops)
+    outcomes = {r.key: r.outcome for r in report.results}
+    assert outcomes == {
+        "alpha:1": "ok",
+        "long": "invalid",
+        "price": "invalid",
+        "bad-id": "invalid",
+        "no-store": "invalid",
+        "alpha:5": "ok",
+    }
+    price = report.results[2]
+    assert isinstance(price.error, ValidationError) and price.error.paths == ["$.product.variants[0].price"]
+    assert "unknown store 'nowhere'" in str(report.results[4].error)
+    assert mock_server.stats("alpha").requests == 2
+
+
+async def test_image_operations_and_default_keys(mock_server: MockShopline) -> None:
+    async with ShoplineClient(base_url=mock_server.base_url) as client:
+        store = client.store("alpha", "token-alpha")
+        product = await store.products.update("p", ProductUpdate(images=[ImageInput(src="https://i/1.png")]))
+        image_id = product.images[0].id  # type: ignore[index]
+        ops = [UpdateImage(store, "p", image_id, {"alt": "new"}), UpdateImage("alpha", "p", "nope", {"alt": "x"})]
+        report = await BatchExecutor(client).gather(ops)  # type: ignore[arg-type]
+    ok, missing = report.results
+    assert (ok.key, ok.kind, ok.outcome, ok.data.alt) == (image_id, "image", "ok", "new")  # type: ignore[union-attr]
+    assert (missing.key, missing.status, missing.outcome) == ("nope", 404, "failed")
+    assert missing.trace_id is not None
+
+
+async def test_queue_mode_rate_limit_no_429_and_full_rate() -> None:
+    rate, n = 100.0, 200
+    async with MockShopline(STORES, config=MockStoreConfig(rate=rate, capacity=20, mode="queue")) as server:
+        async with ShoplineClient(base_url=server.base_url) as client:
+            connect(client, server, RateLimit(rate=rate, burst=20, max_in_flight=20))
+            started = time.monotonic()
+            report = await BatchExecutor(client).gather(product_op("store-a", i) for i in range(n))
+            elapsed = time.monotonic() - started
+    assert report.summary.outcomes == {"ok": n}
+    assert server.stats("store-a").http_429 == 0 and report.summary.rate_limited == 0
+    achieved = (n - 1) / elapsed  # the first request goes at once
+    assert 0.95 * rate <= achieved <= 1.05 * rate
+
+
+async def test_reject_mode_429s_are_retried_and_counted() -> None:
+    async with MockShopline(STORES, config=MockStoreConfig(rate=50, capacity=5, mode="reject")) as server:
+        retry = RetryPolicy(max_attempts=10, initial_delay=0.05, max_delay=0.2)
+        async with ShoplineClient(base_url=server.base_url, retry=retry) as client:
+            connect(client, server, RateLimit.unlimited(max_in_flight=20))  # deliberately not pacing
+            report = await BatchExecutor(client).gather(product_op("store-a", i) for i in range(40))
+    assert report.summary.outcomes == {"ok": 40}
+    assert report.summary.rate_limited == server.stats("store-a").http_429 > 0
+    assert report.summary.retries >= server.stats("store-a").http_429
+
+
+async def test_a_slow_store_does_not_hold_back_the_others(mock_server: MockShopline) -> None:
+    async with ShoplineClient(base_url=mock_server.base_url) as client:
+        client.store("alpha", "token-alpha", rate_limit=RateLimit(rate=10, burst=1))
+        client.store("beta", "token-beta", rate_limit=RateLimit.unlimited())
+        ops = [product_op("alpha" if n % 10 == 0 else "beta", n) for n in range(200)]  # 20 slow, 180 fast
+        finished: dict[str, float] = {}
+        started = time.monotonic()
+        async with BatchExecutor(client).stream(ops) as results:
+            async for result in results:
+                assert result.ok
+                finished[result.store] = time.monotonic() - started
+    assert finished["alpha"] >= 1.8  # 20 requests at 10/s
+    assert finished["beta"] < 0.8
+
+
+async def test_streaming_input_is_pulled_lazily(mock_server: MockShopline) -> None:
+    pulled = 0
+    reported = 0
+    max_ahead = 0
+
+    async def source() -> AsyncIterator[UpdateProduct]:
+        nonlocal pulled, max_ahead
+        for n in range(600):
+            pulled += 1
+            max_ahead = max(max_ahead, pulled - reported)
+            yield product_op("alpha", n)
+
+    async with ShoplineClient(base_url=mock_server.base_url) as client:
+        connect(client, mock_server, RateLimit.unlimited(max_in_flight=10))
+        async with BatchExecutor(client, concurrency=10, max_pending=50).stream(source()) as results:
+            async for _ in results:
+                reported += 1
+    assert (pulled, reported) == (600, 600)
+    assert max_ahead <= 51
+
+
+async def test_progress_hook_and_summary(mock_server: MockShopline) -> None:
+    seen: list[Progress] = []
+    mock_server.configure("alpha", MockStoreConfig(rate=None, faults=Faults(fail_first=1, fail_status=500)))
+    async with ShoplineClient(base_url=mock_server.base_url, retry=RetryPolicy(initial_delay=0.001)) as client:
+        connect(client, mock_server, RateLimit.unlimited())
+        ops = [product_op("alpha", n) for n in range(20)] + [UpdateProduct("alpha", "x", {"status": "gone"})]
+        executor = BatchExecutor(client, on_progress=seen.append)
+        report = await executor.gather(ops)
+    assert len(seen) == 21
+    assert seen[-1].taken == 21 and seen[-1].done == 20 and seen[-1].failed == 1 and seen[-1].in_flight == 0
+    assert all(a.done + a.failed < b.done + b.failed for a, b in itertools.pairwise(seen))
+    summary = report.summary
+    assert summary.outcomes == {"ok": 20, "invalid": 1} and summary.statuses == {200: 20}
+    assert summary.retries == 20
+    assert 0 < summary.p50 <= summary.p95 <= summary.p99 and summary.throughput > 0
+
+
+async def test_graceful_stop_reports_every_taken_operation(mock_server: MockShopline) -> None:
+    mock_server.configure("alpha", MockStoreConfig(rate=None, faults=Faults(latency_rate=1.0, latency=0.01)))
+    async with ShoplineClient(base_url=mock_server.base_url) as client:
+        connect(client, mock_server, RateLimit.unlimited(max_in_flight=5))
+        executor = BatchExecutor(client, concurrency=5, max_pending=40)
+        results: list[Result] = []
+        async with executor.stream(product_op("alpha", n) for n in range(10_000)) as stream:
+            async for result in stream:
+                results.append(result)
+                if len(results) == 30:
+                    executor.stop()
+    taken = executor.progress.taken
+    assert len(results) == taken < 10_000
+    assert sorted(r.index for r in results) == list(range(taken))
+    outcomes = Counter(r.outcome for r in results)
+    assert outcomes["not_attempted"] > 0 and set(outcomes) <= {"ok", "not_attempted"}
+    stats = mock_server.stats("alpha")
+    assert stats.writes.total() == outcomes["ok"]  # nothing not reported ok was written
+    assert executor.unreported() == []
+
+
+@pytest.mark.parametrize("after", [0.0, 0.02, 0.05, 0.11])
+async def test_cancellation_from_outside_accounts_for_every_taken_operation(
+    mock_server: MockShopline, after: float
+) -> None:
+    mock_server.configure("alpha", MockStoreConfig(rate=None, faults=Faults(latency_rate=1.0, latency=0.02)))
+    async with ShoplineClient(base_url=mock_server.base_url) as client:
+        connect(client, mock_server, RateLimit.unlimited(max_in_flight=8))
+        executor = BatchExecutor(client, concurrency=8, max_pending=30)
+        received: list[Result] = []
+        with anyio.move_on_after(after):
+            async with executor.stream(product_op("alpha", n) for n in range(1000)) as stream:
+                async for result in stream:
+                    received.append(result)
+        left = executor.unreported()
+        taken = executor.progress.taken
+        assert sorted(r.index for r in received + left) == list(range(taken))
+        # finished but not yet handed over when cancelled: reported with their real outcome
+        assert {r.outcome for r in left} <= {"cancelled", "not_attempted", "ok"}
+        writes = mock_server.stats("alpha").writes
+        assert all(writes[f"p{r.index}"] == 1 for r in received + left if r.ok)
+        assert all(writes[f"p{r.index}"] == 0 for r in left if r.outcome == "not_attempted")
+        await asyncio.sleep(0.05)
+        leftovers = [
+            t for t in asyncio.all_tasks() if t is not asyncio.current_task() and "aiohttp/web_" not in repr(t)
+        ]
+        assert leftovers == []
+        # the pool is intact: a following batch runs normally
+        report = await BatchExecutor(client).gather([product_op("alpha", 5000)])
+        assert report.results[0].ok
