@@ -136,7 +136,8 @@ class Catalog:
         match = next((i for i in existing if _given(image.id) and i["id"] == image.id), None)
         if match is None and _given(image.src):
             match = next((i for i in existing if i["src"] == image.src), None)
-        merged = dict(match) if match else {"alt": None, "id": self._new_id("6"), "src": None, "position": None}
+        new_id = image.id if _given(image.id) else self._new_id("6")
+        merged = dict(match) if match else {"alt": None, "id": new_id, "src": None, "position": None}
         for name in ("alt", "src"):
             value = getattr(image, name)
             if _given(value):

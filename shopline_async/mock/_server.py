@@ -208,6 +208,11 @@ class MockShopline:
         product = self._stores[handle].catalog.products.get(product_id)
         return Catalog.public_product(product) if product is not None else None
 
+    def seed(self, handle: str, product_id: str, update: ProductUpdate) -> dict[str, Any]:
+        """Create or update a product directly (no request, no statistics), e.g. before a demo."""
+        product, _ = self._stores[handle].catalog.upsert(product_id, validate(update, "$.product"))
+        return Catalog.public_product(product)
+
     def configure(self, handle: str, config: MockStoreConfig) -> None:
         """Change one store's behaviour (its bucket starts afresh)."""
         store = self._stores[handle]

@@ -1,0 +1,336 @@
+"""The catalog sync job behind ``shopline-async sync``: rows in, one results line per row out.
+
+Input rows are read lazily (JSONL or CSV); a malformed row is recorded as
+``invalid`` with its line number and skipped. Results are appended to a
+JSONL file one line per operation, flushed as they come, so an interrupted
+run leaves a consistent file and ``--resume`` can skip what already succeeded.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, NamedTuple
+
+import msgspec
+from msgspec import UNSET, Struct, UnsetType
+
+from ._batch import BatchExecutor, BatchSummary, Operation, Progress, Result, UpdateImage, UpdateProduct
+from ._codec import msgspec_error_to_field_error
+from ._errors import APIStatusError, ValidationError
+from .models._image import ImageUpdate
+from .models._product import ProductUpdate
+
+__all__ = ["CSV_COLUMNS", "RowKey", "SyncInputError", "SyncJob", "read_operations"]
+
+
+class SyncInputError(Exception):
+    """The input cannot be read at all (exit code 2)."""
+
+
+class RowKey(NamedTuple):
+    line: int
+    key: Hashable
+
+
+class _Row(Struct, forbid_unknown_fields=True):
+    product_id: str
+    product: ProductUpdate | UnsetType = UNSET
+    image_id: str | UnsetType = UNSET
+    image: ImageUpdate | UnsetType = UNSET
+    store: str | UnsetType = UNSET
+    key: str | int | UnsetType = UNSET
+
+
+_row_decoder = msgspec.json.Decoder(_Row, strict=False)
+
+_PRODUCT_COLUMNS = (
+    "title",
+    "status",
+    "vendor",
+    "body_html",
+    "subtitle",
+    "handle",
+    "spu",
+    "product_category",
+    "published_scope",
+    "template_path",
+    "path",
+)
+_VARIANT_COLUMNS = {
+    "variant_id": "id",
+    "sku": "sku",
+    "price": "price",
+    "compare_at_price": "compare_at_price",
+    "barcode": "barcode",
+    "inventory_policy": "inventory_policy",
+    "inventory_tracker": "inventory_tracker",
+    "required_shipping": "required_shipping",
+    "taxable": "taxable",
+    "weight": "weight",
+    "weight_unit": "weight_unit",
+    "option1": "option1",
+    "option2": "option2",
+    "option3": "option3",
+}
+CSV_COLUMNS = ("product_id", "store", "key", "tags", *_PRODUCT_COLUMNS, *_VARIANT_COLUMNS)
+_BOOL_COLUMNS = {"inventory_tracker", "required_shipping", "taxable"}
+_TRUE = {"true", "1", "yes", "y"}
+_FALSE = {"false", "0", "no", "n"}
+
+InvalidRow = Callable[[int, Hashable, str], None]
+
+
+def read_operations(
+    source: IO[str], fmt: str, default_store: str | None, on_invalid: InvalidRow
+) -> Iterator[Operation]:
+    """Operations from JSONL or CSV text, lazily; ``on_invalid(line, key, message)`` for rows that fail."""
+    rows = _jsonl_rows(source) if fmt == "jsonl" else _csv_rows(source)
+    for line, row in rows:
+        if isinstance(row, str):
+            on_invalid(line, str(line), row)
+            continue
+        key: Hashable = row.key if row.key is not UNSET else str(line)
+        store = row.store if row.store is not UNSET else default_store
+        if store is None:
+            on_invalid(line, key, 'no store: add a "store" field or pass --store')
+            continue
+        if (row.product is UNSET) == (row.image is UNSET):
+            on_invalid(line, key, 'expected exactly one of "product" or "image"')
+            continue
+        if row.image is not UNSET:
+            if row.image_id is UNSET:
+                on_invalid(line, key, '$.image_id: required with "image"')
+                continue
+            yield UpdateImage(store, row.product_id, row.image_id, row.image, key=RowKey(line, key))
+        else:
+            yield UpdateProduct(store, row.product_id, row.product, key=RowKey(line, key))  # type: ignore[arg-type]
+
+
+def _jsonl_rows(source: IO[str]) -> Iterator[tuple[int, _Row | str]]:
+    for line, text in enumerate(source, start=1):
+        if not text.strip():
+            continue
+        try:
+            yield line, _row_decoder.decode(text)
+        except msgspec.ValidationError as exc:
+            yield line, str(msgspec_error_to_field_error(exc, "$"))
+        except msgspec.DecodeError as exc:
+            yield line, f"not valid JSON: {exc}"
+
+
+def _csv_rows(source: IO[str]) -> Iterator[tuple[int, _Row | str]]:
+    reader = csv.DictReader(source)
+    header = reader.fieldnames or []
+    unknown = [c for c in header if c not in CSV_COLUMNS]
+    if unknown or "product_id" not in header:
+        raise SyncInputError(
+            f"CSV header: unknown columns {unknown} (known: {', '.join(CSV_COLUMNS)})"
+            if unknown
+            else "CSV header: a product_id column is required"
+        )
+    for record in reader:
+        line = reader.line_num
+        try:
+            yield line, msgspec.convert(_csv_document(record), _Row, strict=False)
+        except msgspec.ValidationError as exc:
+            yield line, str(msgspec_error_to_field_error(exc, "$"))
+        except ValueError as exc:
+            yield line, str(exc)
+
+
+def _csv_document(record: dict[str, str | None]) -> dict[str, Any]:
+    cells = {k: v.strip() for k, v in record.items() if k is not None and v is not None and v.strip()}
+    product: dict[str, Any] = {c: cells[c] for c in _PRODUCT_COLUMNS if c in cells}
+    if "tags" in cells:
+        product["tags"] = [t.strip() for t in cells["tags"].split(",") if t.strip()]
+    variant: dict[str, Any] = {}
+    for column, name in _VARIANT_COLUMNS.items():
+        if column in cells:
+            value: Any = cells[column]
+            if column in _BOOL_COLUMNS:
+                if value.lower() not in _TRUE | _FALSE:
+                    raise ValueError(f"$.product.variants[0].{name}: expected true or false, got {value!r}")
+                value = value.lower() in _TRUE
+            variant[name] = value
+    if variant:
+        product["variants"] = [variant]
+    document: dict[str, Any] = {"product_id": cells.get("product_id", ""), "product": product}
+    for extra in ("store", "key"):
+        if extra in cells:
+            document[extra] = cells[extra]
+    return document
+
+
+class _ResultLine(Struct, omit_defaults=True):
+    key: Any
+    line: int
+    store: str | None
+    kind: str | None
+    ok: bool
+    outcome: str
+    status: int | None = None
+    trace_id: str | None = None
+    trace_ids: list[str] = []
+    attempts: int = 0
+    elapsed_ms: float = 0.0
+    error: str | None = None
+
+
+class _PreviousResult(Struct):
+    key: Any = None
+    ok: bool = False
+
+
+_line_encoder = msgspec.json.Encoder()
+_previous_decoder = msgspec.json.Decoder(_PreviousResult)
+
+
+def completed_keys(results_path: Path) -> set[Any]:
+    """Keys already synced ok according to an earlier results file (for --resume)."""
+    done: set[Any] = set()
+    if not results_path.exists():
+        return done
+    with results_path.open("rb") as f:
+        for raw in f:
+            try:
+                previous = _previous_decoder.decode(raw)
+            except msgspec.MsgspecError:
+                continue  # a line cut short by a crash: that item simply runs again
+            if previous.ok:
+                done.add(_hashable(previous.key))
+    return done
+
+
+def _hashable(value: Any) -> Hashable:
+    return tuple(value) if isinstance(value, list) else value
+
+
+@dataclass
+class SyncJob:
+    """One sync run: feeds rows to a BatchExecutor and writes the results file."""
+
+    executor: BatchExecutor
+    results: IO[bytes]
+    skip_keys: set[Any] = field(default_factory=set)
+    invalid: int = 0
+    skipped: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    progress_stream: IO[str] | None = None
+    _last_draw: float = 0.0
+
+    def record_invalid(self, line: int, key: Hashable, message: str) -> None:
+        self.invalid += 1
+        self.reasons["invalid"] += 1
+        self._write(_ResultLine(key=key, line=line, store=None, kind=None, ok=False, outcome="invalid", error=message))
+
+    def record(self, result: Result) -> None:
+        line, key = result.key if isinstance(result.key, RowKey) else (0, result.key)
+        if not result.ok:
+            self.reasons[_reason(result)] += 1
+        self._write(
+            _ResultLine(
+                key=key,
+                line=line,
+                store=result.store,
+                kind=result.kind,
+                ok=result.ok,
+                outcome=result.outcome,
+                status=result.status,
+                trace_id=result.trace_id,
+                trace_ids=list(result.trace_ids),
+                attempts=result.attempts,
+                elapsed_ms=round(result.elapsed * 1000, 1),
+                error=_error_text(result),
+            )
+        )
+
+    def unskipped(self, operations: Iterator[Operation]) -> Iterator[Operation]:
+        for op in operations:
+            key = op.key.key if isinstance(op.key, RowKey) else op.key
+            if key in self.skip_keys:
+                self.skipped += 1
+                continue
+            yield op
+
+    def _write(self, line: _ResultLine) -> None:
+        self.results.write(_line_encoder.encode(line) + b"\n")
+        # one flush per item: a crash or Ctrl-C never leaves a result half-said
+        self.results.flush()
+
+    def draw_progress(self, progress: Progress, *, final: bool = False) -> None:
+        stream = self.progress_stream
+        if stream is None:
+            return
+        now = time.monotonic()
+        if not final and now - self._last_draw < 0.1:
+            return
+        self._last_draw = now
+        finished = progress.done + progress.failed
+        width = 30
+        filled = int(width * finished / progress.taken) if progress.taken else 0
+        bar = "#" * filled + "-" * (width - filled)
+        text = (
+            f"\r[{bar}] {finished}/{progress.taken} ok {progress.done} failed {progress.failed + self.invalid}"
+            f" in flight {progress.in_flight}"
+        )
+        stream.write(text + ("\n" if final else ""))
+        stream.flush()
+
+
+def _reason(result: Result) -> str:
+    if result.outcome != "failed":
+        return result.outcome
+    if isinstance(result.error, APIStatusError):
+        return f"HTTP {result.error.status}"
+    return type(result.error).__name__ if result.error is not None else "failed"
+
+
+def _error_text(result: Result) -> str | None:
+    if result.error is None:
+        return None
+    if isinstance(result.error, ValidationError):
+        return "; ".join(str(e) for e in result.error.errors)
+    return str(result.error)
+
+
+def format_summary(summary: BatchSummary, job: SyncJob, results_path: str, *, interrupted: bool) -> str:
+    total = summary.total + job.invalid
+    ok = summary.ok
+    lines = [
+        f"{'Interrupted' if interrupted else 'Done'}: {total} operations in {summary.elapsed:.1f} s "
+        f"({summary.throughput:.1f}/s): {ok} ok, {total - ok} not ok"
+        + (f", {job.skipped} skipped (already ok)" if job.skipped else ""),
+    ]
+    if job.reasons:
+        reasons = ", ".join(f"{reason} {count}" for reason, count in job.reasons.most_common())
+        lines.append(f"  not ok by reason: {reasons}")
+    lines.append(
+        f"  retries {summary.retries}, 429s {summary.rate_limited}, latency p50 {summary.p50 * 1000:.0f} ms, "
+        f"p95 {summary.p95 * 1000:.0f} ms, p99 {summary.p99 * 1000:.0f} ms"
+    )
+    lines.append(f"  results: {results_path}")
+    return "\n".join(lines)
+
+
+def open_input(path: str) -> IO[str]:
+    if path == "-":
+        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline="")
+    try:
+        return open(path, encoding="utf-8-sig", newline="")
+    except OSError as exc:
+        raise SyncInputError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def default_results_path(input_path: str) -> Path:
+    if input_path == "-":
+        return Path(os.getcwd()) / "sync-results.jsonl"
+    source = Path(input_path)
+    return source.with_name(source.stem + ".results.jsonl")

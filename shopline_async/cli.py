@@ -1,0 +1,359 @@
+"""``shopline-async``: bulk catalog sync, a one-command demo, and the mock server.
+
+Exit codes: 0 every item ok; 1 some items failed or were invalid; 2 usage
+error or unreadable input; 130 interrupted (Ctrl-C), with the results file
+consistent so that ``--resume`` finishes the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ._batch import BatchExecutor, UpdateProduct
+from ._client import ShoplineClient
+from ._config import RateLimit, RetryPolicy
+from ._constants import DEFAULT_BASE_URL, DEFAULT_BURST, DEFAULT_RATE
+from ._errors import ConfigError, ShoplineError, ValidationError
+from ._sync import (
+    CSV_COLUMNS,
+    RowKey,
+    SyncInputError,
+    SyncJob,
+    completed_keys,
+    default_results_path,
+    format_summary,
+    open_input,
+    read_operations,
+)
+from ._version import __version__
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+TOKEN_ENV = "SHOPLINE_ACCESS_TOKEN"
+
+SYNC_EPILOG = f"""\
+input formats:
+  JSONL, one operation per line:
+    {{"product_id": "123", "product": {{"title": "New title", "variants": [{{"sku": "S1", "price": "9.90"}}]}}}}
+    {{"product_id": "123", "image_id": "456", "image": {{"alt": "Front", "position": 1}}, "store": "shop2"}}
+    optional "store" (else --store) and "key" (else the line number), used by --resume.
+  CSV with a header; empty cells are left unchanged. Columns:
+    {", ".join(CSV_COLUMNS)}
+    tags is comma-separated; variant columns (variant_id, sku, price, ...) update one variant.
+
+tokens (never printed):
+  --token, else ${TOKEN_ENV}, for --store; or --config FILE, a JSON object
+  {{"stores": {{"shop1": {{"token": "...", "rate": 4, "burst": 40}}, "shop2": {{"token_env": "SHOP2_TOKEN"}}}}}}
+
+exit codes: 0 all ok, 1 some items failed or invalid, 2 usage or unreadable input, 130 interrupted.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shopline-async", description="Bulk product and image updates for SHOPLINE stores."
+    )
+    parser.add_argument("--version", action="version", version=f"shopline-async {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sync = commands.add_parser(
+        "sync",
+        help="push product and image updates from a JSONL or CSV file",
+        description="Push product and image updates from a JSONL or CSV file, one result line per row.",
+        epilog=SYNC_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sync.add_argument("input", metavar="INPUT", help="a .jsonl or .csv file, or - for standard input")
+    sync.add_argument("--format", choices=["jsonl", "csv"], help="input format (default: from the file name)")
+    sync.add_argument("--store", metavar="HANDLE", help="store for rows without a store field (e.g. open001)")
+    sync.add_argument("--token", help=f"access token for --store (default: ${TOKEN_ENV})")
+    sync.add_argument("--config", metavar="FILE", type=Path, help="JSON file mapping store handles to tokens")
+    sync.add_argument("--base-url", default=DEFAULT_BASE_URL, help="API base URL template (default: %(default)s)")
+    sync.add_argument("--rate", type=float, default=DEFAULT_RATE, help="requests/s per store (default: %(default)s)")
+    sync.add_argument(
+        "--burst", type=int, default=DEFAULT_BURST, help="bucket capacity per store (default: %(default)s)"
+    )
+    sync.add_argument("--unlimited", action="store_true", help="no client-side rate limit (Enterprise stores)")
+    sync.add_argument(
+        "--concurrency", type=int, default=40, help="requests in flight, all stores (default: %(default)s)"
+    )
+    sync.add_argument(
+        "--max-attempts", type=int, default=5, help="attempts per item incl. retries (default: %(default)s)"
+    )
+    sync.add_argument("--results", metavar="FILE", type=Path, help="results JSONL (default: INPUT.results.jsonl)")
+    sync.add_argument("--resume", action="store_true", help="skip rows whose key is already ok in the results file")
+    sync.add_argument("--dry-run", action="store_true", help="validate every row, send nothing")
+    sync.add_argument("--progress", choices=["auto", "always", "never"], default="auto", help="progress bar on stderr")
+
+    demo = commands.add_parser(
+        "demo",
+        help="sync a sample catalog into the embedded mock server (no account needed)",
+        description="Start the mock server, write a sample catalog (~500 updates over 2 stores, a few invalid rows) "
+        "and sync it, with progress and a summary. Needs no network and no account.",
+    )
+    demo.add_argument("--dir", type=Path, help="where to write the catalog and results (default: a new temp dir)")
+    demo.add_argument("--progress", choices=["auto", "always", "never"], default="auto")
+
+    mock = commands.add_parser(
+        "mock-server",
+        help="run the mock SHOPLINE server until Ctrl-C",
+        description="Serve the product and image endpoints locally, as SHOPLINE documents them.",
+    )
+    mock.add_argument("--host", default="127.0.0.1")
+    mock.add_argument("--port", type=int, default=8080)
+    mock.add_argument("--stores", default="mock-store", help="comma-separated store handles (default: %(default)s)")
+    mock.add_argument("--rate", type=float, default=4.0, help="requests/s per store (default: %(default)s)")
+    mock.add_argument("--burst", type=int, default=40, help="bucket capacity per store (default: %(default)s)")
+    mock.add_argument("--mode", choices=["queue", "reject"], default="queue", help="bucket mode (default: %(default)s)")
+    mock.add_argument("--unlimited", action="store_true", help="no rate limit (Enterprise)")
+    mock.add_argument("--retry-after", type=float, help="send Retry-After seconds with 429s")
+    mock.add_argument("--seed", type=int, default=0, help="fault injection seed")
+    mock.add_argument("--error-rate", type=float, default=0.0, help="probability of a 5xx")
+    mock.add_argument("--drop-rate", type=float, default=0.0, help="probability of a dropped connection")
+    mock.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
+    mock.add_argument("--no-validation", action="store_true", help="accept bodies without validating them")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "sync":
+            return asyncio.run(_sync_command(args))
+        if args.command == "demo":
+            return asyncio.run(_demo(args))
+        return asyncio.run(_mock_server(args))
+    except (SyncInputError, ConfigError) as exc:
+        print(f"shopline-async: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def _load_stores(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Store handle -> {"token", "rate", "burst"} from --config, --store/--token and the environment."""
+    stores: dict[str, dict[str, Any]] = {}
+    if args.config is not None:
+        try:
+            document = json.loads(args.config.read_text())
+            entries = document["stores"]
+            assert isinstance(entries, dict)
+        except (OSError, ValueError, KeyError, AssertionError, TypeError):
+            raise SyncInputError(f"--config {args.config}: expected a JSON object with a 'stores' object") from None
+        for handle, entry in entries.items():
+            entry = {"token": entry} if isinstance(entry, str) else dict(entry)
+            if "token_env" in entry:
+                entry["token"] = os.environ.get(entry["token_env"])
+            stores[handle] = entry
+    if args.store is not None:
+        entry = stores.setdefault(args.store, {})
+        entry["token"] = args.token or entry.get("token") or os.environ.get(TOKEN_ENV)
+    if not stores:
+        raise SyncInputError("no store: pass --store HANDLE (with --token or $SHOPLINE_ACCESS_TOKEN) or --config FILE")
+    for handle, entry in stores.items():
+        if not entry.get("token"):
+            if not args.dry_run:
+                raise SyncInputError(f"no access token for store {handle!r}: use --token, ${TOKEN_ENV} or --config")
+            entry["token"] = "dry-run"  # never sent
+    return stores
+
+
+async def _sync_command(args: argparse.Namespace) -> int:
+    stores = _load_stores(args)
+    fmt = args.format or ("csv" if str(args.input).lower().endswith(".csv") else "jsonl")
+    results_path = args.results or default_results_path(args.input)
+    show_progress = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
+    if args.concurrency < 1 or args.max_attempts < 1 or args.burst < 1 or args.rate <= 0:
+        raise SyncInputError("--concurrency, --max-attempts, --burst and --rate must be positive")
+    return await run_sync(
+        input_path=args.input,
+        fmt=fmt,
+        stores=stores,
+        default_store=args.store,
+        base_url=args.base_url,
+        rate_limit=RateLimit.unlimited(args.concurrency)
+        if args.unlimited
+        else RateLimit(rate=args.rate, burst=args.burst, max_in_flight=min(args.burst, args.concurrency)),
+        concurrency=args.concurrency,
+        retry=RetryPolicy(max_attempts=args.max_attempts),
+        results_path=results_path,
+        resume=args.resume,
+        dry_run=args.dry_run,
+        progress=show_progress,
+    )
+
+
+async def run_sync(
+    *,
+    input_path: str,
+    fmt: str,
+    stores: dict[str, dict[str, Any]],
+    default_store: str | None,
+    base_url: str,
+    rate_limit: RateLimit,
+    concurrency: int,
+    retry: RetryPolicy,
+    results_path: Path,
+    resume: bool,
+    dry_run: bool,
+    progress: bool,
+) -> int:
+    source = open_input(input_path)
+    async with ShoplineClient(base_url=base_url, retry=retry) as client:
+        for handle, entry in stores.items():
+            store_limit = rate_limit
+            if "rate" in entry or "burst" in entry:
+                store_limit = RateLimit(
+                    rate=float(entry.get("rate", rate_limit.rate or DEFAULT_RATE)),
+                    burst=int(entry.get("burst", rate_limit.burst)),
+                    max_in_flight=rate_limit.max_in_flight,
+                )
+            client.store(handle, entry["token"], rate_limit=store_limit)
+        if dry_run:
+            with source:
+                return _dry_run(client, source, fmt, default_store)
+
+        skip = completed_keys(results_path) if resume else set()
+        results_path.parent.mkdir(parents=True, exist_ok=True)
+        with source, results_path.open("ab" if resume else "wb") as results:
+            job = SyncJob(executor=BatchExecutor(client), results=results, skip_keys=skip)
+            job.executor = BatchExecutor(client, concurrency=concurrency, on_progress=job.draw_progress)
+            job.progress_stream = sys.stderr if progress else None
+            operations = job.unskipped(read_operations(source, fmt, default_store, job.record_invalid))
+            interrupted = await _run_with_interrupts(job, operations)
+            summary = job.executor.summary()
+            if progress:
+                job.draw_progress(job.executor.progress, final=True)
+        print(format_summary(summary, job, str(results_path), interrupted=interrupted))
+        if interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_OK if summary.failed == 0 and job.invalid == 0 else EXIT_FAILED
+
+
+async def _run_with_interrupts(job: SyncJob, operations: Any) -> bool:
+    """Run the batch; the first Ctrl-C stops it gently (requests in flight finish, the rest is
+    recorded not attempted), a second one cancels at once. Returns whether it was interrupted."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    interrupts = 0
+
+    def on_interrupt() -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1:
+            print("\nstopping: finishing requests in flight (Ctrl-C again to abort)", file=sys.stderr)
+            job.executor.stop()
+        elif task is not None:
+            task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, on_interrupt)
+        installed = True
+    except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
+        installed = False
+    try:
+        async with job.executor.stream(operations) as results:
+            async for result in results:
+                job.record(result)
+    except asyncio.CancelledError:
+        if interrupts < 2:
+            raise
+        for result in job.executor.unreported():
+            job.record(result)
+        if task is not None and sys.version_info >= (3, 11):
+            task.uncancel()  # handled: let the summary print
+    finally:
+        if installed:
+            loop.remove_signal_handler(signal.SIGINT)
+    return interrupts > 0
+
+
+def _dry_run(client: ShoplineClient, source: Any, fmt: str, default_store: str | None) -> int:
+    """Check every row as the real run would (parse, store, validate, encode); send nothing."""
+    rows = 0
+    invalid = 0
+
+    def report(line: int, key: Any, message: str) -> None:
+        nonlocal rows, invalid
+        rows += 1
+        invalid += 1
+        print(f"line {line}: {message}")
+
+    for op in read_operations(source, fmt, default_store, report):
+        rows += 1
+        line = op.key.line if isinstance(op.key, RowKey) else 0
+        store = client.stores.get(str(op.store).lower())
+        if store is None:
+            rows -= 1
+            report(line, op.key, f"unknown store {op.store!r}")
+            continue
+        try:
+            if isinstance(op, UpdateProduct):
+                store.products.prepare(op.product_id, op.product)
+            else:
+                store.images.prepare(op.product_id, op.image_id, op.image)
+        except ShoplineError as exc:
+            messages = [str(e) for e in exc.errors] if isinstance(exc, ValidationError) else [str(exc)]
+            rows -= 1
+            report(line, op.key, "; ".join(messages))
+    print(f"dry run: {rows} rows checked, {invalid} invalid, nothing sent")
+    return EXIT_OK if invalid == 0 else EXIT_FAILED
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    from ._demo import run_demo
+
+    directory = args.dir or Path(tempfile.mkdtemp(prefix="shopline-demo-"))
+    show_progress = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
+    return await run_demo(directory, progress=show_progress)
+
+
+async def _mock_server(args: argparse.Namespace) -> int:
+    from .mock import Faults, MockShopline, MockStoreConfig
+
+    handles = [h.strip() for h in args.stores.split(",") if h.strip()]
+    tokens = {f"mock-token-{h}": h for h in handles}
+    config = MockStoreConfig(
+        rate=None if args.unlimited else args.rate,
+        capacity=args.burst,
+        mode=args.mode,
+        retry_after=args.retry_after,
+        faults=Faults(
+            seed=args.seed,
+            error_rate=args.error_rate,
+            drop_rate=args.drop_rate,
+            latency_rate=1.0 if args.latency else 0.0,
+            latency=args.latency,
+        ),
+    )
+    server = MockShopline(tokens, config=config, host=args.host, port=args.port, validate_bodies=not args.no_validation)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with server:
+        print(f"mock SHOPLINE server on {server.base_url}", flush=True)
+        for token, handle in tokens.items():
+            print(f"  store {handle}: token {token}", flush=True)
+        print(
+            f"  e.g. shopline-async sync catalog.jsonl --base-url {server.base_url} "
+            f"--store {handles[0]} --token {next(iter(tokens))}",
+            flush=True,
+        )
+        await stop.wait()
+    print("stopped", flush=True)
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
