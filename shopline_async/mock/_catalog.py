@@ -127,7 +127,7 @@ class Catalog:
             product["handle"] = _slug(product["title"])
         if product["status"] == "active" and product["published_at"] is None:
             product["published_at"] = now
-        product["image"] = dict(product["images"][0]) if product["images"] else None
+        product["image"] = self._embedded(product["images"][0]) if product["images"] else None
         product["updated_at"] = now
         self.products[product_id] = product
         return product, created
@@ -199,7 +199,7 @@ class Catalog:
                 merged[name] = value
         if _given(variant.image):
             image = self._merge_image(product["images"], variant.image)  # type: ignore[arg-type]
-            merged["image"] = {"alt": image["alt"], "id": image["id"], "src": image["src"]}
+            merged["image"] = self._embedded(image)
         values = [merged[k] for k in _OPTION_KEYS if merged[k] is not None]
         merged["title"] = " · ".join(values) if values else "Default Title"
         merged["updated_at"] = now
@@ -227,7 +227,7 @@ class Catalog:
             i["position"] = n
         now = _now()
         image["update_time"] = now
-        product["image"] = {k: images[0][k] for k in ("alt", "id", "src")}
+        product["image"] = self._embedded(images[0])
         return {
             "alt": image["alt"],
             "create_time": image.setdefault("create_time", product["created_at"]),
@@ -245,5 +245,10 @@ class Catalog:
     def public_product(product: dict[str, Any]) -> dict[str, Any]:
         """The product as the API returns it (images without the mock's bookkeeping keys)."""
         out = dict(product)
-        out["images"] = [{"alt": i["alt"], "id": i["id"], "src": i["src"]} for i in product["images"]]
+        out["images"] = [Catalog._embedded(i) for i in product["images"]]
         return out
+
+    @staticmethod
+    def _embedded(image: dict[str, Any]) -> dict[str, Any]:
+        """An image as products and variants embed it: alt, id, src."""
+        return {"alt": image["alt"], "id": image["id"], "src": image["src"]}
