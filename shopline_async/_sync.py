@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, NamedTuple
@@ -22,7 +22,7 @@ from typing import IO, Any, NamedTuple
 import msgspec
 from msgspec import UNSET, Struct, UnsetType
 
-from ._batch import BatchExecutor, BatchSummary, Operation, Progress, Result, UpdateImage, UpdateProduct
+from ._batch import BatchSummary, Operation, Progress, Result, UpdateImage, UpdateProduct
 from ._codec import msgspec_error_to_field_error
 from ._errors import APIStatusError, ValidationError
 from .models._image import ImageUpdate
@@ -91,8 +91,17 @@ InvalidRow = Callable[[int, Hashable, str], None]
 def read_operations(
     source: IO[str], fmt: str, default_store: str | None, on_invalid: InvalidRow
 ) -> Iterator[Operation]:
-    """Operations from JSONL or CSV text, lazily; ``on_invalid(line, key, message)`` for rows that fail."""
+    """Operations from JSONL or CSV text, lazily; ``on_invalid(line, key, message)`` for rows that fail.
+
+    Raises SyncInputError at once (not when iterated) for a CSV header it cannot use.
+    """
     rows = _jsonl_rows(source) if fmt == "jsonl" else _csv_rows(source)
+    return _operations(rows, default_store, on_invalid)
+
+
+def _operations(
+    rows: Iterator[tuple[int, _Row | str]], default_store: str | None, on_invalid: InvalidRow
+) -> Iterator[Operation]:
     for line, row in rows:
         if isinstance(row, str):
             on_invalid(line, str(line), row)
@@ -128,7 +137,11 @@ def _jsonl_rows(source: IO[str]) -> Iterator[tuple[int, _Row | str]]:
 
 def _csv_rows(source: IO[str]) -> Iterator[tuple[int, _Row | str]]:
     reader = csv.DictReader(source)
-    header = reader.fieldnames or []
+    _check_csv_header(reader.fieldnames or [])
+    return _csv_records(reader)
+
+
+def _check_csv_header(header: Sequence[str]) -> None:
     unknown = [c for c in header if c not in CSV_COLUMNS]
     if unknown or "product_id" not in header:
         raise SyncInputError(
@@ -136,6 +149,9 @@ def _csv_rows(source: IO[str]) -> Iterator[tuple[int, _Row | str]]:
             if unknown
             else "CSV header: a product_id column is required"
         )
+
+
+def _csv_records(reader: csv.DictReader[str]) -> Iterator[tuple[int, _Row | str]]:
     for record in reader:
         line = reader.line_num
         try:
@@ -215,10 +231,9 @@ def _hashable(value: Any) -> Hashable:
 
 @dataclass
 class SyncJob:
-    """One sync run: feeds rows to a BatchExecutor and writes the results file."""
+    """One sync run's bookkeeping: the results file, rows to skip, counts for the summary, progress."""
 
-    executor: BatchExecutor
-    results: IO[bytes]
+    results: IO[bytes] | None = None
     skip_keys: set[Any] = field(default_factory=set)
     invalid: int = 0
     skipped: int = 0
@@ -261,6 +276,7 @@ class SyncJob:
             yield op
 
     def _write(self, line: _ResultLine) -> None:
+        assert self.results is not None, "SyncJob.results must be open before the run"
         self.results.write(_line_encoder.encode(line) + b"\n")
         # one flush per item: a crash or Ctrl-C never leaves a result half-said
         self.results.flush()

@@ -208,39 +208,43 @@ async def run_sync(
     dry_run: bool,
     progress: bool,
 ) -> int:
-    source = open_input(input_path)
-    async with ShoplineClient(base_url=base_url, retry=retry) as client:
-        for handle, entry in stores.items():
-            store_limit = rate_limit
-            if "rate" in entry or "burst" in entry:
-                store_limit = RateLimit(
-                    rate=float(entry.get("rate", rate_limit.rate or DEFAULT_RATE)),
-                    burst=int(entry.get("burst", rate_limit.burst)),
-                    max_in_flight=rate_limit.max_in_flight,
-                )
-            client.store(handle, entry["token"], rate_limit=store_limit)
-        if dry_run:
-            with source:
+    with open_input(input_path) as source:
+        async with ShoplineClient(base_url=base_url, retry=retry) as client:
+            for handle, entry in stores.items():
+                client.store(handle, entry["token"], rate_limit=_store_rate_limit(entry, rate_limit))
+            if dry_run:
                 return _dry_run(client, source, fmt, default_store)
 
-        skip = completed_keys(results_path) if resume else set()
-        results_path.parent.mkdir(parents=True, exist_ok=True)
-        with source, results_path.open("ab" if resume else "wb") as results:
-            job = SyncJob(executor=BatchExecutor(client), results=results, skip_keys=skip)
-            job.executor = BatchExecutor(client, concurrency=concurrency, on_progress=job.draw_progress)
-            job.progress_stream = sys.stderr if progress else None
-            operations = job.unskipped(read_operations(source, fmt, default_store, job.record_invalid))
-            interrupted = await _run_with_interrupts(job, operations)
-            summary = job.executor.summary()
-            if progress:
-                job.draw_progress(job.executor.progress, final=True)
-        print(format_summary(summary, job, str(results_path), interrupted=interrupted))
-        if interrupted:
-            return EXIT_INTERRUPTED
-        return EXIT_OK if summary.failed == 0 and job.invalid == 0 else EXIT_FAILED
+            skip = completed_keys(results_path) if resume else set()
+            job = SyncJob(skip_keys=skip, progress_stream=sys.stderr if progress else None)
+            # read first: a bad CSV header must fail before the results file is touched
+            rows = read_operations(source, fmt, default_store, job.record_invalid)
+            results_path.parent.mkdir(parents=True, exist_ok=True)
+            with results_path.open("ab" if resume else "wb") as results:
+                job.results = results
+                executor = BatchExecutor(client, concurrency=concurrency, on_progress=job.draw_progress)
+                interrupted = await _run_with_interrupts(executor, job, job.unskipped(rows))
+                summary = executor.summary()
+                if progress:
+                    job.draw_progress(executor.progress, final=True)
+    print(format_summary(summary, job, str(results_path), interrupted=interrupted))
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if summary.failed == 0 and job.invalid == 0 else EXIT_FAILED
 
 
-async def _run_with_interrupts(job: SyncJob, operations: Any) -> bool:
+def _store_rate_limit(entry: dict[str, Any], default: RateLimit) -> RateLimit:
+    """A store's own rate/burst from --config, else the command line's."""
+    if "rate" not in entry and "burst" not in entry:
+        return default
+    return RateLimit(
+        rate=float(entry.get("rate", default.rate or DEFAULT_RATE)),
+        burst=int(entry.get("burst", default.burst)),
+        max_in_flight=default.max_in_flight,
+    )
+
+
+async def _run_with_interrupts(executor: BatchExecutor, job: SyncJob, operations: Any) -> bool:
     """Run the batch; the first Ctrl-C stops it gently (requests in flight finish, the rest is
     recorded not attempted), a second one cancels at once. Returns whether it was interrupted."""
     loop = asyncio.get_running_loop()
@@ -252,7 +256,7 @@ async def _run_with_interrupts(job: SyncJob, operations: Any) -> bool:
         interrupts += 1
         if interrupts == 1:
             print("\nstopping: finishing requests in flight (Ctrl-C again to abort)", file=sys.stderr)
-            job.executor.stop()
+            executor.stop()
         elif task is not None:
             task.cancel()
 
@@ -262,13 +266,13 @@ async def _run_with_interrupts(job: SyncJob, operations: Any) -> bool:
     except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
         installed = False
     try:
-        async with job.executor.stream(operations) as results:
+        async with executor.stream(operations) as results:
             async for result in results:
                 job.record(result)
     except asyncio.CancelledError:
         if interrupts < 2:
             raise
-        for result in job.executor.unreported():
+        for result in executor.unreported():
             job.record(result)
         if task is not None and sys.version_info >= (3, 11):
             task.uncancel()  # handled: let the summary print

@@ -1,0 +1,298 @@
+"""The shopline-async command, in process and as a subprocess, against a mock server in a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shopline_async import ImageInput, ProductUpdate
+from shopline_async.cli import main
+from shopline_async.mock import MockShopline, MockStoreConfig
+
+TOKENS = {"cli-secret-token-east-123": "east", "cli-secret-token-west-456": "west"}
+
+
+class ThreadedMock:
+    """The mock server on its own loop in a thread, so the CLI can run its own asyncio.run()."""
+
+    def __init__(self, config: MockStoreConfig) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.server = MockShopline(TOKENS, config=config)
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> MockShopline:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result()
+        return self.server
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+        self.loop.close()
+
+
+@pytest.fixture
+def mock() -> Iterator[MockShopline]:
+    with ThreadedMock(MockStoreConfig(rate=None)) as server:
+        yield server
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "stores.json"
+    path.write_text(json.dumps({"stores": {h: {"token": t} for t, h in TOKENS.items()}}))
+    return path
+
+
+def write_jsonl(path: Path, rows: list[Any]) -> Path:
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def product_rows(n: int, store: str = "east") -> list[dict[str, Any]]:
+    return [
+        {"store": store, "key": f"{store}-{i}", "product_id": f"p{i}", "product": {"title": f"T{i}"}} for i in range(n)
+    ]
+
+
+def sync(*args: str) -> int:
+    return main(["sync", *args, "--progress", "never"])
+
+
+def test_jsonl_sync_products_and_images(mock: MockShopline, config_file: Path, tmp_path: Path, capsys) -> None:
+    mock.seed("west", "w1", ProductUpdate(images=[ImageInput(id="img-1", src="https://i/1")]))
+    rows = product_rows(20, "east") + product_rows(10, "west")
+    rows.append({"store": "west", "product_id": "w1", "image_id": "img-1", "image": {"alt": "Front", "position": 1}})
+    source = write_jsonl(tmp_path / "catalog.jsonl", rows)
+    code = sync(str(source), "--config", str(config_file), "--base-url", mock.base_url)
+    assert code == 0
+    results = read_results(tmp_path / "catalog.results.jsonl")
+    assert len(results) == 31 and all(r["ok"] for r in results)
+    assert sorted(r["line"] for r in results) == list(range(1, 32))
+    assert all(r["trace_id"] and r["trace_ids"][-1] == r["trace_id"] for r in results)
+    assert mock.stats("east").writes.total() == 20 and mock.stats("west").writes.total() == 11
+    assert mock.product("west", "w1")["images"][0]["alt"] == "Front"  # type: ignore[index]
+    out = capsys.readouterr().out
+    assert "Done: 31 operations" in out and "31 ok, 0 not ok" in out and str(tmp_path) in out
+
+
+def test_csv_sync(mock: MockShopline, tmp_path: Path) -> None:
+    source = tmp_path / "catalog.csv"
+    source.write_text(
+        "product_id,title,status,vendor,tags,sku,price,inventory_tracker,weight,weight_unit\n"
+        'c1,Shirt,active,Acme,"linen, summer",S-1,19.9,false,0.5,kg\n'
+        "c2,Trousers,,,,,,,,\n"
+    )
+    os.environ["SHOPLINE_ACCESS_TOKEN"] = "cli-secret-token-east-123"
+    try:
+        code = sync(str(source), "--store", "east", "--base-url", mock.base_url)
+    finally:
+        del os.environ["SHOPLINE_ACCESS_TOKEN"]
+    assert code == 0
+    shirt = mock.product("east", "c1")
+    assert shirt is not None
+    assert (shirt["title"], shirt["status"], shirt["vendor"], shirt["tags"]) == (
+        "Shirt",
+        "active",
+        "Acme",
+        "linen,summer",
+    )
+    variant = shirt["variants"][0]
+    assert (variant["sku"], variant["price"], variant["inventory_tracker"], variant["weight"]) == (
+        "S-1",
+        "19.90",
+        False,
+        "0.50",
+    )
+    assert mock.product("east", "c2")["status"] == "draft"  # type: ignore[index]  # empty cells: unchanged
+
+
+def test_invalid_rows_are_recorded_and_skipped(mock: MockShopline, config_file: Path, tmp_path: Path, capsys) -> None:
+    rows: list[Any] = product_rows(3)
+    rows.insert(1, '{"store": "east", "product_id": "broken", "product": {')
+    rows.insert(3, {"store": "east", "product_id": "x", "product": {"variants": [{"price": "1.234"}]}})
+    rows.append({"store": "east", "product_id": "y", "product": {"titel": "typo"}})
+    rows.append({"store": "mars", "product_id": "z", "product": {}})
+    rows.append({"store": "east", "product_id": "i", "image": {"alt": "no image id"}})
+    source = write_jsonl(tmp_path / "c.jsonl", rows)
+    assert sync(str(source), "--config", str(config_file), "--base-url", mock.base_url) == 1
+    results = {r["line"]: r for r in read_results(tmp_path / "c.results.jsonl")}
+    assert len(results) == len(rows)
+    assert [line for line, r in sorted(results.items()) if r["ok"]] == [1, 3, 5]
+    assert "not valid JSON" in results[2]["error"]
+    assert results[4]["error"] == "$.product.variants[0].price: must have at most two decimal places, got '1.234'"
+    assert "unknown field `titel`" in results[6]["error"] and "$.product" in results[6]["error"]
+    assert "unknown store 'mars'" in results[7]["error"]
+    assert "$.image_id" in results[8]["error"]
+    assert all(r["outcome"] == "invalid" for line, r in results.items() if line not in (1, 3, 5))
+    assert mock.stats("east").requests == 3
+    assert "not ok by reason: invalid 5" in capsys.readouterr().out
+
+
+def test_dry_run_sends_nothing_and_lists_bad_rows(
+    mock: MockShopline, config_file: Path, tmp_path: Path, capsys
+) -> None:
+    rows: list[Any] = product_rows(4)
+    rows[2] = {"store": "east", "product_id": "p", "product": {"title": "x" * 300}}
+    rows.append({"store": "west", "product_id": "q", "product": {"variants": [{"weight": "0"}]}})
+    source = write_jsonl(tmp_path / "c.jsonl", rows)
+    assert sync(str(source), "--dry-run", "--config", str(config_file), "--base-url", mock.base_url) == 1
+    out = capsys.readouterr().out
+    assert "line 3: $.product.title: Expected `str` of length <= 255" in out
+    assert "line 5: $.product.variants[0].weight: must be greater than 0" in out
+    assert "dry run: 5 rows checked, 2 invalid, nothing sent" in out
+    assert mock.stats("east").requests == 0 and not (tmp_path / "c.results.jsonl").exists()
+    good = write_jsonl(tmp_path / "good.jsonl", product_rows(3))
+    assert sync(str(good), "--dry-run", "--store", "east") == 0  # no token needed to validate
+
+
+def test_resume_redoes_only_what_did_not_succeed(mock: MockShopline, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "c.jsonl", product_rows(10, "east") + product_rows(10, "west"))
+    half_config = tmp_path / "half.json"
+    half_config.write_text(json.dumps({"stores": {"east": {"token": "cli-secret-token-east-123"}, "west": "wrong"}}))
+    assert sync(str(source), "--config", str(half_config), "--base-url", mock.base_url) == 1
+    first = read_results(tmp_path / "c.results.jsonl")
+    assert sum(r["ok"] for r in first) == 10 and {r["status"] for r in first if not r["ok"]} == {401}
+
+    fixed = tmp_path / "fixed.json"
+    fixed.write_text(json.dumps({"stores": {h: t for t, h in TOKENS.items()}}))
+    assert sync(str(source), "--config", str(fixed), "--base-url", mock.base_url, "--resume") == 0
+    second = read_results(tmp_path / "c.results.jsonl")
+    assert len(second) == 30  # appended: 20 from the first run, 10 redone
+    assert mock.stats("east").writes == {f"p{i}": 1 for i in range(10)}  # no success redone
+    assert mock.stats("west").writes == {f"p{i}": 1 for i in range(10)}
+
+
+def test_exit_code_2_for_usage_and_unreadable_input(mock: MockShopline, tmp_path: Path, capsys) -> None:
+    good = write_jsonl(tmp_path / "c.jsonl", product_rows(1))
+    bad_csv = tmp_path / "bad.csv"
+    bad_csv.write_text("product_id,colour\n1,red\n")
+    bad_config = tmp_path / "bad.json"
+    bad_config.write_text("[1, 2]")
+    assert sync(str(tmp_path / "missing.jsonl"), "--store", "east", "--token", "t") == 2
+    assert sync(str(good)) == 2  # no store
+    assert sync(str(good), "--store", "east") == 2  # no token
+    assert sync(str(bad_csv), "--store", "east", "--token", "t", "--base-url", mock.base_url) == 2
+    assert sync(str(good), "--config", str(bad_config)) == 2
+    assert sync(str(good), "--store", "not.a.handle", "--token", "t") == 2
+    err = capsys.readouterr().err
+    assert "unknown columns ['colour']" in err and "no access token for store 'east'" in err
+    with pytest.raises(SystemExit) as exc:
+        main(["sync"])
+    assert exc.value.code == 2
+
+
+def test_token_never_in_output_or_results(mock: MockShopline, tmp_path: Path, capsys) -> None:
+    token = "cli-secret-token-east-123"
+    rows = [*product_rows(3), {"store": "east", "product_id": "x", "image_id": "nope", "image": {"alt": "a"}}]
+    source = write_jsonl(tmp_path / "c.jsonl", rows)
+    assert sync(str(source), "--store", "east", "--token", token, "--base-url", mock.base_url) == 1
+    assert sync(str(source), "--store", "east", "--token", token + "\n", "--base-url", mock.base_url) == 2
+    assert sync(str(source), "--store", "east", "--token", "wrong-" + token, "--base-url", mock.base_url) == 1
+    captured = capsys.readouterr()
+    for text in (captured.out, captured.err, (tmp_path / "c.results.jsonl").read_text()):
+        assert token not in text
+
+
+@pytest.mark.parametrize("command", [[], ["sync"], ["demo"], ["mock-server"]])
+def test_help_is_complete(command: list[str], capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([*command, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    expected = {
+        (): ["sync", "demo", "mock-server"],
+        ("sync",): [
+            "--store",
+            "--token",
+            "--config",
+            "--base-url",
+            "--rate",
+            "--burst",
+            "--concurrency",
+            "--results",
+            "--resume",
+            "--dry-run",
+            "SHOPLINE_ACCESS_TOKEN",
+            "exit codes",
+            "product_id",
+        ],
+        ("demo",): ["--dir"],
+        ("mock-server",): ["--port", "--rate", "--burst", "--mode", "--stores", "--seed", "--error-rate"],
+    }[tuple(command)]
+    for word in expected:
+        assert word in out
+
+
+def test_demo_runs(tmp_path: Path, capsys) -> None:
+    assert main(["demo", "--dir", str(tmp_path), "--progress", "never"]) == 0
+    out = capsys.readouterr().out
+    assert "Done: 505 operations" in out and "500 ok, 5 not ok" in out
+    assert "The mock server accepted 500 writes" in out
+    results = read_results(tmp_path / "catalog.results.jsonl")
+    assert len(results) == 505 and sum(r["ok"] for r in results) == 500
+
+
+@pytest.mark.slow
+def test_ctrl_c_then_resume(tmp_path: Path) -> None:
+    with ThreadedMock(MockStoreConfig(rate=40, capacity=5)) as server:
+        source = write_jsonl(tmp_path / "c.jsonl", product_rows(150))
+        args = [
+            sys.executable,
+            "-m",
+            "shopline_async.cli",
+            "sync",
+            str(source),
+            "--store",
+            "east",
+            "--base-url",
+            server.base_url,
+            "--rate",
+            "40",
+            "--burst",
+            "5",
+            "--progress",
+            "never",
+        ]
+        env = {**os.environ, "SHOPLINE_ACCESS_TOKEN": "cli-secret-token-east-123"}
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        results_path = tmp_path / "c.results.jsonl"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (not results_path.exists() or len(results_path.read_text()) < 2000):
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, err
+        assert "Interrupted" in out and "stopping" in err
+        first = read_results(results_path)
+        keys = [r["key"] for r in first]
+        assert len(keys) == len(set(keys))  # consistent: one line per taken row
+        done = {r["key"] for r in first if r["ok"]}
+        assert 10 < len(done) < 150
+        assert {r["outcome"] for r in first} <= {"ok", "not_attempted"}
+        writes_before = dict(server.stats("east").writes)
+        assert sum(writes_before.values()) == len(done)
+
+        assert (
+            subprocess.run([*args, "--resume", "--rate", "200"], env=env, capture_output=True, timeout=60).returncode
+            == 0
+        )
+        final = read_results(results_path)
+        assert {r["key"] for r in final if r["ok"]} == {f"east-{i}" for i in range(150)}
+        assert server.stats("east").writes == {f"p{i}": 1 for i in range(150)}  # nothing done twice
