@@ -4,51 +4,65 @@ from __future__ import annotations
 
 import itertools
 import re
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import msgspec
 from msgspec import UNSET
 
 from ..models._image import ImageUpdate
-from ..models._product import ImageInput, OptionInput, ProductUpdate, VariantInput
+from ..models._product import ProductUpdate
 
 __all__ = ["Catalog"]
 
 _TZ = timezone(timedelta(hours=8))
-_SCALARS = (
-    "body_html",
-    "handle",
-    "product_category",
-    "published_scope",
-    "spu",
-    "status",
-    "subtitle",
-    "template_path",
-    "title",
-    "vendor",
+_SCALARS = frozenset(
+    (
+        "body_html",
+        "handle",
+        "product_category",
+        "published_scope",
+        "spu",
+        "status",
+        "subtitle",
+        "template_path",
+        "title",
+        "vendor",
+    )
 )
-_VARIANT_SCALARS = (
-    "barcode",
-    "compare_at_price",
-    "inventory_policy",
-    "inventory_tracker",
-    "option1",
-    "option2",
-    "option3",
-    "option4",
-    "option5",
-    "price",
-    "required_shipping",
-    "sku",
-    "taxable",
-    "weight",
-    "weight_unit",
+_VARIANT_SCALARS = frozenset(
+    (
+        "barcode",
+        "compare_at_price",
+        "inventory_policy",
+        "inventory_tracker",
+        "option1",
+        "option2",
+        "option3",
+        "option4",
+        "option5",
+        "price",
+        "required_shipping",
+        "sku",
+        "taxable",
+        "weight",
+        "weight_unit",
+    )
 )
 _OPTION_KEYS = ("option1", "option2", "option3", "option4", "option5")
 
 
+_clock: tuple[int, str] = (0, "")
+
+
 def _now() -> str:
-    return datetime.now(_TZ).replace(microsecond=0).isoformat()
+    """ISO 8601 to the second, as the API gives it; formatted once per second, not per request."""
+    global _clock
+    second = int(time.time())
+    if _clock[0] != second:
+        _clock = (second, datetime.fromtimestamp(second, _TZ).isoformat())
+    return _clock[1]
 
 
 def _slug(title: str | None) -> str:
@@ -76,52 +90,29 @@ class Catalog:
 
     def upsert(self, product_id: str, update: ProductUpdate) -> tuple[dict[str, Any], bool]:
         """Merge ``update`` into the product (creating it); returns it and whether it was created."""
+        # builtins hold only the fields that were sent; null never erases (the API's own example
+        # sends "status": null), so None values are skipped below as well
+        sent: dict[str, Any] = msgspec.to_builtins(update)
         now = _now()
         product = self.products.get(product_id)
         created = product is None
         if product is None:
-            product = {
-                "body_html": None,
-                "created_at": now,
-                "handle": None,
-                "id": product_id,
-                "image": None,
-                "images": [],
-                "options": [],
-                "product_behavior": "",
-                "product_category": None,
-                "product_type": "NORMAL",
-                "published_at": None,
-                "published_scope": "web",
-                "spu": None,
-                "status": "draft",
-                "subtitle": None,
-                "tags": "",
-                "template_path": None,
-                "title": None,
-                "updated_at": now,
-                "variants": [],
-                "vendor": None,
-            }
-        for name in _SCALARS:
-            value = getattr(update, name)
-            if _given(value):
+            product = self._new_product(product_id, now)
+        for name, value in sent.items():
+            if value is not None and name in _SCALARS:
                 product[name] = value
-        if _given(update.path):
-            self._paths[product_id] = update.path  # type: ignore[assignment]
-        if _given(update.tags):
-            product["tags"] = ",".join(update.tags)  # type: ignore[arg-type]
-        if _given(update.images):
-            product["images"] = [self._merge_image(product["images"], i) for i in update.images]  # type: ignore[union-attr]
-        if _given(update.variants):
-            product["variants"] = [
-                self._merge_variant(product, v, now)
-                for v in update.variants  # type: ignore[union-attr]
-            ]
+        if sent.get("path") is not None:
+            self._paths[product_id] = sent["path"]
+        if sent.get("tags") is not None:
+            product["tags"] = ",".join(sent["tags"])
+        if sent.get("images") is not None:
+            product["images"] = [self._merge_image(product["images"], i) for i in sent["images"]]
+        if sent.get("variants") is not None:
+            product["variants"] = [self._merge_variant(product, v, now) for v in sent["variants"]]
         if not product["variants"]:
-            product["variants"] = [self._merge_variant(product, VariantInput(), now)]
-        if _given(update.options):
-            product["options"] = [self._merge_option(product, o) for o in update.options]  # type: ignore[union-attr]
+            product["variants"] = [self._merge_variant(product, {}, now)]
+        if sent.get("options") is not None:
+            product["options"] = [self._merge_option(product, o) for o in sent["options"]]
         self._refresh_options(product)
         if product["handle"] is None:
             product["handle"] = _slug(product["title"])
@@ -132,26 +123,55 @@ class Catalog:
         self.products[product_id] = product
         return product, created
 
-    def _merge_image(self, existing: list[dict[str, Any]], image: ImageInput) -> dict[str, Any]:
-        match = next((i for i in existing if _given(image.id) and i["id"] == image.id), None)
-        if match is None and _given(image.src):
-            match = next((i for i in existing if i["src"] == image.src), None)
-        new_id = image.id if _given(image.id) else self._new_id("6")
-        merged = dict(match) if match else {"alt": None, "id": new_id, "src": None, "position": None}
+    @staticmethod
+    def _new_product(product_id: str, now: str) -> dict[str, Any]:
+        return {
+            "body_html": None,
+            "created_at": now,
+            "handle": None,
+            "id": product_id,
+            "image": None,
+            "images": [],
+            "options": [],
+            "product_behavior": "",
+            "product_category": None,
+            "product_type": "NORMAL",
+            "published_at": None,
+            "published_scope": "web",
+            "spu": None,
+            "status": "draft",
+            "subtitle": None,
+            "tags": "",
+            "template_path": None,
+            "title": None,
+            "updated_at": now,
+            "variants": [],
+            "vendor": None,
+        }
+
+    def _merge_image(self, existing: list[dict[str, Any]], image: dict[str, Any]) -> dict[str, Any]:
+        image_id, src = image.get("id"), image.get("src")
+        match = next((i for i in existing if image_id is not None and i["id"] == image_id), None)
+        if match is None and src is not None:
+            match = next((i for i in existing if i["src"] == src), None)
+        if match is not None:
+            merged = dict(match)
+        else:
+            merged = {"alt": None, "id": image_id or self._new_id("6"), "src": None, "position": None}
         for name in ("alt", "src"):
-            value = getattr(image, name)
-            if _given(value):
-                merged[name] = value
+            if image.get(name) is not None:
+                merged[name] = image[name]
         return merged
 
-    def _merge_option(self, product: dict[str, Any], option: OptionInput) -> dict[str, Any]:
-        match = next((o for o in product["options"] if o["name"] == option.name), None)
+    def _merge_option(self, product: dict[str, Any], option: dict[str, Any]) -> dict[str, Any]:
+        name = option.get("name")
+        match = next((o for o in product["options"] if o["name"] == name), None)
         merged = dict(match) if match else {"id": self._new_id("161"), "name": None, "values_images": {}}
         merged["product_id"] = product["id"]
-        if _given(option.name):
-            merged["name"] = option.name
-        if _given(option.values_images):
-            merged["values_images"] = dict(option.values_images)  # type: ignore[arg-type]
+        if name is not None:
+            merged["name"] = name
+        if option.get("values_images") is not None:
+            merged["values_images"] = dict(option["values_images"])
         return merged
 
     def _refresh_options(self, product: dict[str, Any]) -> None:
@@ -162,48 +182,46 @@ class Catalog:
             option["values"] = values
             option["option_value"] = [{"id": known.get(v) or self._new_id("162"), "value": v} for v in values]
 
-    def _merge_variant(self, product: dict[str, Any], variant: VariantInput, now: str) -> dict[str, Any]:
-        match = next((v for v in product["variants"] if _given(variant.id) and v["id"] == variant.id), None)
-        merged = (
-            dict(match)
-            if match
-            else {
-                "barcode": None,
-                "compare_at_price": "0.00",
-                "created_at": now,
-                "id": variant.id if _given(variant.id) else self._new_id("18"),
-                "image": None,
-                "inventory_item_id": self._new_id("57"),
-                "inventory_policy": "deny",
-                "inventory_quantity": 0,
-                "inventory_tracker": True,
-                "option1": None,
-                "option2": None,
-                "option3": None,
-                "option4": None,
-                "option5": None,
-                "price": "0.00",
-                "product_id": product["id"],
-                "required_shipping": True,
-                "sku": None,
-                "taxable": True,
-                "title": "Default Title",
-                "updated_at": now,
-                "weight": None,
-                "weight_unit": "g",
-            }
-        )
-        for name in _VARIANT_SCALARS:
-            value = getattr(variant, name)
-            if _given(value):
+    def _merge_variant(self, product: dict[str, Any], variant: dict[str, Any], now: str) -> dict[str, Any]:
+        variant_id = variant.get("id")
+        match = next((v for v in product["variants"] if variant_id is not None and v["id"] == variant_id), None)
+        merged = dict(match) if match else self._new_variant(product["id"], variant_id, now)
+        for name, value in variant.items():
+            if value is not None and name in _VARIANT_SCALARS:
                 merged[name] = value
-        if _given(variant.image):
-            image = self._merge_image(product["images"], variant.image)  # type: ignore[arg-type]
-            merged["image"] = self._embedded(image)
+        if variant.get("image") is not None:
+            merged["image"] = self._embedded(self._merge_image(product["images"], variant["image"]))
         values = [merged[k] for k in _OPTION_KEYS if merged[k] is not None]
         merged["title"] = " · ".join(values) if values else "Default Title"
         merged["updated_at"] = now
         return merged
+
+    def _new_variant(self, product_id: str, variant_id: str | None, now: str) -> dict[str, Any]:
+        return {
+            "barcode": None,
+            "compare_at_price": "0.00",
+            "created_at": now,
+            "id": variant_id or self._new_id("18"),
+            "image": None,
+            "inventory_item_id": self._new_id("57"),
+            "inventory_policy": "deny",
+            "inventory_quantity": 0,
+            "inventory_tracker": True,
+            "option1": None,
+            "option2": None,
+            "option3": None,
+            "option4": None,
+            "option5": None,
+            "price": "0.00",
+            "product_id": product_id,
+            "required_shipping": True,
+            "sku": None,
+            "taxable": True,
+            "title": "Default Title",
+            "updated_at": now,
+            "weight": None,
+            "weight_unit": "g",
+        }
 
     def update_image(self, product_id: str, image_id: str, update: ImageUpdate) -> dict[str, Any] | None:
         """The updated image, or None if the product has no such image."""

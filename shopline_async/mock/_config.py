@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 __all__ = ["Faults", "MockStoreConfig"]
@@ -46,7 +47,7 @@ class Faults:
         digest = hashlib.blake2b(f"{self.seed}|{store}|{path}|{nth}".encode(), digest_size=8).digest()
         return random.Random(int.from_bytes(digest, "big"))
 
-    @property
+    @cached_property
     def active(self) -> bool:
         return (
             bool(self.error_rate or self.drop_rate or self.latency_rate or self.stall_rate or self.garbage_rate)

@@ -1,0 +1,67 @@
+"""Shared pieces: the mock server in a child process, the spec's example bodies, RSS."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from shopline_async import ProductUpdate
+from shopline_async.mock._server import _drop_unknown
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data"
+TOKEN = "bench-token"
+STORE = "bench"
+
+
+def spec_request() -> dict[str, Any]:
+    """The reference page's "Update a product" request example."""
+    return json.loads((DATA / "product_request_example.json").read_text())
+
+
+def spec_response_bytes() -> bytes:
+    return (DATA / "product_response_example.json").read_bytes()
+
+
+def spec_product_update() -> ProductUpdate:
+    """The example request as a ProductUpdate: its documented request fields (read-only ones dropped)."""
+    return msgspec.convert(_drop_unknown(spec_request()["product"], ProductUpdate), ProductUpdate)
+
+
+@contextmanager
+def mock_server_process(*args: str) -> Iterator[str]:
+    """``shopline-async mock-server`` in a child process on a free port; yields its base URL."""
+    command = [sys.executable, "-m", "shopline_async.cli", "mock-server", "--port", "0", "--stores", STORE, *args]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        match = re.search(r"(http://\S+)", first)
+        if not match:
+            raise RuntimeError(f"mock server did not start: {first!r}")
+        yield match.group(1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def mock_token() -> str:
+    return f"mock-token-{STORE}"
+
+
+def rss_mb() -> float:
+    """Resident set size of this process in MB (Linux /proc)."""
+    with open(f"/proc/{os.getpid()}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0

@@ -1,0 +1,340 @@
+"""Benchmarks, side by side in one run: python benchmarks/run.py [--quick] [--json OUT] [--plot PNG]
+
+1. throughput, rate limiting off: the SDK's BatchExecutor vs a minimal aiohttp loop vs a minimal
+   httpx loop, same mock server (a child process), same concurrency, interleaved rounds;
+2. rate-limit efficiency: the mock in queue and in reject mode at a scaled rate;
+3. memory: RSS growth while streaming many operations through the executor;
+4. codec: encode a ProductUpdate, decode a Product (the spec's examples), msgspec vs pydantic v2
+   vs json + dicts.
+Ratios are what to compare: the machine is shared and absolute numbers move.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import aiohttp
+import msgspec
+from common import (
+    STORE,
+    mock_server_process,
+    mock_token,
+    rss_mb,
+    spec_product_update,
+    spec_request,
+    spec_response_bytes,
+)
+
+from shopline_async import (
+    BatchExecutor,
+    RateLimit,
+    ShoplineClient,
+    UpdateProduct,
+)
+from shopline_async._codec import decode_product, encode_product_update
+
+PRODUCT_PATH = "/admin/openapi/v20260601/products/{}.json"
+HEADERS = {"Authorization": f"Bearer {mock_token()}", "Content-Type": "application/json; charset=utf-8"}
+
+
+# --- 1. throughput ---------------------------------------------------------------------------
+
+
+async def sdk_loop(base_url: str, n: int, concurrency: int) -> float:
+    update = spec_product_update()
+    async with ShoplineClient(
+        base_url=base_url, rate_limit=RateLimit.unlimited(max_in_flight=concurrency), connections_per_store=concurrency
+    ) as client:
+        client.store(STORE, mock_token())
+        ops = (UpdateProduct(STORE, f"p{i % 1000}", update) for i in range(n))
+        started = time.perf_counter()
+        report = await BatchExecutor(client, concurrency=concurrency).gather(ops)
+        elapsed = time.perf_counter() - started
+    assert report.summary.ok == n, report.summary
+    return n / elapsed
+
+
+async def aiohttp_loop(base_url: str, n: int, concurrency: int) -> float:
+    body = encode_product_update(spec_product_update())
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector, headers=HEADERS) as session:
+        counter = iter(range(n))
+
+        async def worker() -> None:
+            for i in counter:
+                async with session.put(base_url + PRODUCT_PATH.format(f"p{i % 1000}"), data=body) as resp:
+                    await resp.read()
+                    assert resp.status == 200
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return n / (time.perf_counter() - started)
+
+
+async def httpx_loop(base_url: str, n: int, concurrency: int) -> float:
+    import httpx
+
+    body = encode_product_update(spec_product_update())
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, headers=HEADERS) as client:
+        counter = iter(range(n))
+
+        async def worker() -> None:
+            for i in counter:
+                resp = await client.put(base_url + PRODUCT_PATH.format(f"p{i % 1000}"), content=body)
+                assert resp.status_code == 200
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return n / (time.perf_counter() - started)
+
+
+CLIENTS = {"sdk": sdk_loop, "aiohttp": aiohttp_loop, "httpx": httpx_loop}
+
+
+def bench_throughput(quick: bool) -> dict[str, Any]:
+    n = 2_000 if quick else 10_000
+    n_httpx = n // 4 if quick else n // 2  # httpx is an order slower; fewer requests keep the run short
+    rounds = 2 if quick else 3
+    levels = [1, 50] if quick else [1, 10, 50, 100]
+    curve: dict[str, dict[int, float]] = {name: {} for name in CLIENTS}
+    with mock_server_process("--unlimited") as base_url:
+        asyncio.run(aiohttp_loop(base_url, 500, 10))  # warm-up: imports, server caches
+        for concurrency in levels:
+            samples: dict[str, list[float]] = {name: [] for name in CLIENTS}
+            for _ in range(rounds):  # interleaved, so drift hits every client alike
+                for name, loop in CLIENTS.items():
+                    count = n_httpx if name == "httpx" else n
+                    samples[name].append(asyncio.run(loop(base_url, count, concurrency)))
+            for name in CLIENTS:
+                curve[name][concurrency] = statistics.median(samples[name])
+            print(
+                f"  concurrency {concurrency:>3}: "
+                + ", ".join(f"{name} {curve[name][concurrency]:,.0f} req/s" for name in CLIENTS),
+                flush=True,
+            )
+    top = 50
+    return {
+        "concurrency": top,
+        "sdk_rps": curve["sdk"][top],
+        "aiohttp_rps": curve["aiohttp"][top],
+        "httpx_rps": curve["httpx"][top],
+        "sdk_vs_aiohttp": curve["sdk"][top] / curve["aiohttp"][top],
+        "sdk_vs_httpx": curve["sdk"][top] / curve["httpx"][top],
+        "curve": {name: {str(c): v for c, v in values.items()} for name, values in curve.items()},
+    }
+
+
+# --- 2. rate-limit efficiency ----------------------------------------------------------------
+
+
+async def paced_run(base_url: str, n: int, rate: float, burst: int) -> dict[str, float]:
+    update = spec_product_update()
+    async with ShoplineClient(
+        base_url=base_url, rate_limit=RateLimit(rate=rate, burst=burst, max_in_flight=40)
+    ) as client:
+        client.store(STORE, mock_token())
+        started = time.perf_counter()
+        report = await BatchExecutor(client).gather(UpdateProduct(STORE, f"p{i}", update) for i in range(n))
+        elapsed = time.perf_counter() - started
+    summary = report.summary
+    return {
+        "efficiency": (n / elapsed) / rate,
+        "http_429": float(summary.rate_limited),
+        "ok": float(summary.ok),
+        "p50_ms": summary.p50 * 1000,
+        "p99_ms": summary.p99 * 1000,
+    }
+
+
+def bench_ratelimit(quick: bool) -> dict[str, Any]:
+    rate, capacity = 200.0, 40
+    n = 600 if quick else 2_000
+    out: dict[str, Any] = {"rate": rate, "capacity": capacity, "n": n}
+    # the client paces itself (burst 1) instead of parking a backlog in the server's queue
+    with mock_server_process("--unlimited") as base_url:
+        out["unlimited"] = asyncio.run(paced_run(base_url, n, rate, burst=1))
+    for mode in ("queue", "reject"):
+        with mock_server_process("--rate", str(rate), "--burst", str(capacity), "--mode", mode) as base_url:
+            out[mode] = asyncio.run(paced_run(base_url, n, rate, burst=1))
+    out["queue"]["p99_vs_unlimited"] = out["queue"]["p99_ms"] / out["unlimited"]["p99_ms"]
+    with mock_server_process("--rate", str(rate), "--burst", str(capacity), "--mode", "queue") as base_url:
+        out["queue_burst40"] = asyncio.run(paced_run(base_url, n, rate, burst=capacity))
+    for name in ("unlimited", "queue", "reject", "queue_burst40"):
+        r = out[name]
+        print(
+            f"  {name:<13} efficiency {r['efficiency']:.3f}, 429s {r['http_429']:.0f}, "
+            f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms",
+            flush=True,
+        )
+    return out
+
+
+# --- 3. memory -------------------------------------------------------------------------------
+
+
+async def stream_many(base_url: str, n: int) -> dict[str, float]:
+    update = spec_product_update()
+    samples: list[float] = []
+    async with ShoplineClient(base_url=base_url, rate_limit=RateLimit.unlimited(max_in_flight=50)) as client:
+        client.store(STORE, mock_token())
+
+        def operations() -> Iterator[UpdateProduct]:
+            for i in range(n):
+                yield UpdateProduct(STORE, f"p{i % 5000}", update, key=i)
+
+        warmup = 10_000
+        baseline = 0.0
+        executor = BatchExecutor(client, concurrency=50)
+        started = time.perf_counter()
+        async with executor.stream(operations()) as results:
+            count = 0
+            async for _ in results:
+                count += 1
+                if count == warmup:
+                    gc.collect()
+                    baseline = rss_mb()
+                elif count > warmup and count % 5_000 == 0:
+                    samples.append(rss_mb())
+        elapsed = time.perf_counter() - started
+    peak = max(samples, default=baseline)
+    return {
+        "ops": float(n),
+        "rss_baseline_mb": baseline,
+        "rss_peak_mb": peak,
+        "rss_growth_mb": peak - baseline,
+        "ops_per_s": n / elapsed,
+    }
+
+
+def bench_memory(quick: bool) -> dict[str, float]:
+    n = 100_000 if quick else 1_000_000
+    with mock_server_process("--unlimited", "--no-validation") as base_url:
+        result = asyncio.run(stream_many(base_url, n))
+    print(
+        f"  {n:,} operations streamed at {result['ops_per_s']:,.0f}/s: RSS {result['rss_baseline_mb']:.1f} MB "
+        f"after warm-up, peak {result['rss_peak_mb']:.1f} MB, growth {result['rss_growth_mb']:.1f} MB",
+        flush=True,
+    )
+    return result
+
+
+# --- 4. codec --------------------------------------------------------------------------------
+
+
+def per_op_us(fn: Callable[[], object], seconds: float) -> float:
+    fn()
+    loops = 0
+    started = time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < seconds:
+        for _ in range(200):
+            fn()
+        loops += 200
+    return elapsed / loops * 1e6
+
+
+def bench_codec(quick: bool) -> dict[str, float]:
+    from codec_models import PProductBody, PProductUpdateBody
+
+    seconds = 0.3 if quick else 1.5
+    update = spec_product_update()
+    update_dict = {"product": msgspec.to_builtins(update)}
+    pydantic_update = PProductUpdateBody.model_validate(update_dict)
+    response = spec_response_bytes()
+    raw_encoder = msgspec.json.Encoder()
+    results = {
+        # the SDK's real path: validate every documented limit, normalise money, encode with the envelope
+        "msgspec_encode_us": per_op_us(lambda: encode_product_update(update), seconds),
+        "msgspec_encode_only_us": per_op_us(lambda: raw_encoder.encode(update), seconds),
+        "pydantic_encode_us": per_op_us(lambda: pydantic_update.model_dump_json(exclude_unset=True), seconds),
+        "json_encode_us": per_op_us(lambda: json.dumps(update_dict, separators=(",", ":")).encode(), seconds),
+        "msgspec_decode_us": per_op_us(lambda: decode_product(response), seconds),
+        "pydantic_decode_us": per_op_us(lambda: PProductBody.model_validate_json(response), seconds),
+        "json_decode_us": per_op_us(lambda: json.loads(response), seconds),
+    }
+    assert spec_request()  # the bodies really are the reference page's examples
+    for name, value in results.items():
+        print(f"  {name:<24} {value:7.2f} us", flush=True)
+    return results
+
+
+# --- output ----------------------------------------------------------------------------------
+
+
+def plot(curve: dict[str, dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for name, values in curve.items():
+        xs = [int(c) for c in values]
+        ax.plot(xs, list(values.values()), marker="o", label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("concurrency (requests in flight)")
+    ax.set_ylabel("product PUTs per second")
+    ax.set_title("Throughput against the mock server (rate limiting off)")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes: under a minute")
+    parser.add_argument("--json", type=Path, metavar="OUT", help="write the numbers as JSON")
+    parser.add_argument("--plot", type=Path, metavar="PNG", help="throughput against concurrency")
+    parser.add_argument("--only", choices=["throughput", "ratelimit", "memory", "codec"], action="append")
+    args = parser.parse_args()
+    chosen = args.only or ["throughput", "ratelimit", "memory", "codec"]
+    started = time.perf_counter()
+    results: dict[str, Any] = {
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": __import__("os").cpu_count(),
+            "platform": platform.platform(),
+            "aiohttp": aiohttp.__version__,
+        },
+        "date": date.today().isoformat(),
+        "quick": args.quick,
+    }
+    runners = {
+        "throughput": bench_throughput,
+        "ratelimit": bench_ratelimit,
+        "memory": bench_memory,
+        "codec": bench_codec,
+    }
+    for name in chosen:
+        print(f"{name}:", flush=True)
+        results[name] = runners[name](args.quick)
+    if "throughput" in results:
+        t = results["throughput"]
+        print(
+            f"\nthroughput at concurrency {t['concurrency']}: SDK {t['sdk_vs_aiohttp']:.2f}x raw aiohttp, "
+            f"{t['sdk_vs_httpx']:.1f}x httpx"
+        )
+        if args.plot:
+            plot(t["curve"], args.plot)
+    print(f"total {time.perf_counter() - started:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
