@@ -14,6 +14,7 @@ are taken from the input and not yet reported.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import Counter
@@ -23,8 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import anyio
-from anyio.abc import ObjectSendStream
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._client import ShoplineClient, Store
 from ._config import RetryPolicy
@@ -43,6 +42,8 @@ __all__ = [
     "UpdateImage",
     "UpdateProduct",
 ]
+
+_DISPATCH_BATCH = 32
 
 Outcome = Literal["ok", "failed", "invalid", "not_attempted", "cancelled"]
 
@@ -265,12 +266,15 @@ class BatchExecutor:
         Leaving the block early cancels the batch; ``unreported()`` then lists what was left.
         """
         self._reset()
-        send, receive = anyio.create_memory_object_stream[Result](self._max_pending)
+        # asyncio queues and semaphores, not anyio streams: aiohttp ties us to asyncio anyway, and on
+        # the per-operation path they cost a fraction of anyio's checkpoints and cancel scopes
+        results: asyncio.Queue[Result | None] = asyncio.Queue()
+        # taken from the input and not yet handed to the caller: bounds memory however long the input
+        pending = asyncio.Semaphore(self._max_pending)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._run, operations, send)
+            tg.start_soon(self._run, operations, results, pending)
             try:
-                async with receive:
-                    yield _Delivered(receive, self._open)
+                yield _Delivered(results, self._open, pending)
             finally:
                 tg.cancel_scope.cancel()
 
@@ -286,63 +290,69 @@ class BatchExecutor:
     # --- running ---------------------------------------------------------
 
     async def _run(
-        self, operations: Iterable[Operation] | AsyncIterable[Operation], results: ObjectSendStream[Result]
+        self,
+        operations: Iterable[Operation] | AsyncIterable[Operation],
+        results: asyncio.Queue[Result | None],
+        pending: asyncio.Semaphore,
     ) -> None:
-        pending = anyio.Semaphore(self._max_pending)
-        limiter = anyio.CapacityLimiter(self._concurrency)
-        async with results, anyio.create_task_group() as tg:
-            lanes: dict[str, MemoryObjectSendStream[_Prepared]] = {}
+        limiter = asyncio.Semaphore(self._concurrency)
+        lanes: dict[str, tuple[asyncio.Queue[_Prepared | None], int]] = {}
 
-            async def emit(item: _Prepared, result: Result) -> None:
-                item.result = result
-                self._account(result)
-                pending.release()
-                await results.send(result)
+        def emit(item: _Prepared, result: Result) -> None:
+            item.result = result
+            self._account(result)
+            results.put_nowait(result)
 
-            async def worker(lane: MemoryObjectReceiveStream[_Prepared]) -> None:
-                async with lane:
-                    async for item in lane:
-                        if self._stopping:
-                            await emit(item, self._result(item, "not_attempted"))
-                            continue
-                        async with limiter:
-                            item.running = True
-                            self._in_flight += 1
-                            try:
-                                result = await self._execute(item)
-                            finally:
-                                self._in_flight -= 1
-                        await emit(item, result)
+        async def worker(lane: asyncio.Queue[_Prepared | None]) -> None:
+            while (item := await lane.get()) is not None:
+                if self._stopping:
+                    emit(item, self._result(item, "not_attempted"))
+                    continue
+                async with limiter:
+                    item.running = True
+                    self._in_flight += 1
+                    try:
+                        result = await self._execute(item)
+                    finally:
+                        self._in_flight -= 1
+                emit(item, result)
 
-            try:
-                index = 0
-                async with aclosing(_iterate(operations)) as source:
-                    async for op in source:
-                        await pending.acquire()
-                        item = self._prepare(index, op)
-                        index += 1
-                        self._taken += 1
-                        self._open[item.index] = item
-                        if self._stopping:
-                            await emit(item, self._result(item, "not_attempted"))
-                            break
-                        if item.error is not None or item.store is None:
-                            await emit(item, self._result(item, "invalid", error=item.error))
-                            continue
-                        handle = item.store.handle
-                        lane = lanes.get(handle)
-                        if lane is None:
-                            lane, receive = anyio.create_memory_object_stream[_Prepared](math.inf)
-                            lanes[handle] = lane
-                            workers = min(item.store.rate_limit.max_in_flight, self._concurrency)
-                            for _ in range(workers):
-                                tg.start_soon(worker, receive.clone())
-                            receive.close()
-                        lane.send_nowait(item)
-                        await anyio.lowlevel.checkpoint()
-            finally:
-                for lane in lanes.values():
-                    lane.close()
+        try:
+            async with anyio.create_task_group() as tg:
+                try:
+                    index = 0
+                    async with aclosing(_iterate(operations)) as source:
+                        async for op in source:
+                            await pending.acquire()
+                            item = self._prepare(index, op)
+                            index += 1
+                            self._taken += 1
+                            self._open[item.index] = item
+                            if self._stopping:
+                                emit(item, self._result(item, "not_attempted"))
+                                break
+                            if item.error is not None or item.store is None:
+                                emit(item, self._result(item, "invalid", error=item.error))
+                                continue
+                            handle = item.store.handle
+                            if handle not in lanes:
+                                workers = min(item.store.rate_limit.max_in_flight, self._concurrency)
+                                lane: asyncio.Queue[_Prepared | None] = asyncio.Queue()
+                                lanes[handle] = (lane, workers)
+                                for _ in range(workers):
+                                    tg.start_soon(worker, lane)
+                            lane, workers = lanes[handle]
+                            lane.put_nowait(item)
+                            if index % _DISPATCH_BATCH == 0:
+                                # let the workers start on what is queued; yielding per item would
+                                # cost a trip round the event loop for every operation
+                                await asyncio.sleep(0)
+                finally:
+                    for lane, workers in lanes.values():
+                        for _ in range(workers):
+                            lane.put_nowait(None)
+        finally:
+            results.put_nowait(None)
 
     def _prepare(self, index: int, op: Operation) -> _Prepared:
         store = self._resolve_store(op)
@@ -366,7 +376,7 @@ class BatchExecutor:
         if isinstance(store, Store):
             return store
         if isinstance(store, str):
-            return self._client.stores.get(store.lower())
+            return self._client.get_store(store)
         return None
 
     async def _execute(self, item: _Prepared) -> Result:
@@ -426,22 +436,26 @@ class BatchExecutor:
 
 
 class _Delivered:
-    """The results stream as the caller sees it: a result counts as reported once handed over,
-    so one still buffered when the batch is cancelled shows up in ``unreported()``."""
+    """The results as the caller sees them. A result counts as reported once handed over, so one
+    still queued when the batch is cancelled shows up in ``unreported()``; handing it over frees
+    its place among the ``max_pending`` operations taken from the input."""
 
-    def __init__(self, receive: MemoryObjectReceiveStream[Result], open_items: dict[int, _Prepared]) -> None:
-        self._receive = receive
+    def __init__(
+        self, results: asyncio.Queue[Result | None], open_items: dict[int, _Prepared], pending: asyncio.Semaphore
+    ) -> None:
+        self._results = results
         self._open = open_items
+        self._pending = pending
 
     def __aiter__(self) -> _Delivered:
         return self
 
     async def __anext__(self) -> Result:
-        try:
-            result = await self._receive.receive()
-        except anyio.EndOfStream:
-            raise StopAsyncIteration from None
+        result = await self._results.get()
+        if result is None:
+            raise StopAsyncIteration
         del self._open[result.index]
+        self._pending.release()
         return result
 
 

@@ -125,6 +125,10 @@ class ShoplineClient:
         """The stores handed out so far, by handle."""
         return dict(self._stores)
 
+    def get_store(self, handle: str) -> Store | None:
+        """The store already handed out for ``handle`` (any case), or None."""
+        return self._stores.get(handle.lower())
+
     async def aclose(self) -> None:
         """Close every store's connection pool. Safe to call twice."""
         self._closed = True

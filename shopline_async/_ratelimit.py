@@ -14,8 +14,6 @@ client creates it lazily inside the loop that first uses the store.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 from aiolimiter import AsyncLimiter
 
@@ -37,20 +35,25 @@ class StoreLimiter:
         self.max_in_flight_seen = 0
         self.rate_limited = 0
 
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        async with self._slots:
+    async def acquire(self) -> None:
+        """Wait for a slot, the end of any cool-down and a bucket token. Pair with ``release()``."""
+        await self._slots.acquire()
+        try:
             await self._wait_for_cool_down()
             if self._bucket is not None:
                 await self._bucket.acquire()
                 # a 429 may have arrived while this task waited for its token
                 await self._wait_for_cool_down()
-            self.in_flight += 1
-            self.max_in_flight_seen = max(self.max_in_flight_seen, self.in_flight)
-            try:
-                yield
-            finally:
-                self.in_flight -= 1
+        except BaseException:
+            self._slots.release()
+            raise
+        self.in_flight += 1
+        if self.in_flight > self.max_in_flight_seen:
+            self.max_in_flight_seen = self.in_flight
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self._slots.release()
 
     def cool_down(self, seconds: float) -> None:
         """Hold every request to this store for ``seconds`` (after a 429)."""

@@ -139,20 +139,20 @@ class StoreTransport:
         self.base_url = resolve_base_url(settings.base_url, handle, allow_insecure_http=settings.allow_insecure_http)
         self.settings = settings
         self.rate_limit = rate_limit
-        self._headers: dict[str, str] = {}
-        self.set_access_token(access_token)
         self._session: aiohttp.ClientSession | None = None
         self._limiter: StoreLimiter | None = None
+        self._authorization = ""
+        self.set_access_token(access_token)
 
     def __repr__(self) -> str:
         return f"StoreTransport(handle={self.handle!r}, base_url={self.base_url!r})"
 
     def set_access_token(self, access_token: str) -> None:
         """Use a new token from the next request on (OAuth tokens last about 10 hours)."""
-        self._headers = {
-            "Authorization": f"Bearer {check_token(access_token)}",
-            "Content-Type": "application/json; charset=utf-8",
-        }
+        self._authorization = f"Bearer {check_token(access_token)}"
+        if self._session is not None:
+            # session headers are documented as mutable; requests already sent keep the old token
+            self._session.headers["Authorization"] = self._authorization
 
     @property
     def limiter(self) -> StoreLimiter:
@@ -172,7 +172,13 @@ class StoreTransport:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self.settings.connections_per_store, limit_per_host=0),
                 timeout=_client_timeout(self.settings.timeout),
-                headers={"User-Agent": self.settings.user_agent, "Accept": "application/json"},
+                # set once on the session rather than merged into every request
+                headers={
+                    "User-Agent": self.settings.user_agent,
+                    "Accept": "application/json",
+                    "Content-Type": "application/json; charset=utf-8",
+                    "Authorization": self._authorization,
+                },
                 cookie_jar=aiohttp.DummyCookieJar(),
                 auto_decompress=True,
             )
@@ -216,12 +222,11 @@ class StoreTransport:
             retry_after: float | None = None
             payload = b""
             failure: APIError | None = None
-            async with limiter.slot():
+            await limiter.acquire()
+            try:
                 attempt_started = time.monotonic()
                 try:
-                    async with session.request(
-                        method, request_url, data=body, headers=self._headers, **options
-                    ) as resp:
+                    async with session.request(method, request_url, data=body, **options) as resp:
                         status = resp.status
                         trace_id = resp.headers.get("traceId")
                         if trace_id:
@@ -243,15 +248,18 @@ class StoreTransport:
                         status=status,
                         trace_id=trace_id,
                     )
-            logger.debug(
-                "%s %s -> %s traceId=%s attempt=%d elapsed=%.3fs",
-                method,
-                path,
-                status if failure is None else type(failure).__name__,
-                trace_id,
-                attempt,
-                time.monotonic() - attempt_started,
-            )
+            finally:
+                limiter.release()
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "%s %s -> %s traceId=%s attempt=%d elapsed=%.3fs",
+                    method,
+                    path,
+                    status if failure is None else type(failure).__name__,
+                    trace_id,
+                    attempt,
+                    time.monotonic() - attempt_started,
+                )
 
             if failure is None and status is not None and 200 <= status < 300:
                 try:
