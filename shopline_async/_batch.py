@@ -98,6 +98,7 @@ class Result:
     trace_ids: tuple[str, ...] = ()
     attempts: int = 0
     elapsed: float = 0.0
+    network_time: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -116,7 +117,8 @@ class Progress:
 
 @dataclass
 class BatchSummary:
-    """Totals of a batch. Latency percentiles are over attempted operations, in seconds."""
+    """Totals of a batch. Latency percentiles, in seconds, are of time on the network per attempted
+    operation (all its attempts, not the waits for the rate limiter or between retries)."""
 
     total: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
@@ -395,6 +397,7 @@ class BatchExecutor:
                 trace_ids=tuple(exc.trace_ids),
                 attempts=exc.attempts,
                 elapsed=time.monotonic() - started,
+                network_time=exc.network_time,
             )
         except Exception as exc:  # one odd failure must not sink the batch
             return self._result(item, "failed", error=exc, elapsed=time.monotonic() - started, attempts=1)
@@ -407,6 +410,7 @@ class BatchExecutor:
             trace_ids=response.trace_ids,
             attempts=response.attempts,
             elapsed=response.elapsed,
+            network_time=response.network_time,
         )
 
     def _result(self, item: _Prepared, outcome: Outcome, **facts: Any) -> Result:
@@ -426,7 +430,7 @@ class BatchExecutor:
         if result.attempts > 1:
             s.retries += result.attempts - 1
         if result.attempts:
-            self._histogram.add(result.elapsed)
+            self._histogram.add(result.network_time)
         if result.ok:
             self._done += 1
         else:

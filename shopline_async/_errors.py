@@ -120,6 +120,8 @@ class APIError(ShoplineError):
         self.attempts = attempts
         # trace ids of every attempt that got a response, oldest first
         self.trace_ids: list[str] = list(trace_ids)
+        # seconds the attempts spent on the wire (not waiting for the rate limiter or a retry)
+        self.network_time = 0.0
 
     def __str__(self) -> str:
         status = f"HTTP {self.status} " if self.status is not None else ""

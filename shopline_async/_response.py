@@ -15,7 +15,8 @@ class Response(Generic[T]):
     """A decoded response and the facts of the call that produced it.
 
     ``trace_id`` is the final attempt's ``traceId`` header; ``trace_ids`` holds
-    every attempt's, oldest first. ``elapsed`` counts all attempts and waits.
+    every attempt's, oldest first. ``elapsed`` counts all attempts and waits (for the rate
+    limiter and between retries); ``network_time`` only the time requests were on the wire.
     """
 
     data: T
@@ -26,3 +27,4 @@ class Response(Generic[T]):
     attempts: int
     elapsed: float
     trace_ids: tuple[str, ...] = ()
+    network_time: float = 0.0

@@ -214,6 +214,7 @@ class StoreTransport:
         session = self.session
         started = time.monotonic()
         trace_ids: list[str] = []
+        network_time = 0.0
         attempt = 0
         while True:
             attempt += 1
@@ -250,6 +251,7 @@ class StoreTransport:
                     )
             finally:
                 limiter.release()
+                network_time += time.monotonic() - attempt_started
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug(
                     "%s %s -> %s traceId=%s attempt=%d elapsed=%.3fs",
@@ -277,6 +279,7 @@ class StoreTransport:
                         ),
                         attempt,
                         trace_ids,
+                        network_time,
                     ) from None
                 return Response(
                     data=data,
@@ -287,6 +290,7 @@ class StoreTransport:
                     attempts=attempt,
                     elapsed=time.monotonic() - started,
                     trace_ids=tuple(trace_ids),
+                    network_time=network_time,
                 )
 
             retryable: bool
@@ -298,10 +302,10 @@ class StoreTransport:
                 retryable = isinstance(failure, APIConnectionError)
 
             if not retryable or attempt >= policy.max_attempts:
-                raise self._finish(failure, attempt, trace_ids)
+                raise self._finish(failure, attempt, trace_ids, network_time)
             delay = retry_delay(policy, attempt, retry_after)
             if policy.deadline is not None and time.monotonic() - started + delay > policy.deadline:
-                raise self._finish(failure, attempt, trace_ids)
+                raise self._finish(failure, attempt, trace_ids, network_time)
             if status == 429:
                 # the bucket is shared by every task of this store: all of them wait
                 limiter.cool_down(delay)
@@ -309,9 +313,10 @@ class StoreTransport:
                 await asyncio.sleep(delay)
 
     @staticmethod
-    def _finish(error: APIError, attempts: int, trace_ids: list[str]) -> APIError:
+    def _finish(error: APIError, attempts: int, trace_ids: list[str], network_time: float) -> APIError:
         error.attempts = attempts
         error.trace_ids = list(trace_ids)
+        error.network_time = network_time
         return error
 
     @staticmethod
