@@ -13,6 +13,7 @@ from ._constants import (
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_MAX_RETRY_AFTER,
     DEFAULT_MAX_RETRY_DELAY,
+    DEFAULT_PACING_HEADROOM,
     DEFAULT_RATE,
     DEFAULT_RETRY_DEADLINE,
     DEFAULT_TOTAL_TIMEOUT,
@@ -92,13 +93,17 @@ class RateLimit:
 
     ``rate`` requests per second drain the bucket, ``burst`` is its capacity
     (how many may go at once after a quiet spell), ``max_in_flight`` caps
-    concurrent requests to the store. ``RateLimit.unlimited()`` turns pacing
-    off (Enterprise stores) while keeping the in-flight cap.
+    concurrent requests to the store. ``headroom`` is the fraction of ``rate``
+    left unused: SHOPLINE queues requests and serves them at exactly ``rate``,
+    so a client pacing at exactly ``rate`` never lets a backlog (left by any
+    hiccup) drain, and every later request waits behind it. ``RateLimit.unlimited()``
+    turns pacing off (Enterprise stores) while keeping the in-flight cap.
     """
 
     rate: float | None = DEFAULT_RATE
     burst: int = DEFAULT_BURST
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    headroom: float = DEFAULT_PACING_HEADROOM
 
     def __post_init__(self) -> None:
         _require(_positive(self.rate), "RateLimit.rate must be a positive number or None (unlimited)")
@@ -106,6 +111,12 @@ class RateLimit:
         _require(
             isinstance(self.max_in_flight, int) and self.max_in_flight >= 1, "RateLimit.max_in_flight must be >= 1"
         )
+        _require(0 <= self.headroom < 0.5, "RateLimit.headroom must be in [0, 0.5)")
+
+    @property
+    def paced_rate(self) -> float | None:
+        """The rate the client actually sends at: ``rate`` less the headroom."""
+        return None if self.rate is None else self.rate * (1 - self.headroom)
 
     @classmethod
     def unlimited(cls, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> RateLimit:

@@ -23,5 +23,7 @@ RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 DEFAULT_RATE = 4.0
 DEFAULT_BURST = 40
 DEFAULT_MAX_IN_FLIGHT = 40
+# pace 1% under the bucket's rate: a backlog left in SHOPLINE's queue by any hiccup then drains
+DEFAULT_PACING_HEADROOM = 0.01
 
 LOGGER_NAME = "shopline_async"
