@@ -127,11 +127,15 @@ class Image(_Response):
 
 
 class OptionValue(_Response):
+    """One value of a product option, with its id."""
+
     id: str | None = None
     value: str | None = None
 
 
 class Option(_Response):
+    """A product option (e.g. Color): its values and the value -> image URL map."""
+
     id: str | None = None
     name: str | None = None
     option_value: list[OptionValue] | None = None
@@ -141,6 +145,8 @@ class Option(_Response):
 
 
 class Variant(_Response):
+    """A product variant as returned by the API; ``title`` is assembled from its option values."""
+
     barcode: str | None = None
     compare_at_price: str | None = None
     created_at: str | None = None
