@@ -201,7 +201,7 @@ async def stream_many(base_url: str, n: int) -> dict[str, float]:
             for i in range(n):
                 yield UpdateProduct(STORE, f"p{i % 5000}", update, key=i)
 
-        warmup = 10_000
+        warmup = 5_000
         baseline = 0.0
         executor = BatchExecutor(client, concurrency=100)
         started = time.perf_counter()

@@ -86,7 +86,8 @@ async def run_demo(directory: Path, *, progress: bool) -> int:
             stores={handle: {"token": token} for token, handle in STORES.items()},
             default_store=None,
             base_url=server.base_url,
-            rate_limit=RateLimit(rate=DEMO_RATE, burst=DEMO_BURST, max_in_flight=DEMO_BURST),
+            # burst=1: pace smoothly rather than park a backlog in the server's queue
+            rate_limit=RateLimit(rate=DEMO_RATE, burst=1, max_in_flight=DEMO_BURST),
             concurrency=2 * DEMO_BURST,
             retry=RetryPolicy(initial_delay=0.1),
             results_path=results,
