@@ -251,6 +251,11 @@ class BatchExecutor:
         s.p50, s.p95, s.p99 = (self._histogram.quantile(q) for q in (0.5, 0.95, 0.99))
         return s
 
+    def check(self, operation: Operation) -> ShoplineError | None:
+        """What would stop ``operation`` before it is sent (unknown store, invalid input), or None.
+        Nothing is sent: this is the batch's own preparation step, for dry runs."""
+        return self._prepare(-1, operation).error
+
     def unreported(self) -> list[Result]:
         """After a batch was cancelled from outside: a result for every operation taken but not reported
         (``cancelled`` if its request was under way, else ``not_attempted``)."""
@@ -360,7 +365,9 @@ class BatchExecutor:
         store = self._resolve_store(op)
         item = _Prepared(index, op, store)
         if store is None:
-            item.error = ConfigError(f"unknown store {op.store!r}: call client.store(handle, token) first")
+            item.error = ConfigError(
+                f"unknown store {op.store!r}: no client.store(handle, token) for it (--store or --config in the CLI)"
+            )
             return item
         try:
             if isinstance(op, UpdateProduct):

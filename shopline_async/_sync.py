@@ -28,7 +28,7 @@ from ._errors import APIStatusError, ValidationError
 from .models._image import ImageUpdate
 from .models._product import ProductUpdate
 
-__all__ = ["CSV_COLUMNS", "RowKey", "SyncInputError", "SyncJob", "read_operations"]
+__all__ = ["CSV_COLUMNS", "RowKey", "SyncInputError", "SyncJob", "error_text", "read_operations"]
 
 
 class SyncInputError(Exception):
@@ -263,7 +263,7 @@ class SyncJob:
                 trace_ids=list(result.trace_ids),
                 attempts=result.attempts,
                 elapsed_ms=round(result.elapsed * 1000, 1),
-                error=_error_text(result),
+                error=error_text(result.error) if result.error is not None else None,
             )
         )
 
@@ -309,12 +309,11 @@ def _reason(result: Result) -> str:
     return type(result.error).__name__ if result.error is not None else "failed"
 
 
-def _error_text(result: Result) -> str | None:
-    if result.error is None:
-        return None
-    if isinstance(result.error, ValidationError):
-        return "; ".join(str(e) for e in result.error.errors)
-    return str(result.error)
+def error_text(error: Exception) -> str:
+    """One line for the results file or the terminal: every field error of a ValidationError."""
+    if isinstance(error, ValidationError):
+        return "; ".join(str(e) for e in error.errors)
+    return str(error)
 
 
 def format_summary(summary: BatchSummary, job: SyncJob, results_path: str, *, interrupted: bool) -> str:

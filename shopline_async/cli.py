@@ -18,11 +18,11 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._batch import BatchExecutor, UpdateProduct
+from ._batch import BatchExecutor
 from ._client import ShoplineClient
 from ._config import RateLimit, RetryPolicy
 from ._constants import DEFAULT_BASE_URL, DEFAULT_BURST, DEFAULT_RATE
-from ._errors import ConfigError, ShoplineError, ValidationError
+from ._errors import ConfigError
 from ._sync import (
     CSV_COLUMNS,
     RowKey,
@@ -30,6 +30,7 @@ from ._sync import (
     SyncJob,
     completed_keys,
     default_results_path,
+    error_text,
     format_summary,
     open_input,
     read_operations,
@@ -303,23 +304,13 @@ def _dry_run(client: ShoplineClient, source: Any, fmt: str, default_store: str |
         invalid += 1
         print(f"line {line}: {message}")
 
+    executor = BatchExecutor(client)
     for op in read_operations(source, fmt, default_store, report):
-        rows += 1
-        line = op.key.line if isinstance(op.key, RowKey) else 0
-        store = client.stores.get(str(op.store).lower())
-        if store is None:
-            rows -= 1
-            report(line, op.key, f"unknown store {op.store!r}")
-            continue
-        try:
-            if isinstance(op, UpdateProduct):
-                store.products.prepare(op.product_id, op.product)
-            else:
-                store.images.prepare(op.product_id, op.image_id, op.image)
-        except ShoplineError as exc:
-            messages = [str(e) for e in exc.errors] if isinstance(exc, ValidationError) else [str(exc)]
-            rows -= 1
-            report(line, op.key, "; ".join(messages))
+        error = executor.check(op)
+        if error is None:
+            rows += 1
+        else:
+            report(op.key.line if isinstance(op.key, RowKey) else 0, op.key, error_text(error))
     print(f"dry run: {rows} rows checked, {invalid} invalid, nothing sent")
     return EXIT_OK if invalid == 0 else EXIT_FAILED
 
