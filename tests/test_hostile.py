@@ -1,0 +1,207 @@
+"""Hostile input and hostile responses: a typed error or a model, never a crash, a hang or a leak."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal
+
+import pytest
+from aiohttp import web
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shopline_async import (
+    APIStatusError,
+    APITimeoutError,
+    ImageInput,
+    ImageUpdate,
+    OptionInput,
+    ProductUpdate,
+    ResponseDecodeError,
+    RetryPolicy,
+    ShoplineClient,
+    Timeout,
+    ValidationError,
+    VariantInput,
+)
+from shopline_async._codec import encode_image_update, encode_product_update
+from shopline_async.mock import MockShopline
+from shopline_async.mock._server import _Reply
+
+# --- property-based: random models either fail with a path or pass the mock's own checks ---------
+
+text = st.one_of(st.text(max_size=40), st.text(min_size=250, max_size=260), st.just(""))
+maybe = lambda s: st.one_of(st.none(), s)  # noqa: E731
+money = st.one_of(
+    st.decimals(allow_nan=True, allow_infinity=True, places=None),
+    st.integers(min_value=-5, max_value=10**6),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(alphabet="0123456789.-e", max_size=8),
+)
+images = st.builds(ImageInput, alt=maybe(text), id=maybe(st.text(max_size=70)), src=maybe(text))
+variants = st.builds(
+    VariantInput,
+    sku=maybe(text),
+    price=maybe(money),
+    compare_at_price=maybe(money),
+    weight=maybe(money),
+    weight_unit=maybe(st.sampled_from(["g", "kg", "lb", "oz", "zh_kg", "stone"])),
+    inventory_policy=maybe(st.sampled_from(["deny", "continue", "maybe"])),
+    option1=maybe(text),
+    image=maybe(images),
+)
+products = st.builds(
+    ProductUpdate,
+    title=maybe(text),
+    status=maybe(st.sampled_from(["active", "draft", "archived", "live"])),
+    tags=maybe(st.lists(text, max_size=4)),
+    images=maybe(st.lists(images, max_size=3)),
+    options=maybe(st.lists(st.builds(OptionInput, name=maybe(text)), max_size=7)),
+    variants=maybe(st.lists(variants, max_size=3)),
+    published_scope=maybe(st.sampled_from(["web", "pos"])),
+)
+image_updates = st.builds(
+    ImageUpdate,
+    alt=maybe(st.text(max_size=520)),
+    position=maybe(st.integers(min_value=-2, max_value=10)),
+    sku_id=maybe(st.text(max_size=70)),
+)
+
+_mock = MockShopline()
+
+
+def accepted_by_mock(body: bytes, key: str, cls: type) -> bool:
+    try:
+        _mock._parse(body, key, cls)
+    except _Reply:
+        return False
+    return True
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(products)
+def test_random_product_updates_fail_with_a_path_or_are_accepted(update: ProductUpdate) -> None:
+    try:
+        body = encode_product_update(update)
+    except ValidationError as exc:
+        assert exc.errors and all(e.path.startswith("$.product") for e in exc.errors)
+        return
+    assert accepted_by_mock(body, "product", ProductUpdate), body
+    for variant in json.loads(body)["product"].get("variants") or []:
+        for field in ("price", "compare_at_price", "weight"):
+            if variant.get(field) is not None:
+                assert Decimal(variant[field]).as_tuple().exponent == -2
+
+
+@settings(max_examples=200, deadline=None)
+@given(image_updates)
+def test_random_image_updates_fail_with_a_path_or_are_accepted(update: ImageUpdate) -> None:
+    try:
+        body = encode_image_update(update)
+    except ValidationError as exc:
+        assert all(e.path.startswith("$.image.") for e in exc.errors)
+        return
+    assert accepted_by_mock(body, "image", ImageUpdate), body
+
+
+# --- hostile responses from a server that misbehaves on purpose -----------------------------------
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@pytest.fixture
+async def hostile() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
+    runners: list[web.AppRunner] = []
+
+    async def serve(handler: Handler) -> str:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handler)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        port = runner.addresses[0][1]
+        return f"http://127.0.0.1:{port}"
+
+    yield serve
+    for runner in runners:
+        await runner.cleanup()
+
+
+def fixed(status: int, body: bytes, content_type: str = "application/json", **headers: str) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        return web.Response(status=status, body=body, content_type=content_type, headers=headers)
+
+    return handler
+
+
+async def call(base_url: str, **client: object) -> object:
+    async with ShoplineClient(base_url=base_url, retry=RetryPolicy(max_attempts=2, initial_delay=0.01), **client) as c:  # type: ignore[arg-type]
+        return await c.store("shop", "token").products.update("1", ProductUpdate(title="x"))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<html><body>Bad Gateway</body></html>",
+        b'{"product": {"id": "1", "title": ',
+        b'{"product": {"variants": "not a list"}}',
+        b'{"product": {"tags": 42}}',
+        b"",
+        b"null",
+        b"\xff\xfe\x00garbage",
+    ],
+)
+async def test_undecodable_2xx_is_a_decode_error(hostile, body: bytes) -> None:
+    base_url = await hostile(fixed(200, body, traceId="tr-1"))
+    with pytest.raises(ResponseDecodeError) as exc:
+        await call(base_url)
+    assert exc.value.status == 200 and exc.value.trace_id == "tr-1" and exc.value.attempts == 1
+
+
+async def test_oversized_body_is_refused_not_read(hostile) -> None:
+    base_url = await hostile(fixed(200, b'{"product":{"title":"' + b"x" * (10 * 1024 * 1024) + b'"}}'))
+    with pytest.raises(ResponseDecodeError, match="exceeds 1048576 bytes"):
+        await call(base_url, max_response_bytes=1024 * 1024)
+
+
+async def test_oversized_streamed_body_is_refused(hostile) -> None:
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for _ in range(40):
+            await response.write(b" " * 65536)
+        await response.write_eof()
+        return response
+
+    with pytest.raises(ResponseDecodeError, match="exceeds"):
+        await call(await hostile(chunked), max_response_bytes=1024 * 1024)
+
+
+async def test_missing_trace_id_and_unexpected_statuses(hostile) -> None:
+    product = await call(await hostile(fixed(200, b'{"product": {"id": "1"}}')))
+    assert product.id == "1"  # type: ignore[attr-defined]
+    with pytest.raises(APIStatusError) as teapot:
+        await call(await hostile(fixed(418, b"I'm a teapot", "text/plain")))
+    assert teapot.value.status == 418 and "teapot" in str(teapot.value) and teapot.value.errors is None
+    with pytest.raises(APIStatusError) as redirect:
+        await call(await hostile(fixed(303, b"", Location="https://evil.example/steal")))
+    assert redirect.value.status == 303  # not followed: the token never goes to another host
+
+
+async def test_a_response_that_never_ends_times_out(hostile) -> None:
+    async def stall(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json", "Content-Length": "100"})
+        await response.prepare(request)
+        await response.write(b'{"product":')
+        await asyncio.sleep(10)
+        return response
+
+    with pytest.raises(APITimeoutError) as exc:
+        await call(await hostile(stall), timeout=Timeout(total=0.2))
+    assert exc.value.attempts == 2
