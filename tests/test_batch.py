@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import itertools
+import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
