@@ -113,7 +113,8 @@ class Catalog:
             product["variants"] = [self._merge_variant(product, {}, now)]
         if sent.get("options") is not None:
             product["options"] = [self._merge_option(product, o) for o in sent["options"]]
-        self._refresh_options(product)
+        if created or "options" in sent or "variants" in sent:
+            self._refresh_options(product)
         if product["handle"] is None:
             product["handle"] = _slug(product["title"])
         if product["status"] == "active" and product["published_at"] is None:
@@ -154,10 +155,8 @@ class Catalog:
         match = next((i for i in existing if image_id is not None and i["id"] == image_id), None)
         if match is None and src is not None:
             match = next((i for i in existing if i["src"] == src), None)
-        if match is not None:
-            merged = dict(match)
-        else:
-            merged = {"alt": None, "id": image_id or self._new_id("6"), "src": None, "position": None}
+        # stored dicts are the mock's own: updated in place rather than copied
+        merged = match or {"alt": None, "id": image_id or self._new_id("6"), "src": None, "position": None}
         for name in ("alt", "src"):
             if image.get(name) is not None:
                 merged[name] = image[name]
@@ -166,7 +165,7 @@ class Catalog:
     def _merge_option(self, product: dict[str, Any], option: dict[str, Any]) -> dict[str, Any]:
         name = option.get("name")
         match = next((o for o in product["options"] if o["name"] == name), None)
-        merged = dict(match) if match else {"id": self._new_id("161"), "name": None, "values_images": {}}
+        merged = match or {"id": self._new_id("161"), "name": None, "values_images": {}}
         merged["product_id"] = product["id"]
         if name is not None:
             merged["name"] = name
@@ -185,7 +184,7 @@ class Catalog:
     def _merge_variant(self, product: dict[str, Any], variant: dict[str, Any], now: str) -> dict[str, Any]:
         variant_id = variant.get("id")
         match = next((v for v in product["variants"] if variant_id is not None and v["id"] == variant_id), None)
-        merged = dict(match) if match else self._new_variant(product["id"], variant_id, now)
+        merged = match or self._new_variant(product["id"], variant_id, now)
         for name, value in variant.items():
             if value is not None and name in _VARIANT_SCALARS:
                 merged[name] = value

@@ -85,6 +85,13 @@ class _Store:
         self.stats = StoreStats()
         self._bucket: LeakyBucket | None = None
 
+    def count_attempt(self, path: str) -> int:
+        """Count a request for ``path``; returns how many came before it (fault draws key on this)."""
+        attempts = self.stats.attempts
+        nth = attempts[path]
+        attempts[path] = nth + 1
+        return nth
+
     @property
     def bucket(self) -> LeakyBucket | None:
         if self._bucket is None and self.config.rate is not None:
@@ -265,12 +272,13 @@ class MockShopline:
                 status, body = await self._serve(request, store)
             finally:
                 stats.in_flight -= 1
-            headers = {"traceId": trace_id}
+            headers = {"traceId": trace_id, "Content-Type": _JSON}
         except _Reply as reply:
             status, body = reply.status, _encoder.encode({"errors": reply.errors})
-            headers = {"traceId": trace_id, **reply.headers}
+            headers = {"traceId": trace_id, "Content-Type": _JSON, **reply.headers}
         except web.HTTPException as exc:  # raised by aiohttp itself, e.g. 413 for a body over the size cap
-            status, body, headers = exc.status, _encoder.encode({"errors": exc.reason}), {"traceId": trace_id}
+            status, body = exc.status, _encoder.encode({"errors": exc.reason})
+            headers = {"traceId": trace_id, "Content-Type": _JSON}
         except ConnectionResetError:
             return web.Response(status=499)  # the client left mid-request; nobody reads this
         except _Drop:
@@ -290,7 +298,8 @@ class MockShopline:
             store.stats.statuses[status] += 1
             if status == 429:
                 store.stats.http_429 += 1
-        return web.Response(status=status, body=body, content_type=_JSON, headers=headers)
+        # headers as a plain dict, Content-Type included: aiohttp's content_type= path parses and rebuilds it
+        return web.Response(status=status, body=body, headers=headers)
 
     def _authenticate(self, request: web.BaseRequest) -> _Store:
         auth = request.headers.get("Authorization", "")
@@ -322,7 +331,9 @@ class MockShopline:
                     raise _Reply(404, "Product not found")
                 return 200, _encoder.encode({"product": Catalog.public_product(product)})
             raw = await self._read_body(request)
-            await self._inject_faults(store, raw_path)
+            nth = store.count_attempt(raw_path)
+            if store.config.faults.active:
+                await self._inject_faults(store, raw_path, nth)
             update = self._parse(raw, "product", ProductUpdate)
             product, _ = store.catalog.upsert(product_id, update)
             store.stats.writes[product_id] += 1
@@ -333,7 +344,9 @@ class MockShopline:
         assert image_match is not None
         product_id, image_id = unquote(image_match.group(2)), unquote(image_match.group(3))
         raw = await self._read_body(request)
-        await self._inject_faults(store, raw_path)
+        nth = store.count_attempt(raw_path)
+        if store.config.faults.active:
+            await self._inject_faults(store, raw_path, nth)
         image_update = self._parse(raw, "image", ImageUpdate)
         image = store.catalog.update_image(product_id, image_id, image_update)
         if image is None:
@@ -374,12 +387,9 @@ class MockShopline:
         except msgspec.ValidationError as exc:
             raise _Reply(422, f"{exc}".replace("`$", f"`$.{key}")) from None
 
-    async def _inject_faults(self, store: _Store, path: str) -> None:
+    async def _inject_faults(self, store: _Store, path: str, nth: int) -> None:
+        """The faults configured for the ``nth`` attempt (0-based) at ``path``."""
         faults: Faults = store.config.faults
-        nth = store.stats.attempts[path]
-        store.stats.attempts[path] = nth + 1
-        if not faults.active:
-            return
         retry_after = {"Retry-After": f"{faults.retry_after:g}"} if faults.retry_after is not None else None
         if nth < faults.fail_first:
             if faults.fail_status == "drop":
