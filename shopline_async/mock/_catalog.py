@@ -82,6 +82,7 @@ class Catalog:
         self.products: dict[str, dict[str, Any]] = {}
         # paths keep `path`, which the API accepts but does not return
         self._paths: dict[str, str] = {}
+        self._image_meta: dict[str, dict[str, Any]] = {}
         self._ids = itertools.count(1)
         self._prefix = f"{store_number:03d}"
 
@@ -156,7 +157,7 @@ class Catalog:
         if match is None and src is not None:
             match = next((i for i in existing if i["src"] == src), None)
         # stored dicts are the mock's own: updated in place rather than copied
-        merged = match or {"alt": None, "id": image_id or self._new_id("6"), "src": None, "position": None}
+        merged = match or {"alt": None, "id": image_id or self._new_id("6"), "src": None}
         for name in ("alt", "src"):
             if image.get(name) is not None:
                 merged[name] = image[name]
@@ -234,36 +235,29 @@ class Catalog:
         image = images[index]
         if _given(update.alt):
             image["alt"] = update.alt
-        if _given(update.sku_id):
-            image["sku_id"] = update.sku_id
         if _given(update.position):
-            # positions are 1-based; moving an image reorders the list as the admin does
+            # positions are 1-based, the order of product.images: moving one reorders the list
             images.pop(index)
-            images.insert(min(max(update.position - 1, 0), len(images)), image)  # type: ignore[operator]
-        for n, i in enumerate(images, start=1):
-            i["position"] = n
+            index = min(max(update.position - 1, 0), len(images))  # type: ignore[operator]
+            images.insert(index, image)
         now = _now()
-        image["update_time"] = now
+        # what the product JSON does not carry lives beside it, so products are stored as served
+        meta = self._image_meta.setdefault(image["id"], {"create_time": product["created_at"], "sku_id": None})
+        if _given(update.sku_id):
+            meta["sku_id"] = update.sku_id
         product["image"] = self._embedded(images[0])
         return {
             "alt": image["alt"],
-            "create_time": image.setdefault("create_time", product["created_at"]),
+            "create_time": meta["create_time"],
             "height": 1024,
             "id": image["id"],
-            "position": image["position"],
+            "position": index + 1,
             "product_id": product_id,
-            "sku_id": image.get("sku_id"),
+            "sku_id": meta["sku_id"],
             "src": image["src"],
             "update_time": now,
             "width": 1024,
         }
-
-    @staticmethod
-    def public_product(product: dict[str, Any]) -> dict[str, Any]:
-        """The product as the API returns it (images without the mock's bookkeeping keys)."""
-        out = dict(product)
-        out["images"] = [Catalog._embedded(i) for i in product["images"]]
-        return out
 
     @staticmethod
     def _embedded(image: dict[str, Any]) -> dict[str, Any]:

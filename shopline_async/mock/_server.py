@@ -10,6 +10,7 @@ or not, carries a unique ``traceId`` header.
 from __future__ import annotations
 
 import asyncio
+import copy
 import itertools
 import os
 import re
@@ -236,12 +237,12 @@ class MockShopline:
     def product(self, handle: str, product_id: str) -> dict[str, Any] | None:
         """The stored product in the API's response shape, or None."""
         product = self._stores[handle].catalog.products.get(product_id)
-        return Catalog.public_product(product) if product is not None else None
+        return copy.deepcopy(product) if product is not None else None
 
     def seed(self, handle: str, product_id: str, update: ProductUpdate) -> dict[str, Any]:
         """Create or update a product directly (no request, no statistics), e.g. before a demo."""
         product, _ = self._stores[handle].catalog.upsert(product_id, validate(update, "$.product"))
-        return Catalog.public_product(product)
+        return copy.deepcopy(product)
 
     def configure(self, handle: str, config: MockStoreConfig) -> None:
         """Change one store's behaviour (its bucket starts afresh)."""
@@ -329,7 +330,7 @@ class MockShopline:
                 product = store.catalog.products.get(product_id)
                 if product is None:
                     raise _Reply(404, "Product not found")
-                return 200, _encoder.encode({"product": Catalog.public_product(product)})
+                return 200, _encoder.encode({"product": product})
             raw = await self._read_body(request)
             nth = store.count_attempt(raw_path)
             if store.config.faults.active:
@@ -337,7 +338,7 @@ class MockShopline:
             update = self._parse(raw, "product", ProductUpdate)
             product, _ = store.catalog.upsert(product_id, update)
             store.stats.writes[product_id] += 1
-            body = _encoder.encode({"product": Catalog.public_product(product)})
+            body = _encoder.encode({"product": product})
             self._maybe_garble(store, raw_path, body)
             return 200, body
 
