@@ -216,6 +216,7 @@ class BatchExecutor:
         self._max_pending = max(max_pending, concurrency)
         self._retry = retry
         self._on_progress = on_progress
+        self._running = False
         self._reset()
 
     def _reset(self) -> None:
@@ -272,6 +273,9 @@ class BatchExecutor:
 
         Leaving the block early cancels the batch; ``unreported()`` then lists what was left.
         """
+        if self._running:
+            raise ConfigError("this BatchExecutor is already running a batch; use one executor per batch")
+        self._running = True
         self._reset()
         # asyncio queues and semaphores, not anyio streams: aiohttp ties us to asyncio anyway, and on
         # the per-operation path they cost a fraction of anyio's checkpoints and cancel scopes
@@ -284,6 +288,7 @@ class BatchExecutor:
                 yield _Delivered(results, self._open, pending)
             finally:
                 tg.cancel_scope.cancel()
+                self._running = False
 
     async def gather(self, operations: Iterable[Operation] | AsyncIterable[Operation]) -> BatchReport:
         """Run a batch to the end; every result in input order, and the summary."""

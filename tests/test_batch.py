@@ -14,6 +14,7 @@ import pytest
 
 from shopline_async import (
     BatchExecutor,
+    ConfigError,
     ImageInput,
     ProductUpdate,
     Progress,
@@ -246,3 +247,15 @@ async def test_cancellation_from_outside_accounts_for_every_taken_operation(
         # the pool is intact: a following batch runs normally
         report = await BatchExecutor(client).gather([product_op("alpha", 5000)])
         assert report.results[0].ok
+
+
+async def test_one_batch_at_a_time_per_executor(mock_server: MockShopline) -> None:
+    async with ShoplineClient(base_url=mock_server.base_url) as client:
+        connect(client, mock_server, RateLimit.unlimited())
+        executor = BatchExecutor(client)
+        async with executor.stream([product_op("alpha", 1)]) as results:
+            with pytest.raises(ConfigError, match="already running"):
+                async with executor.stream([product_op("alpha", 2)]):
+                    pass  # pragma: no cover
+            assert [r.ok async for r in results] == [True]
+        assert (await executor.gather([product_op("alpha", 3)])).summary.ok == 1  # reusable afterwards
