@@ -21,9 +21,10 @@ from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Hashable, Iterable, Mapping
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import anyio
+import msgspec
 
 from ._client import ShoplineClient, Store
 from ._config import RetryPolicy
@@ -48,8 +49,7 @@ _DISPATCH_BATCH = 32
 Outcome = Literal["ok", "failed", "invalid", "not_attempted", "cancelled"]
 
 
-@dataclass(frozen=True, slots=True)
-class UpdateProduct:
+class UpdateProduct(msgspec.Struct, frozen=True):
     """Update (upsert) one product in one store. ``key`` comes back in the result (default: product_id)."""
 
     store: str | Store
@@ -57,11 +57,10 @@ class UpdateProduct:
     product: ProductUpdate | Mapping[str, Any]
     key: Hashable = None
 
-    kind = "product"
+    kind: ClassVar[str] = "product"
 
 
-@dataclass(frozen=True, slots=True)
-class UpdateImage:
+class UpdateImage(msgspec.Struct, frozen=True):
     """Update one product image in one store. ``key`` comes back in the result (default: image_id)."""
 
     store: str | Store
@@ -70,14 +69,13 @@ class UpdateImage:
     image: ImageUpdate | Mapping[str, Any]
     key: Hashable = None
 
-    kind = "image"
+    kind: ClassVar[str] = "image"
 
 
 Operation = UpdateProduct | UpdateImage
 
 
-@dataclass(frozen=True, slots=True)
-class Result:
+class Result(msgspec.Struct, frozen=True, kw_only=True):
     """What became of one operation.
 
     ``outcome``: ``ok``; ``failed`` (the API or the network said no);
@@ -179,8 +177,7 @@ class _Histogram:
         return 0.0  # pragma: no cover - rank <= count always stops the loop
 
 
-@dataclass(slots=True)
-class _Prepared:
+class _Prepared(msgspec.Struct):
     index: int
     op: Operation
     store: Store | None

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+import msgspec
 
 __all__ = ["Response"]
 
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
-class Response(Generic[T]):
+# a msgspec Struct, not a frozen dataclass: built once per call, and ten times cheaper to build
+class Response(msgspec.Struct, Generic[T], frozen=True, kw_only=True):
     """A decoded response and the facts of the call that produced it.
 
     ``trace_id`` is the final attempt's ``traceId`` header; ``trace_ids`` holds
