@@ -15,6 +15,7 @@ with its JSON path instead of msgspec's first one.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
@@ -222,7 +223,9 @@ def _compile(t: mi.Type, *, extras_only: bool) -> Checker | None:  # noqa: C901 
             if max_items is not None and len(value) > max_items:
                 errors.append(FieldError(path, f"must have at most {max_items} items, got {len(value)}"))
             out = [item(v, f"{path}[{i}]", errors) for i, v in enumerate(value)]
-            return value if all(a is b for a, b in zip(out, value, strict=True)) and isinstance(value, list) else out
+            if type(value) is list and all(map(operator.is_, out, value)):
+                return value  # nothing normalised: no copy, so the caller's struct is reused as is
+            return out
 
         return check_list
 
@@ -247,11 +250,20 @@ def _compile(t: mi.Type, *, extras_only: bool) -> Checker | None:  # noqa: C901 
 
     if isinstance(t, mi.StructType):
         cls = t.cls
-        compiled = [
-            (f.name, f.encode_name, checker)
-            for f in t.fields
-            if (checker := _compile(f.type, extras_only=extras_only)) is not None
-        ]
+        # Request fields are `T | None | UnsetType`: unset and (where allowed) null are skipped right
+        # here, and the field's own checker is compiled without an Optional wrapper, one call less
+        # per field on the hot path.
+        compiled = []
+        nullable: set[str] = set()
+        for f in t.fields:
+            field_type = f.type
+            if isinstance(field_type, mi.UnionType) and any(isinstance(m, mi.NoneType) for m in field_type.types):
+                nullable.add(f.name)
+                members = [m for m in field_type.types if not isinstance(m, mi.NoneType)]
+                field_type = members[0] if len(members) == 1 else mi.UnionType(tuple(members))
+            checker = _compile(field_type, extras_only=extras_only)
+            if checker is not None:
+                compiled.append((f.name, f.encode_name, checker))
         if extras_only and not compiled:
             return None
 
@@ -262,7 +274,7 @@ def _compile(t: mi.Type, *, extras_only: bool) -> Checker | None:  # noqa: C901 
             changes: dict[str, Any] = {}
             for name, encode_name, check in compiled:
                 current = getattr(value, name)
-                if current is UNSET:
+                if current is UNSET or (current is None and name in nullable):
                     continue
                 checked = check(current, f"{path}.{encode_name}", errors)
                 if checked is not current:
