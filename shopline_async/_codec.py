@@ -10,7 +10,7 @@ import msgspec
 from ._errors import FieldError, ValidationError
 from .models._image import ImageUpdate, ProductImage
 from .models._product import Product, ProductUpdate
-from .models._validate import validate
+from .models._validate import validate_and_encode
 
 __all__ = [
     "coerce_update",
@@ -61,11 +61,11 @@ def msgspec_error_to_field_error(exc: msgspec.ValidationError, root: str) -> Fie
 
 
 def encode_product_update(update: ProductUpdate) -> bytes:
-    return b'{"product":' + _encoder.encode(validate(update, "$.product")) + b"}"
+    return b'{"product":' + validate_and_encode(update, "$.product") + b"}"
 
 
 def encode_image_update(update: ImageUpdate) -> bytes:
-    return b'{"image":' + _encoder.encode(validate(update, "$.image")) + b"}"
+    return b'{"image":' + validate_and_encode(update, "$.image") + b"}"
 
 
 def decode_product(body: bytes) -> Product:
