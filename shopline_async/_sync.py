@@ -239,6 +239,7 @@ class SyncJob:
     skipped: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     progress_stream: IO[str] | None = None
+    expected_rows: int | None = None
     _last_draw: float = 0.0
 
     def record_invalid(self, line: int, key: Hashable, message: str) -> None:
@@ -289,13 +290,14 @@ class SyncJob:
         if not final and now - self._last_draw < 0.1:
             return
         self._last_draw = now
-        finished = progress.done + progress.failed
+        finished = progress.done + progress.failed + self.invalid + self.skipped
+        total = max(self.expected_rows or 0, progress.taken + self.invalid + self.skipped)
         width = 30
-        filled = int(width * finished / progress.taken) if progress.taken else 0
+        filled = int(width * finished / total) if total else 0
         bar = "#" * filled + "-" * (width - filled)
         text = (
-            f"\r[{bar}] {finished}/{progress.taken} ok {progress.done} failed {progress.failed + self.invalid}"
-            f" in flight {progress.in_flight}"
+            f"\r[{bar}] {finished}/{total} ok {progress.done} failed {progress.failed + self.invalid}"
+            f" skipped {self.skipped} in flight {progress.in_flight}"
         )
         stream.write(text + ("\n" if final else ""))
         stream.flush()
@@ -342,6 +344,19 @@ def open_input(path: str) -> IO[str]:
         return open(path, encoding="utf-8-sig", newline="")
     except OSError as exc:
         raise SyncInputError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def count_rows(input_path: str, fmt: str) -> int | None:
+    """Rows in a file, counted ahead for the progress bar (a CSV field with a line break makes it
+    an overcount); None for standard input, which can only be read once."""
+    if input_path == "-":
+        return None
+    try:
+        with open(input_path, "rb") as f:
+            lines = sum(1 for line in f if line.strip())
+    except OSError:
+        return None
+    return max(lines - 1, 0) if fmt == "csv" else lines
 
 
 def default_results_path(input_path: str) -> Path:

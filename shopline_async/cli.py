@@ -29,6 +29,7 @@ from ._sync import (
     SyncInputError,
     SyncJob,
     completed_keys,
+    count_rows,
     default_results_path,
     error_text,
     format_summary,
@@ -228,6 +229,8 @@ async def run_sync(
 
             skip = completed_keys(results_path) if resume else set()
             job = SyncJob(skip_keys=skip, progress_stream=sys.stderr if progress else None)
+            if progress:
+                job.expected_rows = count_rows(input_path, fmt)
             # read first: a bad CSV header must fail before the results file is touched
             rows = read_operations(source, fmt, default_store, job.record_invalid)
             results_path.parent.mkdir(parents=True, exist_ok=True)

@@ -296,3 +296,12 @@ def test_ctrl_c_then_resume(tmp_path: Path) -> None:
         final = read_results(results_path)
         assert {r["key"] for r in final if r["ok"]} == {f"east-{i}" for i in range(150)}
         assert server.stats("east").writes == {f"p{i}": 1 for i in range(150)}  # nothing done twice
+
+
+def test_progress_bar_knows_the_total(mock: MockShopline, config_file: Path, tmp_path: Path, capsys) -> None:
+    rows: list[Any] = [*product_rows(12), "not json"]
+    source = write_jsonl(tmp_path / "c.jsonl", rows)
+    args = ["sync", str(source), "--config", str(config_file), "--base-url", mock.base_url, "--progress", "always"]
+    assert main(args) == 1
+    final = capsys.readouterr().err.rstrip("\n").split("\r")[-1]
+    assert final.endswith("13/13 ok 12 failed 1 skipped 0 in flight 0")
