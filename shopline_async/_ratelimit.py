@@ -60,14 +60,12 @@ class StoreLimiter:
     """Admits one store's requests: an in-flight slot, the end of any cool-down, then the pacer."""
 
     def __init__(self, config: RateLimit) -> None:
-        self.config = config
         self._loop = asyncio.get_running_loop()
         rate = config.paced_rate
         self._pacer = Pacer(rate, config.burst, self._loop.time) if rate is not None else None
         self._slots = asyncio.Semaphore(config.max_in_flight)
         self._resume_at = 0.0
         self.in_flight = 0
-        self.max_in_flight_seen = 0
         self.rate_limited = 0
 
     async def acquire(self) -> None:
@@ -83,8 +81,6 @@ class StoreLimiter:
             self._slots.release()
             raise
         self.in_flight += 1
-        if self.in_flight > self.max_in_flight_seen:
-            self.max_in_flight_seen = self.in_flight
 
     def release(self) -> None:
         self.in_flight -= 1

@@ -81,7 +81,6 @@ class Catalog:
     def __init__(self, store_number: int) -> None:
         self.products: dict[str, dict[str, Any]] = {}
         # paths keep `path`, which the API accepts but does not return
-        self._paths: dict[str, str] = {}
         self._image_meta: dict[str, dict[str, Any]] = {}
         self._ids = itertools.count(1)
         self._prefix = f"{store_number:03d}"
@@ -89,8 +88,9 @@ class Catalog:
     def _new_id(self, kind: str) -> str:
         return f"{kind}{self._prefix}{next(self._ids):015d}"
 
-    def upsert(self, product_id: str, update: ProductUpdate) -> tuple[dict[str, Any], bool]:
-        """Merge ``update`` into the product (creating it); returns it and whether it was created."""
+    def upsert(self, product_id: str, update: ProductUpdate) -> dict[str, Any]:
+        """Merge ``update`` into the product (creating it if need be) and return it. ``path`` is
+        accepted but, as in the API's response, not kept."""
         # builtins hold only the fields that were sent; null never erases (the API's own example
         # sends "status": null), so None values are skipped below as well
         sent: dict[str, Any] = msgspec.to_builtins(update)
@@ -102,8 +102,6 @@ class Catalog:
         for name, value in sent.items():
             if value is not None and name in _SCALARS:
                 product[name] = value
-        if sent.get("path") is not None:
-            self._paths[product_id] = sent["path"]
         if sent.get("tags") is not None:
             product["tags"] = ",".join(sent["tags"])
         if sent.get("images") is not None:
@@ -123,7 +121,7 @@ class Catalog:
         product["image"] = self._embedded(product["images"][0]) if product["images"] else None
         product["updated_at"] = now
         self.products[product_id] = product
-        return product, created
+        return product
 
     @staticmethod
     def _new_product(product_id: str, now: str) -> dict[str, Any]:

@@ -241,7 +241,7 @@ class MockShopline:
 
     def seed(self, handle: str, product_id: str, update: ProductUpdate) -> dict[str, Any]:
         """Create or update a product directly (no request, no statistics), e.g. before a demo."""
-        product, _ = self._stores[handle].catalog.upsert(product_id, validate(update, "$.product"))
+        product = self._stores[handle].catalog.upsert(product_id, validate(update, "$.product"))
         return copy.deepcopy(product)
 
     def configure(self, handle: str, config: MockStoreConfig) -> None:
@@ -336,7 +336,7 @@ class MockShopline:
             if store.config.faults.active:
                 await self._inject_faults(store, raw_path, nth)
             update = self._parse(raw, "product", ProductUpdate)
-            product, _ = store.catalog.upsert(product_id, update)
+            product = store.catalog.upsert(product_id, update)
             store.stats.writes[product_id] += 1
             body = _encoder.encode({"product": product})
             self._maybe_garble(store, raw_path, body)

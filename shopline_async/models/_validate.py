@@ -149,23 +149,8 @@ def _extras_checker_for(cls: type[msgspec.Struct]) -> Checker | None:
 
 def _compile(t: mi.Type, *, extras_only: bool) -> Checker | None:  # noqa: C901 - one branch per type kind
     if isinstance(t, mi.UnionType):
-        members = [m for m in t.types if not isinstance(m, mi.NoneType)]
-        allows_none = len(members) < len(t.types)
-        if len(members) != 1:
-            raise TypeError(f"unsupported union in request model: {t}")
-        compiled_member = _compile(members[0], extras_only=extras_only)
-        if compiled_member is None:
-            return None
-        member: Checker = compiled_member
-
-        def check_optional(value: Any, path: Path, errors: list[FieldError]) -> Any:
-            if value is None:
-                if not allows_none:
-                    errors.append(FieldError(_render(path), "must not be null"))
-                return value
-            return member(value, path, errors)
-
-        return check_optional
+        # `T | None` fields are unwrapped where structs walk their fields; no other union is modelled
+        raise TypeError(f"unsupported union in request model: {t}")
 
     if isinstance(t, mi.Metadata):
         extra = t.extra or {}
@@ -301,7 +286,9 @@ def _compile(t: mi.Type, *, extras_only: bool) -> Checker | None:  # noqa: C901 
             if isinstance(field_type, mi.UnionType) and any(isinstance(m, mi.NoneType) for m in field_type.types):
                 nullable.add(f.name)
                 members = [m for m in field_type.types if not isinstance(m, mi.NoneType)]
-                field_type = members[0] if len(members) == 1 else mi.UnionType(tuple(members))
+                if len(members) != 1:
+                    raise TypeError(f"unsupported union in request model: {field_type}")
+                field_type = members[0]
             checker = _compile(field_type, extras_only=extras_only)
             if checker is not None:
                 compiled.append((f.name, "." + f.encode_name, checker))
