@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 from collections.abc import AsyncIterator
@@ -18,6 +19,11 @@ FAST_RETRY = RetryPolicy(initial_delay=0.01, max_delay=0.05, max_attempts=4)
 
 def spec_example(name: str) -> dict:
     return json.loads((SPEC / name).read_text())
+
+
+def mock_answer(task: asyncio.Task[object]) -> bool:
+    """A request the in-process mock server is still answering (e.g. one it was told to stall)."""
+    return getattr(task.get_coro(), "__qualname__", "") == "MockShopline._answer_later"
 
 
 @pytest.fixture

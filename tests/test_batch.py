@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 import anyio
 import pytest
+from conftest import mock_answer
 
 from shopline_async import (
     BatchExecutor,
@@ -241,7 +242,7 @@ async def test_cancellation_from_outside_accounts_for_every_taken_operation(
         assert all(writes[f"p{r.index}"] == 0 for r in left if r.outcome == "not_attempted")
         await asyncio.sleep(0.05)
         leftovers = [
-            t for t in asyncio.all_tasks() if t is not asyncio.current_task() and "aiohttp/web_" not in repr(t)
+            t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not mock_answer(t)
         ]
         assert leftovers == []
         # the pool is intact: a following batch runs normally

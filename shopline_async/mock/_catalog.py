@@ -8,47 +8,42 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import msgspec
 from msgspec import UNSET
 
 from ..models._image import ImageUpdate
-from ..models._product import ProductUpdate
+from ..models._product import ImageInput, OptionInput, ProductUpdate, VariantInput
 
 __all__ = ["Catalog"]
 
 _TZ = timezone(timedelta(hours=8))
-_SCALARS = frozenset(
-    (
-        "body_html",
-        "handle",
-        "product_category",
-        "published_scope",
-        "spu",
-        "status",
-        "subtitle",
-        "template_path",
-        "title",
-        "vendor",
-    )
+_SCALARS = (
+    "body_html",
+    "handle",
+    "product_category",
+    "published_scope",
+    "spu",
+    "status",
+    "subtitle",
+    "template_path",
+    "title",
+    "vendor",
 )
-_VARIANT_SCALARS = frozenset(
-    (
-        "barcode",
-        "compare_at_price",
-        "inventory_policy",
-        "inventory_tracker",
-        "option1",
-        "option2",
-        "option3",
-        "option4",
-        "option5",
-        "price",
-        "required_shipping",
-        "sku",
-        "taxable",
-        "weight",
-        "weight_unit",
-    )
+_VARIANT_SCALARS = (
+    "barcode",
+    "compare_at_price",
+    "inventory_policy",
+    "inventory_tracker",
+    "option1",
+    "option2",
+    "option3",
+    "option4",
+    "option5",
+    "price",
+    "required_shipping",
+    "sku",
+    "taxable",
+    "weight",
+    "weight_unit",
 )
 _OPTION_KEYS = ("option1", "option2", "option3", "option4", "option5")
 
@@ -67,6 +62,10 @@ def _now() -> str:
 
 def _slug(title: str | None) -> str:
     return re.sub(r"[^a-z0-9]+", "-", (title or "product").lower()).strip("-") or "product"
+
+
+def _value(value: Any) -> Any:
+    return None if value is UNSET else value
 
 
 def _given(value: Any) -> bool:
@@ -91,28 +90,27 @@ class Catalog:
     def upsert(self, product_id: str, update: ProductUpdate) -> dict[str, Any]:
         """Merge ``update`` into the product (creating it if need be) and return it. ``path`` is
         accepted but, as in the API's response, not kept."""
-        # builtins hold only the fields that were sent; null never erases (the API's own example
-        # sends "status": null), so None values are skipped below as well
-        sent: dict[str, Any] = msgspec.to_builtins(update)
+        # read straight off the validated struct: no intermediate dicts on the mock's hot path
         now = _now()
         product = self.products.get(product_id)
         created = product is None
         if product is None:
-            product = self._new_product(product_id, now)
-        for name, value in sent.items():
-            if value is not None and name in _SCALARS:
+            product = self.products[product_id] = self._new_product(product_id, now)
+        for name in _SCALARS:
+            value = getattr(update, name)
+            if value is not None and value is not UNSET:
                 product[name] = value
-        if sent.get("tags") is not None:
-            product["tags"] = ",".join(sent["tags"])
-        if sent.get("images") is not None:
-            product["images"] = [self._merge_image(product["images"], i) for i in sent["images"]]
-        if sent.get("variants") is not None:
-            product["variants"] = [self._merge_variant(product, v, now) for v in sent["variants"]]
+        if isinstance(update.tags, list):
+            product["tags"] = ",".join(update.tags)
+        if isinstance(update.images, list):
+            product["images"] = [self._merge_image(product["images"], i) for i in update.images]
+        if isinstance(update.variants, list):
+            product["variants"] = [self._merge_variant(product, v, now) for v in update.variants]
         if not product["variants"]:
-            product["variants"] = [self._merge_variant(product, {}, now)]
-        if sent.get("options") is not None:
-            product["options"] = [self._merge_option(product, o) for o in sent["options"]]
-        if created or "options" in sent or "variants" in sent:
+            product["variants"] = [self._merge_variant(product, VariantInput(), now)]
+        if isinstance(update.options, list):
+            product["options"] = [self._merge_option(product, o) for o in update.options]
+        if created or update.options is not UNSET or update.variants is not UNSET:
             self._refresh_options(product)
         if product["handle"] is None:
             product["handle"] = _slug(product["title"])
@@ -120,7 +118,6 @@ class Catalog:
             product["published_at"] = now
         product["image"] = self._embedded(product["images"][0]) if product["images"] else None
         product["updated_at"] = now
-        self.products[product_id] = product
         return product
 
     @staticmethod
@@ -149,46 +146,62 @@ class Catalog:
             "vendor": None,
         }
 
-    def _merge_image(self, existing: list[dict[str, Any]], image: dict[str, Any]) -> dict[str, Any]:
-        image_id, src = image.get("id"), image.get("src")
-        match = next((i for i in existing if image_id is not None and i["id"] == image_id), None)
-        if match is None and src is not None:
-            match = next((i for i in existing if i["src"] == src), None)
+    def _merge_image(self, existing: list[dict[str, Any]], image: ImageInput) -> dict[str, Any]:
+        image_id, src = _value(image.id), _value(image.src)
+        match = None
+        for stored in existing:  # a plain loop: a handful of images, and no generator to set up
+            if (image_id is not None and stored["id"] == image_id) or (image_id is None and stored["src"] == src):
+                match = stored
+                break
         # stored dicts are the mock's own: updated in place rather than copied
         merged = match or {"alt": None, "id": image_id or self._new_id("6"), "src": None}
-        for name in ("alt", "src"):
-            if image.get(name) is not None:
-                merged[name] = image[name]
+        if _given(image.alt):
+            merged["alt"] = image.alt
+        if src is not None:
+            merged["src"] = src
         return merged
 
-    def _merge_option(self, product: dict[str, Any], option: dict[str, Any]) -> dict[str, Any]:
-        name = option.get("name")
-        match = next((o for o in product["options"] if o["name"] == name), None)
+    def _merge_option(self, product: dict[str, Any], option: OptionInput) -> dict[str, Any]:
+        name = _value(option.name)
+        match = None
+        for stored in product["options"]:
+            if stored["name"] == name:
+                match = stored
+                break
         merged = match or {"id": self._new_id("161"), "name": None, "values_images": {}}
         merged["product_id"] = product["id"]
         if name is not None:
             merged["name"] = name
-        if option.get("values_images") is not None:
-            merged["values_images"] = dict(option["values_images"])
+        if isinstance(option.values_images, dict):
+            merged["values_images"] = dict(option.values_images)
         return merged
 
     def _refresh_options(self, product: dict[str, Any]) -> None:
-        for index, option in enumerate(product["options"][: len(_OPTION_KEYS)]):
-            key = _OPTION_KEYS[index]
-            values = list(dict.fromkeys(v[key] for v in product["variants"] if v.get(key) is not None))
+        variants = product["variants"]
+        for key, option in zip(_OPTION_KEYS, product["options"], strict=False):  # most products have fewer than five
+            values = list(dict.fromkeys([v[key] for v in variants if v[key] is not None]))
+            if values == option.get("values"):
+                continue  # the same values as before: their ids stand
             known = {ov["value"]: ov["id"] for ov in option.get("option_value", [])}
             option["values"] = values
             option["option_value"] = [{"id": known.get(v) or self._new_id("162"), "value": v} for v in values]
 
-    def _merge_variant(self, product: dict[str, Any], variant: dict[str, Any], now: str) -> dict[str, Any]:
-        variant_id = variant.get("id")
-        match = next((v for v in product["variants"] if variant_id is not None and v["id"] == variant_id), None)
-        merged = match or self._new_variant(product["id"], variant_id, now)
-        for name, value in variant.items():
-            if value is not None and name in _VARIANT_SCALARS:
+    def _merge_variant(self, product: dict[str, Any], variant: VariantInput, now: str) -> dict[str, Any]:
+        variant_id = _value(variant.id)
+        merged = None
+        if variant_id is not None:
+            for stored in product["variants"]:
+                if stored["id"] == variant_id:
+                    merged = stored
+                    break
+        if merged is None:
+            merged = self._new_variant(product["id"], variant_id, now)
+        for name in _VARIANT_SCALARS:
+            value = getattr(variant, name)
+            if value is not None and value is not UNSET:
                 merged[name] = value
-        if variant.get("image") is not None:
-            merged["image"] = self._embedded(self._merge_image(product["images"], variant["image"]))
+        if isinstance(variant.image, ImageInput):
+            merged["image"] = self._embedded(self._merge_image(product["images"], variant.image))
         values = [merged[k] for k in _OPTION_KEYS if merged[k] is not None]
         merged["title"] = " · ".join(values) if values else "Default Title"
         merged["updated_at"] = now

@@ -16,16 +16,15 @@ import os
 import re
 import socket
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote
 
 import msgspec
 import msgspec.inspect as mi
-from aiohttp import web
 
 from .._errors import ValidationError
 from ..models._image import ImageUpdate
@@ -34,6 +33,7 @@ from ..models._validate import validate
 from ._bucket import LeakyBucket
 from ._catalog import Catalog
 from ._config import Faults, MockStoreConfig
+from ._http import HttpServer, Reply, Request
 
 __all__ = ["MockShopline", "StoreStats"]
 
@@ -98,6 +98,12 @@ class _Store:
         if self._bucket is None and self.config.rate is not None:
             self._bucket = LeakyBucket(self.config.rate, self.config.capacity, self.config.mode)
         return self._bucket
+
+
+class _Route(NamedTuple):
+    path: str
+    product_id: str
+    image_id: str | None
 
 
 class _Reply(Exception):
@@ -173,30 +179,19 @@ class MockShopline:
         self.record_traces = record_traces
         self._trace_prefix = os.urandom(4).hex()
         self._trace_numbers = itertools.count(1)
-        self._runner: web.ServerRunner | None = None
-
-    @staticmethod
-    def _make_request(
-        message: Any, payload: Any, protocol: Any, writer: Any, task: asyncio.Task[None]
-    ) -> web.BaseRequest:
-        # room for the largest documented product (body_html alone may be 512 KB)
-        loop = asyncio.get_running_loop()
-        return web.BaseRequest(message, payload, protocol, writer, task, loop, client_max_size=_MAX_BODY)
+        self._http: HttpServer | None = None
 
     # --- running ---------------------------------------------------------
 
     async def start(self) -> str:
         """Start listening; returns the base URL (``http://127.0.0.1:PORT``)."""
-        # aiohttp's low-level server: no router or middleware to pass through, a third more requests/s
-        server = web.Server(self._handle, request_factory=self._make_request, access_log=None)
-        self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=0.5)
-        await self._runner.setup()
         sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((self.host, self.port))
             self.port = sock.getsockname()[1]
-            await web.SockSite(self._runner, sock).start()
+            self._http = HttpServer(self._handle, self._protocol_error, max_body=_MAX_BODY)
+            await self._http.start(sock)
         except BaseException:
             sock.close()
             await self.stop()
@@ -204,9 +199,9 @@ class MockShopline:
         return self.base_url
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
+        if self._http is not None:
+            http, self._http = self._http, None
+            await http.stop()
 
     async def __aenter__(self) -> MockShopline:
         await self.start()
@@ -255,112 +250,145 @@ class MockShopline:
     def _trace_id(self) -> str:
         return f"{self._trace_prefix}{next(self._trace_numbers):012d}"
 
-    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    def _handle(self, request: Request) -> Reply | Awaitable[Reply]:
         trace_id = self._trace_id()
-        store: _Store | None = None
         try:
             store = self._authenticate(request)
-            stats = store.stats
-            stats.requests += 1
-            if self.record_traces:
-                stats.traces.setdefault(request.raw_path, []).append(trace_id)
-            peer = request.transport.get_extra_info("peername") if request.transport else None
-            if peer:
-                stats.peers.add(tuple(peer[:2]))
-            stats.in_flight += 1
-            stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
-            try:
-                status, body = await self._serve(request, store)
-            finally:
-                stats.in_flight -= 1
-            headers = {"traceId": trace_id, "Content-Type": _JSON}
         except _Reply as reply:
-            status, body = reply.status, _encoder.encode({"errors": reply.errors})
-            headers = {"traceId": trace_id, "Content-Type": _JSON, **reply.headers}
-        except web.HTTPException as exc:  # raised by aiohttp itself, e.g. 413 for a body over the size cap
-            status, body = exc.status, _encoder.encode({"errors": exc.reason})
-            headers = {"traceId": trace_id, "Content-Type": _JSON}
-        except ConnectionResetError:
-            return web.Response(status=499)  # the client left mid-request; nobody reads this
-        except _Drop:
+            return self._reply(None, trace_id, reply.status, {"errors": reply.errors}, reply.headers)
+        stats = store.stats
+        stats.requests += 1
+        if self.record_traces:
+            stats.traces.setdefault(request.target, []).append(trace_id)
+        if request.peer is not None:
+            stats.peers.add(request.peer)
+        if store.bucket is None and not store.config.faults.active:
+            # nothing to wait for: answered on the spot, no task (see _http's docstring)
+            stats.max_in_flight = max(stats.max_in_flight, stats.in_flight + 1)
+            return self._answer(request, store, trace_id, lambda: self._serve_now(request, store))
+        return self._answer_later(request, store, trace_id)
+
+    async def _answer_later(self, request: Request, store: _Store, trace_id: str) -> Reply:
+        """The same as _serve_now, with the waits in between: the bucket's queue and injected faults."""
+        stats = store.stats
+        stats.in_flight += 1
+        stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+        try:
+            route = self._route(request)
+            bucket = store.bucket
+            if bucket is not None and not await bucket.admit():
+                after = store.config.retry_after
+                raise _Reply(429, "Too many request", {"Retry-After": f"{after:g}"} if after is not None else None)
+            if route.image_id is None and request.method == "GET":
+                return self._answer(request, store, trace_id, lambda: self._get(store, route))
+            nth = self._accept(request, store, route)
+            if store.config.faults.active:
+                await self._inject_faults(store, route.path, nth)
+            return self._answer(request, store, trace_id, lambda: self._write(request, store, route))
+        except (_Reply, _Drop) as exc:
+            return self._failure(request, store, trace_id, exc)
+        finally:
+            stats.in_flight -= 1
+
+    def _answer(self, request: Request, store: _Store, trace_id: str, serve: Callable[[], tuple[int, bytes]]) -> Reply:
+        try:
+            status, body = serve()
+        except (_Reply, _Drop, _Garbage) as exc:
+            return self._failure(request, store, trace_id, exc)
+        return self._reply(store, trace_id, status, body)
+
+    def _failure(self, request: Request, store: _Store, trace_id: str, exc: Exception) -> Reply:
+        if isinstance(exc, _Drop):
             # no response at all: the client sees the connection end, and no traceId
-            if self.record_traces and store is not None:
-                store.stats.traces[request.raw_path].pop()
-            if request.transport is not None:
-                request.transport.close()
-            return web.Response(status=500)
-        except _Garbage as garbage:
-            assert store is not None
+            if self.record_traces:
+                store.stats.traces[request.target].pop()
+            return Reply(0, drop=True)
+        if isinstance(exc, _Garbage):
             store.stats.statuses[200] += 1
-            return web.Response(
-                status=200, body=garbage.body, content_type=garbage.content_type, headers={"traceId": trace_id}
-            )
+            return Reply(200, exc.body, {"traceId": trace_id, "Content-Type": exc.content_type})
+        assert isinstance(exc, _Reply)
+        return self._reply(store, trace_id, exc.status, {"errors": exc.errors}, exc.headers)
+
+    def _reply(
+        self,
+        store: _Store | None,
+        trace_id: str,
+        status: int,
+        body: bytes | dict[str, Any],
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> Reply:
         if store is not None:
             store.stats.statuses[status] += 1
             if status == 429:
                 store.stats.http_429 += 1
-        # headers as a plain dict, Content-Type included: aiohttp's content_type= path parses and rebuilds it
-        return web.Response(status=status, body=body, headers=headers)
+        headers = {"traceId": trace_id, "Content-Type": _JSON}
+        if extra_headers:
+            headers.update(extra_headers)
+        return Reply(status, body if isinstance(body, bytes) else _encoder.encode(body), headers)
 
-    def _authenticate(self, request: web.BaseRequest) -> _Store:
-        auth = request.headers.get("Authorization", "")
+    def _protocol_error(self, status: int, message: str) -> Reply:
+        """A request too malformed to reach a store (bad request line or headers, body over the limit)."""
+        return self._reply(None, self._trace_id(), status, {"errors": message})
+
+    def _authenticate(self, request: Request) -> _Store:
+        auth = request.headers.get("authorization", "")
         scheme, _, token = auth.partition(" ")
         handle = self.tokens.get(token) if scheme == "Bearer" else None
         if handle is None:
             raise _Reply(401, "[API] Invalid access token" if auth else "[API] Missing access token")
         return self._stores[handle]
 
-    async def _serve(self, request: web.BaseRequest, store: _Store) -> tuple[int, bytes]:
-        raw_path = request.raw_path.partition("?")[0]
-        image_match = _IMAGE_PATH.fullmatch(raw_path)
-        product_match = None if image_match else _PRODUCT_PATH.fullmatch(raw_path)
-        if image_match is None and product_match is None:
+    @staticmethod
+    def _route(request: Request) -> _Route:
+        path = request.target.partition("?")[0]
+        image_match = _IMAGE_PATH.fullmatch(path)
+        if image_match is not None:
+            if request.method != "PUT":
+                raise _Reply(405, f"Method {request.method} not allowed")
+            return _Route(path, unquote(image_match.group(2)), unquote(image_match.group(3)))
+        product_match = _PRODUCT_PATH.fullmatch(path)
+        if product_match is None:
             raise _Reply(404, "Not Found")
-        if request.method not in (("PUT",) if image_match else ("PUT", "GET")):
+        if request.method not in ("PUT", "GET"):
             raise _Reply(405, f"Method {request.method} not allowed")
+        return _Route(path, unquote(product_match.group(2)), None)
 
-        bucket = store.bucket
-        if bucket is not None and not await bucket.admit():
-            after = store.config.retry_after
-            raise _Reply(429, "Too many request", {"Retry-After": f"{after:g}"} if after is not None else None)
+    def _serve_now(self, request: Request, store: _Store) -> tuple[int, bytes]:
+        route = self._route(request)
+        if route.image_id is None and request.method == "GET":
+            return self._get(store, route)
+        self._accept(request, store, route)
+        return self._write(request, store, route)
 
-        if product_match is not None:
-            product_id = unquote(product_match.group(2))
-            if request.method == "GET":
-                product = store.catalog.products.get(product_id)
-                if product is None:
-                    raise _Reply(404, "Product not found")
-                return 200, _encoder.encode({"product": product})
-            raw = await self._read_body(request)
-            nth = store.count_attempt(raw_path)
-            if store.config.faults.active:
-                await self._inject_faults(store, raw_path, nth)
-            update = self._parse(raw, "product", ProductUpdate)
-            product = store.catalog.upsert(product_id, update)
-            store.stats.writes[product_id] += 1
-            body = _encoder.encode({"product": product})
-            self._maybe_garble(store, raw_path, body)
-            return 200, body
+    @staticmethod
+    def _get(store: _Store, route: _Route) -> tuple[int, bytes]:
+        product = store.catalog.products.get(route.product_id)
+        if product is None:
+            raise _Reply(404, "Product not found")
+        return 200, _encoder.encode({"product": product})
 
-        assert image_match is not None
-        product_id, image_id = unquote(image_match.group(2)), unquote(image_match.group(3))
-        raw = await self._read_body(request)
-        nth = store.count_attempt(raw_path)
-        if store.config.faults.active:
-            await self._inject_faults(store, raw_path, nth)
-        image_update = self._parse(raw, "image", ImageUpdate)
-        image = store.catalog.update_image(product_id, image_id, image_update)
-        if image is None:
-            raise _Reply(404, f"Image {image_id} not found on product {product_id}")
-        store.stats.writes[f"{product_id}/images/{image_id}"] += 1
-        body = _encoder.encode({"image": image})
-        self._maybe_garble(store, raw_path, body)
-        return 200, body
-
-    async def _read_body(self, request: web.BaseRequest) -> bytes:
-        if request.content_type != _JSON:
+    @staticmethod
+    def _accept(request: Request, store: _Store, route: _Route) -> int:
+        """Check the body's type and count the attempt; returns how many came before it (faults key on this)."""
+        if request.headers.get("content-type", "").partition(";")[0].strip().lower() != _JSON:
             raise _Reply(400, "Content-Type must be application/json; charset=utf-8")
-        return await request.read()
+        return store.count_attempt(route.path)
+
+    def _write(self, request: Request, store: _Store, route: _Route) -> tuple[int, bytes]:
+        if route.image_id is None:
+            update = self._parse(request.body, "product", ProductUpdate)
+            product = store.catalog.upsert(route.product_id, update)
+            store.stats.writes[route.product_id] += 1
+            body = _encoder.encode({"product": product})
+        else:
+            image_update = self._parse(request.body, "image", ImageUpdate)
+            image = store.catalog.update_image(route.product_id, route.image_id, image_update)
+            if image is None:
+                raise _Reply(404, f"Image {route.image_id} not found on product {route.product_id}")
+            store.stats.writes[f"{route.product_id}/images/{route.image_id}"] += 1
+            body = _encoder.encode({"image": image})
+        self._maybe_garble(store, route.path, body)
+        return 200, body
 
     def _parse(self, raw: bytes, key: str, cls: type[Any]) -> Any:
         try:
