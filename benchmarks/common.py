@@ -38,20 +38,34 @@ def spec_product_update() -> ProductUpdate:
 
 
 @contextmanager
-def mock_server_process(*args: str) -> Iterator[str]:
-    """``shopline-async mock-server`` in a child process on a free port; yields its base URL."""
-    command = [sys.executable, "-m", "shopline_async.cli", "mock-server", "--port", "0", "--stores", STORE, *args]
+def server_process(command: list[str]) -> Iterator[tuple[str, int]]:
+    """A server in a child process that prints its URL on its first line; yields (URL, pid)."""
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()
         match = re.search(r"(http://\S+)", first)
         if not match:
-            raise RuntimeError(f"mock server did not start: {first!r}")
-        yield match.group(1)
+            raise RuntimeError(f"server did not start: {first!r}")
+        yield match.group(1), proc.pid
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@contextmanager
+def mock_server_process(*args: str) -> Iterator[str]:
+    """``shopline-async mock-server`` in a child process on a free port; yields its base URL."""
+    command = [sys.executable, "-m", "shopline_async.cli", "mock-server", "--port", "0", "--stores", STORE, *args]
+    with server_process(command) as (url, _):
+        yield url
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def mock_token() -> str:

@@ -31,9 +31,11 @@ import aiohttp
 import msgspec
 from common import (
     STORE,
+    cpu_seconds,
     mock_server_process,
     mock_token,
     rss_mb,
+    server_process,
     spec_product_update,
     spec_request,
     spec_response_bytes,
@@ -262,10 +264,14 @@ end
 
 def bench_mock_server(quick: bool) -> dict[str, float]:
     """Requests/s the mock server answers (unlimited, bodies validated), loaded by wrk, a C client,
-    so the client is not what is measured. Skipped where wrk is not installed (apt-get install wrk)."""
+    so the client is not what is measured; beside it, in alternate rounds, a minimal aiohttp app
+    answering fixed bytes (the ceiling for a Python server here). Also the server's CPU time per
+    request, steadier than requests/s on a shared machine. Skipped where wrk is not installed
+    (apt-get install wrk)."""
     import shutil
     import subprocess
     import tempfile
+    from contextlib import ExitStack
 
     if shutil.which("wrk") is None:
         print("  skipped: wrk is not installed", flush=True)
@@ -274,20 +280,48 @@ def bench_mock_server(quick: bool) -> dict[str, float]:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(WRK_SCRIPT % (mock_token(), body))
     seconds = 3 if quick else 10
-    rates = []
-    with mock_server_process("--unlimited") as base_url:
-        for _ in range(1 if quick else 3):
-            run = subprocess.run(
-                ["wrk", "-t1", "-c50", f"-d{seconds}s", "-s", script.name, base_url],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            rates.append(float(re.search(r"Requests/sec:\s+([\d.]+)", run.stdout).group(1)))  # type: ignore[union-attr]
-            assert "Non-2xx" not in run.stdout, run.stdout
+    mock = [sys.executable, "-m", "shopline_async.cli", "mock-server", "--port", "0", "--stores", STORE, "--unlimited"]
+    reference = [sys.executable, str(Path(__file__).resolve().parent / "reference_server.py")]
+    rates: dict[str, list[float]] = {"mock": [], "reference": []}
+    cpu_us: dict[str, list[float]] = {"mock": [], "reference": []}
+
+    def load(url: str, duration: int) -> str:
+        args = ["wrk", "-t1", "-c50", f"-d{duration}s", "-s", script.name, url]
+        return subprocess.run(args, capture_output=True, text=True, check=True).stdout
+
+    with ExitStack() as stack:
+        servers = {
+            "mock": stack.enter_context(server_process(mock)),
+            "reference": stack.enter_context(server_process(reference)),
+        }
+        for url, _ in servers.values():
+            load(url, 1)  # warm-up
+        for _ in range(2 if quick else 4):
+            for name, (url, pid) in servers.items():
+                before = cpu_seconds(pid)
+                out = load(url, seconds)
+                used = cpu_seconds(pid) - before
+                assert "Non-2xx" not in out, out
+                requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+                rates[name].append(float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)))  # type: ignore[union-attr]
+                cpu_us[name].append(1e6 * used / requests)
     Path(script.name).unlink()
-    result = {"put_rps": statistics.median(rates), "runs": float(len(rates))}
-    print(f"  {result['put_rps']:,.0f} product PUTs/s (median of {len(rates)}, wrk -c50)", flush=True)
+    result = {
+        "put_rps": statistics.median(rates["mock"]),
+        "put_rps_min": min(rates["mock"]),
+        "cpu_us_per_put": statistics.median(cpu_us["mock"]),
+        "reference_rps": statistics.median(rates["reference"]),
+        "reference_cpu_us": statistics.median(cpu_us["reference"]),
+        "vs_reference": statistics.median(m / r for m, r in zip(rates["mock"], rates["reference"], strict=True)),
+        "rounds": float(len(rates["mock"])),
+    }
+    print(
+        f"  mock: {result['put_rps']:,.0f} product PUTs/s (lowest round {result['put_rps_min']:,.0f}), "
+        f"{result['cpu_us_per_put']:.0f} us CPU each; minimal aiohttp app with a fixed answer: "
+        f"{result['reference_rps']:,.0f}/s, {result['reference_cpu_us']:.0f} us; mock/reference "
+        f"{result['vs_reference']:.2f}x (wrk -c50, median of {len(rates['mock'])} alternating rounds)",
+        flush=True,
+    )
     return result
 
 
