@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Literal
 import anyio
 import msgspec
 
+from ._channels import Channel, Slots
 from ._client import ShoplineClient, Store
 from ._config import RetryPolicy
 from ._errors import APIError, ConfigError, ShoplineError
@@ -155,14 +156,15 @@ class _Histogram:
 
     _BASE = 1.02
     _FLOOR = 1e-4
+    _PER_LOG = 1 / math.log(_BASE)  # one log per sample instead of the two of math.log(x, base)
 
     def __init__(self) -> None:
-        self._counts: Counter[int] = Counter()
+        self._counts: dict[int, int] = {}
         self.count = 0
 
     def add(self, seconds: float) -> None:
-        bucket = 0 if seconds <= self._FLOOR else int(math.log(seconds / self._FLOOR, self._BASE)) + 1
-        self._counts[bucket] += 1
+        bucket = int(math.log(seconds / self._FLOOR) * self._PER_LOG) + 1 if seconds > self._FLOOR else 0
+        self._counts[bucket] = self._counts.get(bucket, 0) + 1
         self.count += 1
 
     def quantile(self, q: float) -> float:
@@ -181,6 +183,7 @@ class _Prepared(msgspec.Struct):
     index: int
     op: Operation
     store: Store | None
+    key: Hashable = None
     path: str = ""
     body: bytes = b""
     error: ShoplineError | None = None
@@ -274,11 +277,11 @@ class BatchExecutor:
             raise ConfigError("this BatchExecutor is already running a batch; use one executor per batch")
         self._running = True
         self._reset()
-        # asyncio queues and semaphores, not anyio streams: aiohttp ties us to asyncio anyway, and on
-        # the per-operation path they cost a fraction of anyio's checkpoints and cancel scopes
-        results: asyncio.Queue[Result | None] = asyncio.Queue()
+        # asyncio-level primitives (see _channels), not anyio streams: aiohttp ties us to asyncio
+        # anyway, and on the per-operation path anyio's checkpoints and cancel scopes cost more
+        results: Channel[Result | None] = Channel()
         # taken from the input and not yet handed to the caller: bounds memory however long the input
-        pending = asyncio.Semaphore(self._max_pending)
+        pending = Slots(self._max_pending)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._run, operations, results, pending)
             try:
@@ -301,29 +304,31 @@ class BatchExecutor:
     async def _run(
         self,
         operations: Iterable[Operation] | AsyncIterable[Operation],
-        results: asyncio.Queue[Result | None],
-        pending: asyncio.Semaphore,
+        results: Channel[Result | None],
+        pending: Slots,
     ) -> None:
-        limiter = asyncio.Semaphore(self._concurrency)
-        lanes: dict[str, tuple[asyncio.Queue[_Prepared | None], int]] = {}
+        limiter = Slots(self._concurrency)
+        lanes: dict[str, tuple[Channel[_Prepared | None], int]] = {}
 
         def emit(item: _Prepared, result: Result) -> None:
             item.result = result
             self._account(result)
-            results.put_nowait(result)
+            results.put(result)
 
-        async def worker(lane: asyncio.Queue[_Prepared | None]) -> None:
+        async def worker(lane: Channel[_Prepared | None]) -> None:
             while (item := await lane.get()) is not None:
                 if self._stopping:
                     emit(item, self._result(item, "not_attempted"))
                     continue
-                async with limiter:
-                    item.running = True
-                    self._in_flight += 1
-                    try:
-                        result = await self._execute(item)
-                    finally:
-                        self._in_flight -= 1
+                if not limiter.take_now():
+                    await limiter.take()
+                item.running = True
+                self._in_flight += 1
+                try:
+                    result = await self._execute(item)
+                finally:
+                    self._in_flight -= 1
+                    limiter.give()
                 emit(item, result)
 
         try:
@@ -332,7 +337,8 @@ class BatchExecutor:
                     index = 0
                     async with aclosing(_iterate(operations)) as source:
                         async for op in source:
-                            await pending.acquire()
+                            if not pending.take_now():
+                                await pending.take()
                             item = self._prepare(index, op)
                             index += 1
                             self._taken += 1
@@ -346,12 +352,12 @@ class BatchExecutor:
                             handle = item.store.handle
                             if handle not in lanes:
                                 workers = min(item.store.rate_limit.max_in_flight, self._concurrency)
-                                lane: asyncio.Queue[_Prepared | None] = asyncio.Queue()
+                                lane: Channel[_Prepared | None] = Channel()
                                 lanes[handle] = (lane, workers)
                                 for _ in range(workers):
                                     tg.start_soon(worker, lane)
                             lane, workers = lanes[handle]
-                            lane.put_nowait(item)
+                            lane.put(item)
                             if index % _DISPATCH_BATCH == 0:
                                 # let the workers start on what is queued; yielding per item would
                                 # cost a trip round the event loop for every operation
@@ -359,13 +365,16 @@ class BatchExecutor:
                 finally:
                     for lane, workers in lanes.values():
                         for _ in range(workers):
-                            lane.put_nowait(None)
+                            lane.put(None)
         finally:
-            results.put_nowait(None)
+            results.put(None)
 
     def _prepare(self, index: int, op: Operation) -> _Prepared:
         store = self._resolve_store(op)
-        item = _Prepared(index, op, store)
+        key = getattr(op, "key", None)
+        if key is None:  # the default key: what the operation updates
+            key = op.image_id if isinstance(op, UpdateImage) else getattr(op, "product_id", None)
+        item = _Prepared(index, op, store, key)
         if store is None:
             item.error = ConfigError(
                 f"unknown store {op.store!r}: no client.store(handle, token) for it (--store or --config in the CLI)"
@@ -410,9 +419,12 @@ class BatchExecutor:
             )
         except Exception as exc:  # one odd failure must not sink the batch
             return self._result(item, "failed", error=exc, elapsed=time.monotonic() - started, attempts=1)
-        return self._result(
-            item,
-            "ok",
+        return Result(
+            index=item.index,
+            key=item.key,
+            store=item.store.handle,
+            kind=item.op.kind,
+            outcome="ok",
             data=response.data,
             status=response.status,
             trace_id=response.trace_id,
@@ -424,11 +436,10 @@ class BatchExecutor:
 
     def _result(self, item: _Prepared, outcome: Outcome, **facts: Any) -> Result:
         op = item.op
-        key = op.key
-        if key is None:
-            key = op.image_id if isinstance(op, UpdateImage) else getattr(op, "product_id", None)
         store = op.store.handle if isinstance(op.store, Store) else str(getattr(op, "store", ""))
-        return Result(index=item.index, key=key, store=store, kind=getattr(op, "kind", "?"), outcome=outcome, **facts)
+        return Result(
+            index=item.index, key=item.key, store=store, kind=getattr(op, "kind", "?"), outcome=outcome, **facts
+        )
 
     def _account(self, result: Result) -> None:
         s = self._summary
@@ -440,7 +451,7 @@ class BatchExecutor:
             s.retries += result.attempts - 1
         if result.attempts:
             self._histogram.add(result.network_time)
-        if result.ok:
+        if result.outcome == "ok":
             self._done += 1
         else:
             self._failed += 1
@@ -453,9 +464,7 @@ class _Delivered:
     still queued when the batch is cancelled shows up in ``unreported()``; handing it over frees
     its place among the ``max_pending`` operations taken from the input."""
 
-    def __init__(
-        self, results: asyncio.Queue[Result | None], open_items: dict[int, _Prepared], pending: asyncio.Semaphore
-    ) -> None:
+    def __init__(self, results: Channel[Result | None], open_items: dict[int, _Prepared], pending: Slots) -> None:
         self._results = results
         self._open = open_items
         self._pending = pending
@@ -468,7 +477,7 @@ class _Delivered:
         if result is None:
             raise StopAsyncIteration
         del self._open[result.index]
-        self._pending.release()
+        self._pending.give()
         return result
 
 

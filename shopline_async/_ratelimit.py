@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from ._channels import Slots
 from ._config import RateLimit
 
 __all__ = ["Pacer", "StoreLimiter"]
@@ -63,28 +64,30 @@ class StoreLimiter:
         self._loop = asyncio.get_running_loop()
         rate = config.paced_rate
         self._pacer = Pacer(rate, config.burst, self._loop.time) if rate is not None else None
-        self._slots = asyncio.Semaphore(config.max_in_flight)
+        self._slots = Slots(config.max_in_flight)
         self._resume_at = 0.0
         self.in_flight = 0
         self.rate_limited = 0
 
     async def acquire(self) -> None:
         """Wait for a slot, the end of any cool-down and the pacer. Pair with ``release()``."""
-        await self._slots.acquire()
+        if not self._slots.take_now():
+            await self._slots.take()
         try:
-            await self._wait_for_cool_down()
+            if self._resume_at:  # zero until the first 429: no coroutine to run
+                await self._wait_for_cool_down()
             if self._pacer is not None:
                 await self._pacer.acquire()
                 # a 429 may have arrived while this task waited for its turn
                 await self._wait_for_cool_down()
         except BaseException:
-            self._slots.release()
+            self._slots.give()
             raise
         self.in_flight += 1
 
     def release(self) -> None:
         self.in_flight -= 1
-        self._slots.release()
+        self._slots.give()
 
     def cool_down(self, seconds: float) -> None:
         """Hold every request to this store for ``seconds`` (after a 429)."""

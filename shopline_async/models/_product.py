@@ -44,7 +44,7 @@ class _Request(Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=T
     pass
 
 
-class _Response(Struct, kw_only=True):
+class _Response(Struct, kw_only=True, gc=False):
     pass
 
 
