@@ -56,18 +56,31 @@ HEADERS = {"Authorization": f"Bearer {mock_token()}", "Content-Type": "applicati
 # --- 1. throughput ---------------------------------------------------------------------------
 
 
-async def sdk_loop(base_url: str, n: int, concurrency: int) -> float:
+async def sdk_loop(base_url: str, n: int, concurrency: int, *, streaming: bool = False) -> float:
+    """The SDK's BatchExecutor: ``gather()`` (every result kept, in input order) or, with ``streaming``,
+    ``stream()`` (each result looked at and let go, as the CLI does with its results file)."""
     update = spec_product_update()
     async with ShoplineClient(
         base_url=base_url, rate_limit=RateLimit.unlimited(max_in_flight=concurrency), connections_per_store=concurrency
     ) as client:
         client.store(STORE, mock_token())
         ops = (UpdateProduct(STORE, f"p{i % 1000}", update) for i in range(n))
+        executor = BatchExecutor(client, concurrency=concurrency)
         started = time.perf_counter()
-        report = await BatchExecutor(client, concurrency=concurrency).gather(ops)
+        if streaming:
+            ok = 0
+            async with executor.stream(ops) as results:
+                async for result in results:
+                    ok += result.ok and result.data is not None
+        else:
+            ok = (await executor.gather(ops)).summary.ok
         elapsed = time.perf_counter() - started
-    assert report.summary.ok == n, report.summary
+    assert ok == n, ok
     return n / elapsed
+
+
+async def sdk_stream_loop(base_url: str, n: int, concurrency: int) -> float:
+    return await sdk_loop(base_url, n, concurrency, streaming=True)
 
 
 async def aiohttp_loop(base_url: str, n: int, concurrency: int) -> float:
@@ -105,7 +118,7 @@ async def httpx_loop(base_url: str, n: int, concurrency: int) -> float:
         return n / (time.perf_counter() - started)
 
 
-CLIENTS = {"sdk": sdk_loop, "aiohttp": aiohttp_loop, "httpx": httpx_loop}
+CLIENTS = {"sdk": sdk_loop, "sdk_stream": sdk_stream_loop, "aiohttp": aiohttp_loop, "httpx": httpx_loop}
 
 
 def bench_throughput(quick: bool) -> dict[str, Any]:
@@ -116,6 +129,7 @@ def bench_throughput(quick: bool) -> dict[str, Any]:
     names = list(CLIENTS)
     curve: dict[str, dict[int, float]] = {name: {} for name in CLIENTS}
     ratios: dict[int, list[float]] = {}
+    stream_ratios: dict[int, list[float]] = {}
     with mock_server_process("--unlimited") as base_url:
         for loop in CLIENTS.values():  # warm-up: imports, compiled validators, the server's catalog
             asyncio.run(loop(base_url, 300 if quick else 1000, 10))
@@ -123,7 +137,7 @@ def bench_throughput(quick: bool) -> dict[str, Any]:
             samples: dict[str, list[float]] = {name: [] for name in CLIENTS}
             for round_number in range(rounds):
                 # interleaved, in a rotating order, so drift and noise hit every client alike
-                order = names[round_number % 3 :] + names[: round_number % 3]
+                order = names[round_number % len(names) :] + names[: round_number % len(names)]
                 for name in order:
                     count = n_httpx if name == "httpx" else n
                     samples[name].append(asyncio.run(CLIENTS[name](base_url, count, concurrency)))
@@ -131,10 +145,12 @@ def bench_throughput(quick: bool) -> dict[str, Any]:
                 curve[name][concurrency] = statistics.median(samples[name])
             # each round's SDK run against the aiohttp run beside it: neighbours share the noise
             ratios[concurrency] = [s / a for s, a in zip(samples["sdk"], samples["aiohttp"], strict=True)]
+            stream_ratios[concurrency] = [s / a for s, a in zip(samples["sdk_stream"], samples["aiohttp"], strict=True)]
             print(
                 f"  concurrency {concurrency:>3}: "
                 + ", ".join(f"{name} {curve[name][concurrency]:,.0f} req/s" for name in CLIENTS)
-                + f"; SDK/aiohttp per round {', '.join(f'{r:.2f}' for r in ratios[concurrency])}",
+                + f"; SDK/aiohttp per round: gather {', '.join(f'{r:.2f}' for r in ratios[concurrency])}"
+                + f", stream {', '.join(f'{r:.2f}' for r in stream_ratios[concurrency])}",
                 flush=True,
             )
     top = 50
@@ -143,7 +159,9 @@ def bench_throughput(quick: bool) -> dict[str, Any]:
         "sdk_rps": curve["sdk"][top],
         "aiohttp_rps": curve["aiohttp"][top],
         "httpx_rps": curve["httpx"][top],
+        "sdk_stream_rps": curve["sdk_stream"][top],
         "sdk_vs_aiohttp": statistics.median(ratios[top]),
+        "sdk_stream_vs_aiohttp": statistics.median(stream_ratios[top]),
         "sdk_vs_httpx": curve["sdk"][top] / curve["httpx"][top],
         "curve": {name: {str(c): v for c, v in values.items()} for name, values in curve.items()},
     }
@@ -420,7 +438,8 @@ def main() -> int:
     if "throughput" in results:
         t = results["throughput"]
         print(
-            f"\nthroughput at concurrency {t['concurrency']}: SDK {t['sdk_vs_aiohttp']:.2f}x raw aiohttp, "
+            f"\nthroughput at concurrency {t['concurrency']}: SDK {t['sdk_vs_aiohttp']:.2f}x raw aiohttp "
+            f"(gather; stream {t['sdk_stream_vs_aiohttp']:.2f}x), "
             f"{t['sdk_vs_httpx']:.1f}x httpx"
         )
         if args.plot:

@@ -83,7 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--base-url", default=DEFAULT_BASE_URL, help="API base URL template (default: %(default)s)")
     sync.add_argument("--rate", type=float, default=DEFAULT_RATE, help="requests/s per store (default: %(default)s)")
     sync.add_argument(
-        "--burst", type=int, default=DEFAULT_BURST, help="bucket capacity per store (default: %(default)s)"
+        "--burst",
+        type=int,
+        default=DEFAULT_BURST,
+        help="bucket capacity per store, and its cap on requests in flight, so even a --rate set too high "
+        "cannot overflow a queueing bucket (default: %(default)s)",
     )
     sync.add_argument("--unlimited", action="store_true", help="no client-side rate limit (Enterprise stores)")
     sync.add_argument(

@@ -173,3 +173,12 @@ async def test_a_client_leaving_mid_request_harms_nothing(server: MockShopline) 
     assert (await read_response(reader))[0] == 200
     assert "gone" not in server.stats("a").writes
     writer.close()
+
+
+async def test_half_close_gets_the_answers_then_the_connection_ends(server: MockShopline) -> None:
+    reader, writer = await connect(server)
+    writer.write(request("half") + request("never")[:-5])  # one whole request, one cut short
+    writer.write_eof()
+    assert (await read_response(reader))[0] == 200
+    assert await closed(reader)
+    writer.close()

@@ -115,9 +115,12 @@ class _Connection(asyncio.Protocol):
             self._paused = True
 
     def eof_received(self) -> bool:
-        # the client will send no more; answer what it did send, then close
+        # the client will send no more: answer what it did send, then close (done by _serve_buffered
+        # once the buffer holds no complete request, so a half-sent one does not keep the socket)
         self._closing = True
-        return not (self._pending is None and not self._buffer)
+        if self._pending is None:
+            self._serve_buffered()
+        return True
 
     # --- serving ---------------------------------------------------------
 

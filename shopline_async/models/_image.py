@@ -22,7 +22,7 @@ class ImageUpdate(Struct, forbid_unknown_fields=True, omit_defaults=True, kw_onl
     sku_id: Id | UnsetType | None = UNSET
 
 
-class ProductImage(Struct, kw_only=True):
+class ProductImage(Struct, kw_only=True, gc=False):  # only scalars: nothing for the GC to walk
     """A product image as returned by *Update a product image*."""
 
     alt: str | None = None

@@ -44,6 +44,8 @@ class _Request(Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=T
     pass
 
 
+# gc=False: decoded responses hold only strings, numbers and each other, never a cycle, and a batch
+# that keeps thousands of them (BatchExecutor.gather) otherwise pays for the GC walking them all
 class _Response(Struct, kw_only=True, gc=False):
     pass
 
