@@ -122,7 +122,7 @@ CLIENTS = {"sdk": sdk_loop, "sdk_stream": sdk_stream_loop, "aiohttp": aiohttp_lo
 
 
 def bench_throughput(quick: bool) -> dict[str, Any]:
-    n = 800 if quick else 10_000
+    n = 2_000 if quick else 10_000
     n_httpx = 150 if quick else 2_000  # httpx is an order slower; fewer requests keep the run short
     rounds = 4 if quick else 6
     levels = [1, 50] if quick else [1, 10, 50, 100]
@@ -130,22 +130,30 @@ def bench_throughput(quick: bool) -> dict[str, Any]:
     curve: dict[str, dict[int, float]] = {name: {} for name in CLIENTS}
     ratios: dict[int, list[float]] = {}
     stream_ratios: dict[int, list[float]] = {}
+    # client CPU per request: the steadier view on a shared machine, where wall-clock rounds scatter
+    cpu_ratios: dict[str, list[float]] = {"sdk": [], "sdk_stream": []}
     with mock_server_process("--unlimited") as base_url:
         for loop in CLIENTS.values():  # warm-up: imports, compiled validators, the server's catalog
             asyncio.run(loop(base_url, 300 if quick else 1000, 10))
         for concurrency in levels:
             samples: dict[str, list[float]] = {name: [] for name in CLIENTS}
+            cpu: dict[str, list[float]] = {name: [] for name in CLIENTS}
             for round_number in range(rounds):
                 # interleaved, in a rotating order, so drift and noise hit every client alike
                 order = names[round_number % len(names) :] + names[: round_number % len(names)]
                 for name in order:
                     count = n_httpx if name == "httpx" else n
+                    cpu_before = time.process_time()
                     samples[name].append(asyncio.run(CLIENTS[name](base_url, count, concurrency)))
+                    cpu[name].append((time.process_time() - cpu_before) / count)
             for name in CLIENTS:
                 curve[name][concurrency] = statistics.median(samples[name])
             # each round's SDK run against the aiohttp run beside it: neighbours share the noise
             ratios[concurrency] = [s / a for s, a in zip(samples["sdk"], samples["aiohttp"], strict=True)]
             stream_ratios[concurrency] = [s / a for s, a in zip(samples["sdk_stream"], samples["aiohttp"], strict=True)]
+            if concurrency == 50:
+                for name in cpu_ratios:
+                    cpu_ratios[name] = [a / s for s, a in zip(cpu[name], cpu["aiohttp"], strict=True)]
             print(
                 f"  concurrency {concurrency:>3}: "
                 + ", ".join(f"{name} {curve[name][concurrency]:,.0f} req/s" for name in CLIENTS)
@@ -162,6 +170,9 @@ def bench_throughput(quick: bool) -> dict[str, Any]:
         "sdk_stream_rps": curve["sdk_stream"][top],
         "sdk_vs_aiohttp": statistics.median(ratios[top]),
         "sdk_stream_vs_aiohttp": statistics.median(stream_ratios[top]),
+        # aiohttp loop's client CPU per request / the SDK's: above 1, the SDK spends less
+        "sdk_vs_aiohttp_cpu": statistics.median(cpu_ratios["sdk"]),
+        "sdk_stream_vs_aiohttp_cpu": statistics.median(cpu_ratios["sdk_stream"]),
         "sdk_vs_httpx": curve["sdk"][top] / curve["httpx"][top],
         "curve": {name: {str(c): v for c, v in values.items()} for name, values in curve.items()},
     }
@@ -439,7 +450,8 @@ def main() -> int:
         t = results["throughput"]
         print(
             f"\nthroughput at concurrency {t['concurrency']}: SDK {t['sdk_vs_aiohttp']:.2f}x raw aiohttp "
-            f"(gather; stream {t['sdk_stream_vs_aiohttp']:.2f}x), "
+            f"(gather; stream {t['sdk_stream_vs_aiohttp']:.2f}x); by client CPU per request "
+            f"{t['sdk_vs_aiohttp_cpu']:.2f}x (gather), {t['sdk_stream_vs_aiohttp_cpu']:.2f}x (stream); "
             f"{t['sdk_vs_httpx']:.1f}x httpx"
         )
         if args.plot:
