@@ -264,7 +264,7 @@ async def stream_many(base_url: str, n: int) -> dict[str, float]:
 
 
 def bench_memory(quick: bool) -> dict[str, float]:
-    n = 100_000 if quick else 1_000_000
+    n = 50_000 if quick else 1_000_000
     with mock_server_process("--unlimited", "--no-validation") as base_url:
         result = asyncio.run(stream_many(base_url, n))
     print(
@@ -418,7 +418,7 @@ def plot(curve: dict[str, dict[str, float]], path: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small sizes: under a minute")
+    parser.add_argument("--quick", action="store_true", help="small sizes: about a minute")
     parser.add_argument("--json", type=Path, metavar="OUT", help="write the numbers as JSON")
     parser.add_argument("--plot", type=Path, metavar="PNG", help="throughput against concurrency")
     names = ["throughput", "ratelimit", "memory", "codec", "mock_server"]
