@@ -241,9 +241,7 @@ async def test_cancellation_from_outside_accounts_for_every_taken_operation(
         assert all(writes[f"p{r.index}"] == 1 for r in received + left if r.ok)
         assert all(writes[f"p{r.index}"] == 0 for r in left if r.outcome == "not_attempted")
         await asyncio.sleep(0.05)
-        leftovers = [
-            t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not mock_answer(t)
-        ]
+        leftovers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not mock_answer(t)]
         assert leftovers == []
         # the pool is intact: a following batch runs normally
         report = await BatchExecutor(client).gather([product_op("alpha", 5000)])
