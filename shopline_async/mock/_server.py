@@ -40,7 +40,7 @@ __all__ = ["MockShopline", "StoreStats"]
 _PRODUCT_PATH = re.compile(r"/admin/openapi/(v\d{8})/products/([^/]+)\.json")
 _IMAGE_PATH = re.compile(r"/admin/openapi/(v\d{8})/products/([^/]+)/images/([^/]+)\.json")
 _JSON = "application/json"
-_MAX_BODY = 4 * 1024 * 1024
+_MAX_BODY = 4 * 1024 * 1024  # room for the largest documented product (body_html alone may be 512 KB)
 _decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
 
@@ -73,9 +73,9 @@ class StoreStats:
     writes: Counter[str] = field(default_factory=Counter)
     attempts: Counter[str] = field(default_factory=Counter)
     peers: set[tuple[str, int]] = field(default_factory=set)
+    """Client addresses seen: one per TCP connection the store's clients opened."""
     traces: dict[str, list[str]] = field(default_factory=dict)
     """traceIds sent, by request path (only with ``record_traces=True``)."""
-    """Client addresses seen: one per TCP connection the store's clients opened."""
 
 
 class _Store:
