@@ -182,3 +182,18 @@ async def test_half_close_gets_the_answers_then_the_connection_ends(server: Mock
     assert (await read_response(reader))[0] == 200
     assert await closed(reader)
     writer.close()
+
+
+async def test_100_continue_is_sent_once_however_the_body_arrives(server: MockShopline) -> None:
+    reader, writer = await connect(server)
+    whole = request("expect-parts", extra="Expect: 100-continue\r\n")
+    head, body = whole[: -len(BODY)], whole[-len(BODY) :]
+    writer.write(head)
+    assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    for part in (body[:5], body[5:10], body[10:]):
+        writer.write(part)
+        await writer.drain()
+        await asyncio.sleep(0.02)
+    status_line = await asyncio.wait_for(reader.readuntil(b"\r\n"), 2)
+    assert status_line.startswith(b"HTTP/1.1 200")
+    writer.close()

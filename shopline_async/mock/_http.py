@@ -91,6 +91,7 @@ class _Connection(asyncio.Protocol):
         self._pending: asyncio.Task[Reply] | None = None
         self._paused = False
         self._closing = False
+        self._continued = False  # 100 Continue already sent for the request being read
 
     # --- asyncio.Protocol ------------------------------------------------
 
@@ -242,6 +243,7 @@ class _Connection(asyncio.Protocol):
                 return None
             body = bytes(buffer[body_start:body_end])
         del buffer[:body_end]
+        self._continued = False
 
         connection = headers.get("connection", "").lower()
         keep_alive = "keep-alive" in connection if version == "HTTP/1.0" else "close" not in connection
@@ -250,9 +252,11 @@ class _Connection(asyncio.Protocol):
         return Request(method, target, headers, body, self._peer), keep_alive
 
     def _continue_if_expected(self, headers: dict[str, str]) -> None:
-        if headers.get("expect", "").lower() == "100-continue" and self._transport is not None:
-            headers.pop("expect")  # once per request, however many reads the body takes
-            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        # the head is parsed afresh on every read, so the connection remembers it already answered
+        if self._continued or self._transport is None or headers.get("expect", "").lower() != "100-continue":
+            return
+        self._continued = True
+        self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
 
 def _read_chunked(buffer: bytearray, start: int, max_body: int) -> tuple[bytes, int] | None:
