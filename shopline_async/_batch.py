@@ -185,6 +185,8 @@ class _Prepared(msgspec.Struct):
     op: Operation
     store: Store | None
     key: Hashable = None
+    store_name: str = ""
+    """The store as the operation named it: what every result reports, whatever its outcome."""
     path: str = ""
     body: bytes = b""
     decode: Callable[[bytes], Any] | None = None
@@ -340,7 +342,7 @@ class BatchExecutor:
                     result = Result(
                         index=item.index,
                         key=item.key,
-                        store=item.store.handle,
+                        store=item.store_name,
                         kind=item.op.kind,
                         outcome="ok",
                         data=response.data,
@@ -399,7 +401,8 @@ class BatchExecutor:
         key = getattr(op, "key", None)
         if key is None:  # the default key: what the operation updates
             key = op.image_id if isinstance(op, UpdateImage) else getattr(op, "product_id", None)
-        item = _Prepared(index, op, store, key)
+        named = getattr(op, "store", "")
+        item = _Prepared(index, op, store, key, named.handle if isinstance(named, Store) else str(named))
         if store is None:
             item.error = ConfigError(
                 f"unknown store {op.store!r}: no client.store(handle, token) for it (--store or --config in the CLI)"
@@ -442,10 +445,13 @@ class BatchExecutor:
         return self._result(item, "failed", error=exc, elapsed=elapsed, attempts=1)
 
     def _result(self, item: _Prepared, outcome: Outcome, **facts: Any) -> Result:
-        op = item.op
-        store = op.store.handle if isinstance(op.store, Store) else str(getattr(op, "store", ""))
         return Result(
-            index=item.index, key=item.key, store=store, kind=getattr(op, "kind", "?"), outcome=outcome, **facts
+            index=item.index,
+            key=item.key,
+            store=item.store_name,
+            kind=getattr(item.op, "kind", "?"),
+            outcome=outcome,
+            **facts,
         )
 
     def _account(self, result: Result) -> None:

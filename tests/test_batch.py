@@ -107,6 +107,14 @@ async def test_invalid_items_fail_at_once_and_cost_no_request(mock_server: MockS
     assert mock_server.stats("alpha").requests == 2
 
 
+async def test_results_name_the_store_as_the_operation_did_whatever_the_outcome(mock_server: MockShopline) -> None:
+    async with ShoplineClient(base_url=mock_server.base_url) as client:
+        connect(client, mock_server, RateLimit.unlimited())
+        ops = [UpdateProduct("ALPHA", "p1", {"title": "x"}), UpdateProduct("ALPHA", "p2", {"title": 5})]
+        report = await BatchExecutor(client).gather(ops)
+    assert [(r.store, r.outcome) for r in report.results] == [("ALPHA", "ok"), ("ALPHA", "invalid")]
+
+
 async def test_image_operations_and_default_keys(mock_server: MockShopline) -> None:
     async with ShoplineClient(base_url=mock_server.base_url) as client:
         store = client.store("alpha", "token-alpha")
