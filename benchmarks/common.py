@@ -53,11 +53,15 @@ def server_process(command: list[str]) -> Iterator[tuple[str, int]]:
         proc.wait(timeout=10)
 
 
+def mock_server_command(*args: str) -> list[str]:
+    """``shopline-async mock-server`` on a free port, serving the benchmark's store."""
+    return [sys.executable, "-m", "shopline_async.cli", "mock-server", "--port", "0", "--stores", STORE, *args]
+
+
 @contextmanager
 def mock_server_process(*args: str) -> Iterator[str]:
-    """``shopline-async mock-server`` in a child process on a free port; yields its base URL."""
-    command = [sys.executable, "-m", "shopline_async.cli", "mock-server", "--port", "0", "--stores", STORE, *args]
-    with server_process(command) as (url, _):
+    """The mock server in a child process; yields its base URL."""
+    with server_process(mock_server_command(*args)) as (url, _):
         yield url
 
 

@@ -32,6 +32,7 @@ import msgspec
 from common import (
     STORE,
     cpu_seconds,
+    mock_server_command,
     mock_server_process,
     mock_token,
     rss_mb,
@@ -309,7 +310,7 @@ def bench_mock_server(quick: bool) -> dict[str, float]:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(WRK_SCRIPT % (mock_token(), body))
     seconds = 3 if quick else 10
-    mock = [sys.executable, "-m", "shopline_async.cli", "mock-server", "--port", "0", "--stores", STORE, "--unlimited"]
+    mock = mock_server_command("--unlimited")
     reference = [sys.executable, str(Path(__file__).resolve().parent / "reference_server.py")]
     rates: dict[str, list[float]] = {"mock": [], "reference": []}
     cpu_us: dict[str, list[float]] = {"mock": [], "reference": []}
