@@ -69,6 +69,18 @@ class StoreLimiter:
         self.in_flight = 0
         self.rate_limited = 0
 
+    def acquire_now(self) -> bool:
+        """Admit at once when nothing is to be waited for (no pacing, no cool-down, a free slot),
+        without the coroutine ``acquire()`` costs; False means call ``acquire()``."""
+        if (
+            self._pacer is None
+            and (not self._resume_at or self._resume_at <= self._loop.time())
+            and self._slots.take_now()
+        ):
+            self.in_flight += 1
+            return True
+        return False
+
     async def acquire(self) -> None:
         """Wait for a slot, the end of any cool-down and the pacer. Pair with ``release()``."""
         if not self._slots.take_now():

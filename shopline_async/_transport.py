@@ -123,6 +123,9 @@ def path_segment(value: object, path: str, *, max_length: int = 64) -> str:
     return quote(value, safe="")
 
 
+_NO_REDIRECTS: dict[str, Any] = {"allow_redirects": False}
+
+
 def _client_timeout(timeout: Timeout) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=timeout.total, connect=timeout.connect, sock_read=timeout.read)
 
@@ -137,6 +140,8 @@ class StoreTransport:
     def __init__(self, handle: str, access_token: str, settings: TransportSettings, rate_limit: RateLimit) -> None:
         self.handle = handle
         self.base_url = resolve_base_url(settings.base_url, handle, allow_insecure_http=settings.allow_insecure_http)
+        self._base = URL(self.base_url)
+        self._base_path = self._base.raw_path.rstrip("/")
         self.settings = settings
         self.rate_limit = rate_limit
         self._session: aiohttp.ClientSession | None = None
@@ -206,10 +211,10 @@ class StoreTransport:
         """Send with retries; return the decoded response or raise an APIError subclass."""
         policy = retry or self.settings.retry
         url = self.base_url + path
-        request_url = URL(url, encoded=True)  # already escaped: no re-quoting, no dot-segment folding
-        options: dict[str, Any] = {"allow_redirects": False}
-        if timeout is not None:
-            options["timeout"] = _client_timeout(timeout)
+        # the path is already escaped: no re-quoting, no dot-segment folding; and with_path on the
+        # parsed base skips parsing the whole URL again (a third of a plain request's URL work)
+        request_url = self._base.with_path(self._base_path + path, encoded=True)
+        options = _NO_REDIRECTS if timeout is None else {**_NO_REDIRECTS, "timeout": _client_timeout(timeout)}
         limiter = self.limiter
         session = self.session
         started = time.monotonic()
@@ -223,7 +228,8 @@ class StoreTransport:
             retry_after: float | None = None
             payload = b""
             failure: APIError | None = None
-            await limiter.acquire()
+            if not limiter.acquire_now():
+                await limiter.acquire()
             try:
                 attempt_started = time.monotonic()
                 try:
@@ -234,7 +240,11 @@ class StoreTransport:
                             trace_ids.append(trace_id)
                         if status == 429 or status >= 500:
                             retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-                        payload = await self._read_body(resp)
+                        length = resp.content_length
+                        if length is not None and length <= self.settings.max_response_bytes:
+                            payload = await resp.read()
+                        else:
+                            payload = await self._read_capped(resp, length)
                 except asyncio.TimeoutError:
                     failure = APITimeoutError("request timed out", method=method, url=url, trace_id=trace_id)
                 except aiohttp.ClientError as exc:
@@ -332,13 +342,11 @@ class StoreTransport:
             message, status=status, errors=errors, method=method, url=url, trace_id=trace_id
         )
 
-    async def _read_body(self, resp: aiohttp.ClientResponse) -> bytes:
+    async def _read_capped(self, resp: aiohttp.ClientResponse, length: int | None) -> bytes:
+        """The body of a response announced too large (refused) or of unknown length (read up to the cap)."""
         cap = self.settings.max_response_bytes
-        length = resp.content_length
         if length is not None:
-            if length > cap:
-                raise _BodyTooLarge(f"Content-Length {length}")
-            return await resp.read()
+            raise _BodyTooLarge(f"Content-Length {length}")
         chunks: list[bytes] = []
         size = 0
         async for chunk in resp.content.iter_chunked(64 * 1024):
