@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 
+import msgspec
 import pytest
 from aiohttp import web
 from hypothesis import HealthCheck, given, settings
@@ -29,6 +30,7 @@ from shopline_async import (
 from shopline_async._codec import encode_image_update, encode_product_update
 from shopline_async.mock import MockShopline
 from shopline_async.mock._server import _Reply
+from shopline_async.models._validate import validate, validate_and_encode
 
 # --- property-based: random models either fail with a path or pass the mock's own checks ---------
 
@@ -39,6 +41,8 @@ money = st.one_of(
     st.integers(min_value=-5, max_value=10**6),
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(alphabet="0123456789.-e", max_size=8),
+    st.from_regex(r"(0|[1-9][0-9]{0,3})\.[0-9]{2}", fullmatch=True),  # the API's own form
+    st.from_regex(r"-?[0-9]{1,3}(\.[0-9]{0,3})?", fullmatch=True),  # and its near misses
 )
 images = st.builds(ImageInput, alt=maybe(text), id=maybe(st.text(max_size=70)), src=maybe(text))
 variants = st.builds(
@@ -93,6 +97,66 @@ def test_random_product_updates_fail_with_a_path_or_are_accepted(update: Product
         for field in ("price", "compare_at_price", "weight"):
             if variant.get(field) is not None:
                 assert Decimal(variant[field]).as_tuple().exponent == -2
+
+
+# money as callers give it: mostly valid, in every form, with near misses of the wire form
+valid_ish_money = st.one_of(
+    st.builds(  # "12", "12.", "12.3", "12.34", "12.345"
+        lambda whole, places, cents: f"{whole}." + f"{cents:03d}"[:places] if places >= 0 else str(whole),
+        st.integers(min_value=0, max_value=9999),
+        st.integers(min_value=-1, max_value=3),
+        st.integers(min_value=0, max_value=999),
+    ),
+    st.integers(min_value=0, max_value=10**6),
+    st.integers(min_value=0, max_value=10**6).map(lambda cents: cents / 100),
+    st.decimals(min_value=0, max_value=10**6, places=2),
+    st.decimals(min_value=0, max_value=10**6, places=3),
+    st.sampled_from([float("inf"), float("nan"), Decimal("NaN"), "1.00\n", " 1.00", "+1.00", "1e2", "\u0661.00"]),
+)
+
+
+def both_paths(update: ProductUpdate | ImageUpdate) -> tuple[bytes | None, bytes | None]:
+    """validate_and_encode first tries msgspec alone on the body as is; the two passes must agree."""
+    try:
+        slow: bytes | None = msgspec.json.encode(validate(update))
+    except ValidationError:
+        slow = None
+    try:
+        fast: bytes | None = validate_and_encode(update)
+    except ValidationError:
+        fast = None
+    return fast, slow
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(products, image_updates))
+def test_the_wire_form_shortcut_agrees_with_the_full_check(update: ProductUpdate | ImageUpdate) -> None:
+    fast, slow = both_paths(update)
+    assert fast == slow
+
+
+@pytest.mark.parametrize(
+    "money",
+    [
+        *("0.00", "0.01", "90.22", "90.2", "90.", "90", "090.22", "90.220", "1.00\n", " 1.00", "+1.00", "1e2"),
+        "\u0661.00",  # an Arabic-Indic digit: the pattern says [0-9], not \d
+        *(Decimal("90.22"), Decimal("90.2"), Decimal("1E+1"), Decimal("NaN")),
+        *(90.22, 90, 0, float("inf"), float("nan")),
+    ],
+)
+@pytest.mark.parametrize("field", ["price", "weight"])
+def test_the_wire_form_shortcut_agrees_on_each_money_form(money: object, field: str) -> None:
+    fast, slow = both_paths(ProductUpdate(variants=[VariantInput(**{field: money})]))
+    assert fast == slow
+
+
+@settings(max_examples=300, deadline=None)
+# unset rather than None when absent: a null sends the body down the long path
+@given(st.lists(st.tuples(*[st.one_of(st.just(msgspec.UNSET), valid_ish_money)] * 2), min_size=1, max_size=3))
+def test_the_wire_form_shortcut_agrees_on_money(prices: list[tuple[object, object]]) -> None:
+    update = ProductUpdate(variants=[VariantInput(price=price, weight=weight) for price, weight in prices])  # type: ignore[arg-type]
+    fast, slow = both_paths(update)
+    assert fast == slow
 
 
 @settings(max_examples=200, deadline=None)

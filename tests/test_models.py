@@ -23,7 +23,7 @@ from shopline_async._codec import (
     encode_image_update,
     encode_product_update,
 )
-from shopline_async.models import normalise_money
+from shopline_async.models import normalise_money, validate
 
 
 def paths(exc: pytest.ExceptionInfo[ValidationError]) -> list[str]:
@@ -215,6 +215,25 @@ def test_limits_at_the_boundary_pass() -> None:
             variants=[VariantInput(sku="x" * 255, weight="0.01")] * 500,
         )
     )
+
+
+def test_html_is_measured_in_utf8_bytes() -> None:
+    four_byte = "\U0001f600"
+    encode_product_update(ProductUpdate(body_html=four_byte * (128 * 1024)))  # exactly 512 KB
+    with pytest.raises(ValidationError, match="at most 524288 bytes in UTF-8, got 524289"):
+        encode_product_update(ProductUpdate(body_html=four_byte * (128 * 1024) + "x"))
+    with pytest.raises(ValidationError, match="got 524290"):
+        encode_product_update(ProductUpdate(body_html="\u00e9" * (256 * 1024 + 1)))  # fewer characters than bytes
+
+
+def test_values_json_would_disguise_are_refused() -> None:
+    # JSON would send bytes as base64 text and a NaN as null: both must be refused, not sent
+    with pytest.raises(ValidationError, match=r"\$\.product\.variants\[0\]\.sku: expected a string, got bytes"):
+        encode_product_update(ProductUpdate(variants=[VariantInput(sku=b"abc")]))  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match=r"\$\.image\.position: expected an integer, got float"):
+        encode_image_update(ImageUpdate(position=float("nan")))  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match=r"\$\.product\.title: expected a string, got float"):
+        validate(ProductUpdate(title=float("inf")), "$.product")  # type: ignore[arg-type]
 
 
 def test_image_update_limits() -> None:
