@@ -58,7 +58,7 @@ class Products:
         """Validate and encode without sending: the request path and body. Raises ValidationError."""
         segment = path_segment(product_id, "product_id")
         body = encode_product_update(coerce_update(product, ProductUpdate, "$.product"))
-        version = check_api_version(api_version or self._api_version)
+        version = self._api_version if api_version is None else check_api_version(api_version)
         return f"/admin/openapi/{version}/products/{segment}.json", body
 
     async def send(self, path: str, body: bytes, *, retry: RetryPolicy | None = None) -> Response[Product]:
@@ -120,7 +120,7 @@ class Images:
         product_segment = path_segment(product_id, "product_id")
         image_segment = path_segment(image_id, "image_id")
         body = encode_image_update(coerce_update(image, ImageUpdate, "$.image"))
-        version = check_api_version(api_version or self._api_version)
+        version = self._api_version if api_version is None else check_api_version(api_version)
         return f"/admin/openapi/{version}/products/{product_segment}/images/{image_segment}.json", body
 
     async def send(self, path: str, body: bytes, *, retry: RetryPolicy | None = None) -> Response[ProductImage]:
