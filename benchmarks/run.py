@@ -139,7 +139,8 @@ def bench_throughput(quick: bool) -> dict[str, Any]:
         for concurrency in levels:
             samples: dict[str, list[float]] = {name: [] for name in CLIENTS}
             cpu: dict[str, list[float]] = {name: [] for name in CLIENTS}
-            for round_number in range(rounds):
+            # the headline level gets twice the rounds: single rounds scatter by +-20% on a shared machine
+            for round_number in range(rounds * 2 if concurrency == 50 else rounds):
                 # interleaved, in a rotating order, so drift and noise hit every client alike
                 order = names[round_number % len(names) :] + names[: round_number % len(names)]
                 for name in order:
@@ -175,8 +176,18 @@ def bench_throughput(quick: bool) -> dict[str, Any]:
         "sdk_vs_aiohttp_cpu": statistics.median(cpu_ratios["sdk"]),
         "sdk_stream_vs_aiohttp_cpu": statistics.median(cpu_ratios["sdk_stream"]),
         "sdk_vs_httpx": curve["sdk"][top] / curve["httpx"][top],
+        # quartiles of the per-round ratios: how far single rounds scatter around the medians above
+        "per_round_quartiles": {
+            "gather": _quartiles(ratios[top]),
+            "stream": _quartiles(stream_ratios[top]),
+        },
         "curve": {name: {str(c): v for c, v in values.items()} for name, values in curve.items()},
     }
+
+
+def _quartiles(values: list[float]) -> list[float]:
+    q1, _, q3 = statistics.quantiles(values, n=4)
+    return [round(q1, 3), round(q3, 3)]
 
 
 # --- 2. rate-limit efficiency ----------------------------------------------------------------
@@ -453,7 +464,8 @@ def main() -> int:
             f"\nthroughput at concurrency {t['concurrency']}: SDK {t['sdk_vs_aiohttp']:.2f}x raw aiohttp "
             f"(gather; stream {t['sdk_stream_vs_aiohttp']:.2f}x); by client CPU per request "
             f"{t['sdk_vs_aiohttp_cpu']:.2f}x (gather), {t['sdk_stream_vs_aiohttp_cpu']:.2f}x (stream); "
-            f"{t['sdk_vs_httpx']:.1f}x httpx"
+            f"{t['sdk_vs_httpx']:.1f}x httpx; per-round quartiles gather {t['per_round_quartiles']['gather']}, "
+            f"stream {t['per_round_quartiles']['stream']}"
         )
         if args.plot:
             plot(t["curve"], args.plot)

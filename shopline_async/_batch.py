@@ -312,7 +312,8 @@ class BatchExecutor:
         pending: Slots,
     ) -> None:
         limiter = Slots(self._concurrency)
-        lanes: dict[str, tuple[Channel[_Prepared | None], int]] = {}
+        # by Store object: one per handle (client.store() hands out the same one), hashed by identity
+        lanes: dict[Store, tuple[Channel[_Prepared | None], int]] = {}
 
         def emit(item: _Prepared, result: Result) -> None:
             item.result = result
@@ -376,14 +377,14 @@ class BatchExecutor:
                             if item.error is not None or item.store is None:
                                 emit(item, self._result(item, "invalid", error=item.error))
                                 continue
-                            handle = item.store.handle
-                            if handle not in lanes:
-                                workers = min(item.store.rate_limit.max_in_flight, self._concurrency)
+                            store = item.store
+                            if store not in lanes:
+                                workers = min(store.rate_limit.max_in_flight, self._concurrency)
                                 lane: Channel[_Prepared | None] = Channel()
-                                lanes[handle] = (lane, workers)
+                                lanes[store] = (lane, workers)
                                 for _ in range(workers):
                                     tg.start_soon(worker, lane)
-                            lane, workers = lanes[handle]
+                            lane, workers = lanes[store]
                             lane.put(item)
                             if index % _DISPATCH_BATCH == 0:
                                 # let the workers start on what is queued; yielding per item would
