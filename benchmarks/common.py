@@ -25,7 +25,8 @@ STORE = "bench"
 
 def spec_request() -> dict[str, Any]:
     """The reference page's "Update a product" request example."""
-    return json.loads((DATA / "product_request_example.json").read_text())
+    example: dict[str, Any] = json.loads((DATA / "product_request_example.json").read_text())
+    return example
 
 
 def spec_response_bytes() -> bytes:

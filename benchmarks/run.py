@@ -84,9 +84,12 @@ async def sdk_stream_loop(base_url: str, n: int, concurrency: int) -> float:
     return await sdk_loop(base_url, n, concurrency, streaming=True)
 
 
-async def aiohttp_loop(base_url: str, n: int, concurrency: int) -> float:
+async def aiohttp_loop(base_url: str, n: int, concurrency: int, *, keep: bool = False) -> float:
+    """A minimal hand-written loop: pre-encoded bytes out, the JSON answer parsed and looked at; with
+    ``keep``, every answer kept in input order, as ``gather()`` keeps every result."""
     body = encode_product_update(spec_product_update())
     connector = aiohttp.TCPConnector(limit=concurrency)
+    kept: list[Any] = [None] * n if keep else []
     async with aiohttp.ClientSession(connector=connector, headers=HEADERS) as session:
         counter = iter(range(n))
 
@@ -95,10 +98,16 @@ async def aiohttp_loop(base_url: str, n: int, concurrency: int) -> float:
                 async with session.put(base_url + PRODUCT_PATH.format(f"p{i % 1000}"), data=body) as resp:
                     product = (await resp.json())["product"]  # a loop that uses what it gets back
                     assert resp.status == 200 and product["id"]
+                    if keep:
+                        kept[i] = product
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         return n / (time.perf_counter() - started)
+
+
+async def aiohttp_keep_loop(base_url: str, n: int, concurrency: int) -> float:
+    return await aiohttp_loop(base_url, n, concurrency, keep=True)
 
 
 async def httpx_loop(base_url: str, n: int, concurrency: int) -> float:
@@ -119,70 +128,75 @@ async def httpx_loop(base_url: str, n: int, concurrency: int) -> float:
         return n / (time.perf_counter() - started)
 
 
-CLIENTS = {"sdk": sdk_loop, "sdk_stream": sdk_stream_loop, "aiohttp": aiohttp_loop, "httpx": httpx_loop}
+CLIENTS = {
+    "sdk": sdk_loop,
+    "sdk_stream": sdk_stream_loop,
+    "aiohttp": aiohttp_loop,
+    "aiohttp_keep": aiohttp_keep_loop,
+    "httpx": httpx_loop,
+}
+# like for like at the headline level: each SDK mode against the raw loop that keeps what it keeps
+PAIRS = {"stream": ("sdk_stream", "aiohttp"), "gather": ("sdk", "aiohttp_keep"), "gather_vs_plain": ("sdk", "aiohttp")}
+HEADLINE = 50
 
 
 def bench_throughput(quick: bool) -> dict[str, Any]:
-    n = 2_000 if quick else 10_000
-    n_httpx = 150 if quick else 2_000  # httpx is an order slower; fewer requests keep the run short
-    rounds = 4 if quick else 6
-    levels = [1, 50] if quick else [1, 10, 50, 100]
+    n = 2_000 if quick else 5_000
+    n_httpx = 150 if quick else 1_000  # httpx is an order slower; fewer requests keep the run short
+    rounds = 3 if quick else 4  # per level of the curve
+    # Single rounds scatter by +-20% and more on a shared machine, so the headline level gets many
+    # short interleaved rounds: the median of per-round ratios, with quartiles to show the spread.
+    headline_rounds = 10 if quick else 20
+    levels = [1, HEADLINE] if quick else [1, 10, HEADLINE, 100]
     names = list(CLIENTS)
     curve: dict[str, dict[int, float]] = {name: {} for name in CLIENTS}
-    ratios: dict[int, list[float]] = {}
-    stream_ratios: dict[int, list[float]] = {}
-    # client CPU per request: the steadier view on a shared machine, where wall-clock rounds scatter
-    cpu_ratios: dict[str, list[float]] = {"sdk": [], "sdk_stream": []}
+    samples: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
     with mock_server_process("--unlimited") as base_url:
         for loop in CLIENTS.values():  # warm-up: imports, compiled validators, the server's catalog
             asyncio.run(loop(base_url, 300 if quick else 1000, 10))
         for concurrency in levels:
-            samples: dict[str, list[float]] = {name: [] for name in CLIENTS}
-            cpu: dict[str, list[float]] = {name: [] for name in CLIENTS}
-            # the headline level gets twice the rounds: single rounds scatter by +-20% on a shared machine
-            for round_number in range(rounds * 2 if concurrency == 50 else rounds):
+            samples = {name: [] for name in CLIENTS}
+            cpu = {name: [] for name in CLIENTS}
+            for round_number in range(headline_rounds if concurrency == HEADLINE else rounds):
                 # interleaved, in a rotating order, so drift and noise hit every client alike
                 order = names[round_number % len(names) :] + names[: round_number % len(names)]
                 for name in order:
+                    if name == "httpx" and round_number >= rounds:
+                        continue
                     count = n_httpx if name == "httpx" else n
                     cpu_before = time.process_time()
                     samples[name].append(asyncio.run(CLIENTS[name](base_url, count, concurrency)))
                     cpu[name].append((time.process_time() - cpu_before) / count)
             for name in CLIENTS:
                 curve[name][concurrency] = statistics.median(samples[name])
-            # each round's SDK run against the aiohttp run beside it: neighbours share the noise
-            ratios[concurrency] = [s / a for s, a in zip(samples["sdk"], samples["aiohttp"], strict=True)]
-            stream_ratios[concurrency] = [s / a for s, a in zip(samples["sdk_stream"], samples["aiohttp"], strict=True)]
-            if concurrency == 50:
-                for name in cpu_ratios:
-                    cpu_ratios[name] = [a / s for s, a in zip(cpu[name], cpu["aiohttp"], strict=True)]
             print(
                 f"  concurrency {concurrency:>3}: "
-                + ", ".join(f"{name} {curve[name][concurrency]:,.0f} req/s" for name in CLIENTS)
-                + f"; SDK/aiohttp per round: gather {', '.join(f'{r:.2f}' for r in ratios[concurrency])}"
-                + f", stream {', '.join(f'{r:.2f}' for r in stream_ratios[concurrency])}",
+                + ", ".join(f"{name} {curve[name][concurrency]:,.0f} req/s" for name in CLIENTS),
                 flush=True,
             )
-    top = 50
-    return {
-        "concurrency": top,
-        "sdk_rps": curve["sdk"][top],
-        "aiohttp_rps": curve["aiohttp"][top],
-        "httpx_rps": curve["httpx"][top],
-        "sdk_stream_rps": curve["sdk_stream"][top],
-        "sdk_vs_aiohttp": statistics.median(ratios[top]),
-        "sdk_stream_vs_aiohttp": statistics.median(stream_ratios[top]),
-        # aiohttp loop's client CPU per request / the SDK's: above 1, the SDK spends less
-        "sdk_vs_aiohttp_cpu": statistics.median(cpu_ratios["sdk"]),
-        "sdk_stream_vs_aiohttp_cpu": statistics.median(cpu_ratios["sdk_stream"]),
-        "sdk_vs_httpx": curve["sdk"][top] / curve["httpx"][top],
-        # quartiles of the per-round ratios: how far single rounds scatter around the medians above
-        "per_round_quartiles": {
-            "gather": _quartiles(ratios[top]),
-            "stream": _quartiles(stream_ratios[top]),
-        },
-        "curve": {name: {str(c): v for c, v in values.items()} for name, values in curve.items()},
-    }
+            if concurrency == HEADLINE:
+                headline = (samples, cpu)
+    samples, cpu = headline
+    result: dict[str, Any] = {"concurrency": HEADLINE, "rounds": headline_rounds, "requests_per_round": n}
+    for pair, (sdk, raw) in PAIRS.items():
+        # each round's SDK run against the raw run beside it: neighbours share the noise
+        ratios = [s / r for s, r in zip(samples[sdk], samples[raw], strict=True)]
+        cpu_ratios = [r / s for s, r in zip(cpu[sdk], cpu[raw], strict=True)]  # above 1: the SDK spends less
+        result[pair] = {
+            "vs": raw,
+            "ratio": round(statistics.median(ratios), 3),
+            "per_round_quartiles": _quartiles(ratios),
+            "cpu_ratio": round(statistics.median(cpu_ratios), 3),
+        }
+        print(
+            f"    {pair}: {sdk} / {raw} = {result[pair]['ratio']:.2f}x "
+            f"(rounds' quartiles {result[pair]['per_round_quartiles']}; client CPU {result[pair]['cpu_ratio']:.2f}x)"
+        )
+    result["sdk_vs_httpx"] = curve["sdk"][HEADLINE] / curve["httpx"][HEADLINE]
+    result["rps"] = {name: round(curve[name][HEADLINE]) for name in CLIENTS}
+    result["curve"] = {name: {str(c): v for c, v in values.items()} for name, values in curve.items()}
+    return result
 
 
 def _quartiles(values: list[float]) -> list[float]:
@@ -461,11 +475,9 @@ def main() -> int:
     if "throughput" in results:
         t = results["throughput"]
         print(
-            f"\nthroughput at concurrency {t['concurrency']}: SDK {t['sdk_vs_aiohttp']:.2f}x raw aiohttp "
-            f"(gather; stream {t['sdk_stream_vs_aiohttp']:.2f}x); by client CPU per request "
-            f"{t['sdk_vs_aiohttp_cpu']:.2f}x (gather), {t['sdk_stream_vs_aiohttp_cpu']:.2f}x (stream); "
-            f"{t['sdk_vs_httpx']:.1f}x httpx; per-round quartiles gather {t['per_round_quartiles']['gather']}, "
-            f"stream {t['per_round_quartiles']['stream']}"
+            f"\nthroughput at concurrency {t['concurrency']}: BatchExecutor.stream() {t['stream']['ratio']:.2f}x "
+            f"a minimal aiohttp loop; gather() {t['gather']['ratio']:.2f}x the loop that keeps its answers too "
+            f"({t['gather_vs_plain']['ratio']:.2f}x the one that does not); {t['sdk_vs_httpx']:.0f}x httpx"
         )
         if args.plot:
             plot(t["curve"], args.plot)
