@@ -69,7 +69,7 @@ products = st.builds(
 image_updates = st.builds(
     ImageUpdate,
     alt=maybe(st.text(max_size=520)),
-    position=maybe(st.integers(min_value=-2, max_value=10)),
+    position=maybe(st.one_of(st.integers(min_value=-2, max_value=10), st.integers(min_value=2**63 - 2))),
     sku_id=maybe(st.text(max_size=70)),
 )
 

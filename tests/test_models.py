@@ -234,6 +234,8 @@ def test_values_json_would_disguise_are_refused() -> None:
         encode_image_update(ImageUpdate(position=float("nan")))  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match=r"\$\.product\.title: expected a string, got float"):
         validate(ProductUpdate(title=float("inf")), "$.product")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match=r"\$\.image\.position: must fit in 64 bits"):
+        encode_image_update(ImageUpdate(position=10**30))
 
 
 def test_image_update_limits() -> None:

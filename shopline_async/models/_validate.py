@@ -64,7 +64,7 @@ def validate(value: S, path: str = "$", *, decoded: bool = False) -> S:
     try:
         if not decoded:
             _decoder_for(cls).decode(_copy.encode(value))
-    except (msgspec.ValidationError, TypeError, ValueError) as exc:
+    except _CHECK_FAILED as exc:
         _checker_for(cls)(value, path, errors)
         if not errors:  # msgspec saw something the walk does not model: say what msgspec said
             errors.append(FieldError(_render(path), str(exc)))
@@ -84,7 +84,7 @@ def validate_and_encode(value: msgspec.Struct, path: str = "$") -> bytes:
         copy = _copy.encode(value)
         _wire_decoder_for(cls).decode(copy)
         return _encoder.encode(value)
-    except (msgspec.ValidationError, TypeError, ValueError):
+    except _CHECK_FAILED:
         pass  # not in wire form (money as a number, say) or invalid: the two passes say which
     errors: list[FieldError] = []
     extras = _extras_checker_for(cls)
@@ -94,13 +94,15 @@ def validate_and_encode(value: msgspec.Struct, path: str = "$") -> bytes:
             # money was all that could differ: the copy made above still serves when none changed
             _decoder_for(cls).decode(copy if normalised is value and copy else _copy.encode(normalised))
             return _encoder.encode(normalised)
-        except (msgspec.ValidationError, TypeError, ValueError):
+        except _CHECK_FAILED:
             pass
     return _encoder.encode(validate(value, path))  # raises, listing every problem
 
 
 _encoder = msgspec.json.Encoder()
 _copy = msgspec.msgpack.Encoder()
+# what the copy-and-check can raise: MessagePack refuses ints beyond 64 bits with OverflowError
+_CHECK_FAILED = (msgspec.ValidationError, TypeError, ValueError, OverflowError)
 
 
 @cache
@@ -281,6 +283,8 @@ def _compile(t: mi.Type, *, extras_only: bool) -> Checker | None:  # noqa: C901 
                 errors.append(FieldError(_render(path), f"expected an integer, got {_type_name(value)}"))
             elif ge is not None and value < ge:
                 errors.append(FieldError(_render(path), f"must be >= {ge}, got {value}"))
+            elif not -(2**63) <= value < 2**64:
+                errors.append(FieldError(_render(path), f"must fit in 64 bits, got {value}"))
             return value
 
         return check_int
