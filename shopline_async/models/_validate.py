@@ -125,13 +125,15 @@ def _wire_type(tp: Any) -> Any:
         extra: dict[str, Any] = {}
         for meta in metas:
             extra.update(getattr(meta, "extra", None) or {})
+        wired: Any
         if "money" in extra:
             pattern = _WIRE_POSITIVE_MONEY if extra["money"] == "positive" else _WIRE_MONEY
-            return Annotated[str, msgspec.Meta(pattern=pattern)]
-        if "max_bytes" in extra:  # at most 4 UTF-8 bytes a character
-            return Annotated[str, msgspec.Meta(max_length=extra["max_bytes"] // 4)]
-        wired = _wire_type(base)
-        for meta in metas:
+            wired = Annotated[str, msgspec.Meta(pattern=pattern)]
+        elif "max_bytes" in extra:  # at most 4 UTF-8 bytes a character
+            wired = Annotated[_wire_type(base), msgspec.Meta(max_length=extra["max_bytes"] // 4)]
+        else:
+            wired = _wire_type(base)
+        for meta in metas:  # the other constraints stay
             wired = Annotated[wired, meta]
         return wired
     if origin is Union or origin is types.UnionType:
@@ -145,11 +147,15 @@ def _wire_type(tp: Any) -> Any:
 def _wire_struct(cls: type[msgspec.Struct]) -> type[msgspec.Struct]:
     hints = get_type_hints(cls, include_extras=True)
     fields = msgspec.structs.fields(cls)
+    config = cls.__struct_config__  # what decoding depends on, as the model has it
     return msgspec.defstruct(
         f"Wire{cls.__name__}",
         [(f.name, _wire_type(hints[f.name]), f.default) for f in fields],
         kw_only=True,
-        forbid_unknown_fields=True,
+        forbid_unknown_fields=config.forbid_unknown_fields,
+        array_like=config.array_like,
+        tag=config.tag,
+        tag_field=config.tag_field,
         rename={f.name: f.encode_name for f in fields},
     )
 
