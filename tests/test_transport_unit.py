@@ -17,6 +17,7 @@ from yarl import URL  # noqa: E402
 
 from shopline_async import (  # noqa: E402
     AuthenticationError,
+    ConfigError,
     ImageUpdate,
     InvalidRequestError,
     ProductUpdate,
@@ -69,6 +70,11 @@ async def test_api_version_can_be_overridden_per_client_and_per_call(mocked) -> 
         store = client.store("open001", TOKEN)
         await store.products.update("1", {"title": "a"})
         await store.products.update("1", {"title": "a"}, api_version="v20251201")
+        for bad in ("", "2025-12-01"):  # refused before sending; only None means the client's version
+            with pytest.raises(ConfigError, match="invalid API version"):
+                await store.products.update("1", {"title": "a"}, api_version=bad)
+            with pytest.raises(ConfigError, match="invalid API version"):
+                store.images.prepare("1", "2", {"alt": "a"}, api_version=bad)
     assert len(mocked.requests) == 2
 
 
