@@ -340,6 +340,8 @@ class BatchExecutor:
                 except Exception as exc:  # one odd failure must not sink the batch
                     result = self._failure(item, exc, time.monotonic() - started)
                 else:
+                    # built here rather than by _result(): its **facts dict and getattr cost 12,000
+                    # instructions an operation (callgrind), on the path every success takes
                     result = Result(
                         index=item.index,
                         key=item.key,
