@@ -62,6 +62,17 @@ async def closed(reader: asyncio.StreamReader) -> bool:
     return await asyncio.wait_for(reader.read(), timeout=2) == b""
 
 
+async def send_head_expecting_continue(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, product_id: str
+) -> bytes:
+    """Send a request's head with ``Expect: 100-continue``, check the interim answer; returns the body to send."""
+    whole = request(product_id, extra="Expect: 100-continue\r\n")
+    head, body = whole[: -len(BODY)], whole[-len(BODY) :]
+    writer.write(head)
+    assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    return body
+
+
 async def test_pipelined_requests_are_answered_in_order(server: MockShopline) -> None:
     reader, writer = await connect(server)
     writer.write(b"".join(request(f"p{n}") for n in range(5)))
@@ -110,10 +121,7 @@ async def test_chunked_body(server: MockShopline) -> None:
 
 async def test_expect_100_continue(server: MockShopline) -> None:
     reader, writer = await connect(server)
-    whole = request("expect", extra="Expect: 100-continue\r\n")
-    head, body = whole[: -len(BODY)], whole[-len(BODY) :]
-    writer.write(head)
-    assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    body = await send_head_expecting_continue(reader, writer, "expect")
     writer.write(body)
     assert (await read_response(reader))[0] == 200
     writer.close()
@@ -186,10 +194,7 @@ async def test_half_close_gets_the_answers_then_the_connection_ends(server: Mock
 
 async def test_100_continue_is_sent_once_however_the_body_arrives(server: MockShopline) -> None:
     reader, writer = await connect(server)
-    whole = request("expect-parts", extra="Expect: 100-continue\r\n")
-    head, body = whole[: -len(BODY)], whole[-len(BODY) :]
-    writer.write(head)
-    assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    body = await send_head_expecting_continue(reader, writer, "expect-parts")
     for part in (body[:5], body[5:10], body[10:]):
         writer.write(part)
         await writer.drain()
