@@ -1,15 +1,17 @@
 """Run many product and image updates concurrently, one result per operation.
 
-Shape (after aiometer's run_on_each, without its fail-fast): a dispatcher
-pulls operations lazily from any iterable or async iterable, validates and
-encodes each (an invalid one becomes a failed result at once, costing no
-request), and routes it to its store's lane. Each store has its own workers,
-as many as its ``max_in_flight``, so a slow or rate-limited store never holds
-back the others; a global limiter caps concurrency across all stores. The
-store's transport applies its rate limit and retries.
+Shape (after aiometer's run_on_each, without its fail-fast): a dispatcher pulls operations
+lazily from any iterable or async iterable, prepares each through its store's resource
+(``store.products.prepare()``: an invalid one becomes a result at once, costing no request)
+and queues it in its store's lane. A lane runs as many workers as it has queued operations, up
+to the store's ``max_in_flight``, and each sends through the resource's public ``send()``. The
+cap on requests in flight across stores (``concurrency``) is taken only once the store's own
+limiter has admitted an attempt, so a store waiting for its pacer or a cool-down holds no slot
+and never delays another store. After a response that says a store cannot be written (401,
+402, 403, 423, 433-436) the rest of that store's operations are not sent.
 
-Memory stays flat however long the input: at most ``max_pending`` operations
-are taken from the input and not yet reported.
+Memory stays flat however long the input: at most ``max_pending`` operations, and about
+``max_pending_bytes`` of encoded bodies, are taken from the input and not yet reported.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Hashable, Iterable, Mapping
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
@@ -26,12 +28,19 @@ from typing import Any, ClassVar, Literal
 import anyio
 import msgspec
 
-from ._channels import Channel, Slots
+from ._channels import ByteBudget, Channel, Slots
 from ._client import ShoplineClient, Store
-from ._codec import decode_image, decode_product
 from ._config import RetryPolicy
-from ._errors import APIError, ConfigError, ShoplineError
+from ._constants import (
+    DEFAULT_BATCH_CONCURRENCY,
+    DEFAULT_MAX_PENDING,
+    DEFAULT_MAX_PENDING_BYTES,
+    STORE_STOPPING_STATUSES,
+)
+from ._errors import APIError, APIStatusError, ClientClosedError, ConfigError, ShoplineError, StoreUnavailableError
+from ._resources import Images, Products
 from ._response import Response
+from ._transport import PreparedRequest
 from .models._image import ImageUpdate, ProductImage
 from .models._product import Product, ProductUpdate
 
@@ -80,10 +89,12 @@ Operation = UpdateProduct | UpdateImage
 class Result(msgspec.Struct, frozen=True, kw_only=True):
     """What became of one operation.
 
-    ``outcome``: ``ok``; ``failed`` (the API or the network said no);
-    ``invalid`` (refused before sending); ``not_attempted`` (the batch stopped
-    first); ``cancelled`` (stopped mid-request: it may or may not have been
-    applied). ``trace_id`` is the final attempt's, ``trace_ids`` every attempt's.
+    ``outcome``: ``ok``; ``failed`` (the API or the network said no; with ``attempts == 0`` it
+    was not sent, because an earlier response showed that its store cannot be written:
+    ``error`` is then a StoreUnavailableError carrying that response's status and trace id);
+    ``invalid`` (refused before sending); ``not_attempted`` (the batch stopped first);
+    ``cancelled`` (stopped mid-request: it may or may not have been applied). ``trace_id`` is
+    the final attempt's, ``trace_ids`` every attempt's.
     """
 
     index: int
@@ -180,19 +191,68 @@ class _Histogram:
         return 0.0  # pragma: no cover - rank <= count always stops the loop
 
 
-class _Prepared(msgspec.Struct):
+class _Run:
+    """One batch's shared state: the cap across stores and the counts the workers keep."""
+
+    __slots__ = ("in_flight", "slots", "stopping")
+
+    def __init__(self, concurrency: int) -> None:
+        self.slots = Slots(concurrency)
+        self.stopping = False
+        self.in_flight = 0
+
+
+class _Lane:
+    """One store's queue of prepared operations and the workers draining it."""
+
+    __slots__ = ("blocked_by", "busy", "max_workers", "queue", "workers")
+
+    def __init__(self, max_workers: int) -> None:
+        self.queue: deque[_Item] = deque()
+        self.max_workers = max_workers
+        self.workers = 0
+        self.busy = 0
+        self.blocked_by: APIStatusError | None = None
+
+
+class _Refused(Exception):
+    """Raised by an item's gate: the batch is stopping, or the store cannot be written."""
+
+
+class _Item(msgspec.Struct):
+    """One operation taken from the input; also the Gate its attempts pass through."""
+
     index: int
-    op: Operation
-    store: Store | None
+    op: Any
     key: Hashable = None
     store_name: str = ""
     """The store as the operation named it: what every result reports, whatever its outcome."""
-    path: str = ""
-    body: bytes = b""
-    decode: Callable[[bytes], Any] | None = None
+    store: Store | None = None
+    run: _Run | None = None
+    lane: _Lane | None = None
+    resource: Products | Images | None = None
+    prepared: PreparedRequest[Any] | None = None
     error: ShoplineError | None = None
     running: bool = False
+    """Handed to the sender at least once: it may have been applied."""
     result: Result | None = None
+    charged: int = 0
+    """Bytes of ``max_pending_bytes`` it holds until its result is handed over."""
+
+    async def enter(self) -> None:
+        run, lane = self.run, self.lane
+        assert run is not None and lane is not None
+        if not self.running and (run.stopping or lane.blocked_by is not None):
+            raise _Refused  # a retry of an operation already sent goes on
+        await run.slots.take()
+        self.running = True
+        run.in_flight += 1
+
+    def exit(self) -> None:
+        run = self.run
+        assert run is not None
+        run.in_flight -= 1
+        run.slots.give()
 
 
 class BatchExecutor:
@@ -208,45 +268,46 @@ class BatchExecutor:
         self,
         client: ShoplineClient,
         *,
-        concurrency: int = 100,
-        max_pending: int = 10_000,
+        concurrency: int = DEFAULT_BATCH_CONCURRENCY,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
         retry: RetryPolicy | None = None,
         on_progress: Callable[[Progress], None] | None = None,
     ) -> None:
-        if concurrency < 1 or max_pending < 1:
-            raise ConfigError("concurrency and max_pending must be >= 1")
+        if concurrency < 1 or max_pending < 1 or max_pending_bytes < 1:
+            raise ConfigError("concurrency, max_pending and max_pending_bytes must be >= 1")
         self._client = client
         self._concurrency = concurrency
         self._max_pending = max(max_pending, concurrency)
+        self._max_pending_bytes = max_pending_bytes
         self._retry = retry
         self._on_progress = on_progress
         self._running = False
         self._reset()
 
     def _reset(self) -> None:
-        self._stopping = False
+        self._run_state = _Run(self._concurrency)
         self._taken = 0
         self._done = 0
         self._failed = 0
-        self._in_flight = 0
-        self._open: dict[int, _Prepared] = {}
+        self._open: dict[int, _Item] = {}
         self._summary = BatchSummary()
         self._histogram = _Histogram()
         self._started = time.monotonic()
         self._rate_limited_before = self._rate_limited_now()
 
     def _rate_limited_now(self) -> int:
-        return sum(s._transport.rate_limited for s in self._client.stores.values())
+        return sum(store.rate_limited for store in self._client.stores.values())
 
     # --- public ----------------------------------------------------------
 
     def stop(self) -> None:
         """Finish early: take no more input, start nothing new, let requests in flight end."""
-        self._stopping = True
+        self._run_state.stopping = True
 
     @property
     def progress(self) -> Progress:
-        return Progress(self._taken, self._done, self._failed, self._in_flight)
+        return Progress(self._taken, self._done, self._failed, self._run_state.in_flight)
 
     def summary(self) -> BatchSummary:
         """Totals so far (final once the batch has ended)."""
@@ -265,8 +326,8 @@ class BatchExecutor:
         """After a batch was cancelled from outside: a result for every operation taken but not reported
         (``cancelled`` if its request was under way, else ``not_attempted``)."""
         return [
-            p.result or self._result(p, "cancelled" if p.running else "not_attempted")
-            for p in sorted(self._open.values(), key=lambda p: p.index)
+            item.result or _result(item, "cancelled" if item.running else "not_attempted")
+            for item in sorted(self._open.values(), key=lambda item: item.index)
         ]
 
     @asynccontextmanager
@@ -279,6 +340,8 @@ class BatchExecutor:
         """
         if self._running:
             raise ConfigError("this BatchExecutor is already running a batch; use one executor per batch")
+        if self._client.closed:
+            raise ClientClosedError("the client is closed; create a new ShoplineClient")
         self._running = True
         self._reset()
         # asyncio-level primitives (see _channels), not anyio streams: aiohttp ties us to asyncio
@@ -286,10 +349,11 @@ class BatchExecutor:
         results: Channel[Result | None] = Channel()
         # taken from the input and not yet handed to the caller: bounds memory however long the input
         pending = Slots(self._max_pending)
+        pending_bytes = ByteBudget(self._max_pending_bytes)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._run, operations, results, pending)
+            tg.start_soon(self._run, operations, results, pending, pending_bytes)
             try:
-                yield _Delivered(results, self._open, pending)
+                yield _Delivered(results, self._open, pending, pending_bytes)
             finally:
                 tg.cancel_scope.cancel()
                 self._running = False
@@ -310,114 +374,105 @@ class BatchExecutor:
         operations: Iterable[Operation] | AsyncIterable[Operation],
         results: Channel[Result | None],
         pending: Slots,
+        pending_bytes: ByteBudget,
     ) -> None:
-        limiter = Slots(self._concurrency)
+        run = self._run_state
         # by Store object: one per handle (client.store() hands out the same one), hashed by identity
-        lanes: dict[Store, tuple[Channel[_Prepared | None], int]] = {}
+        lanes: dict[Store, _Lane] = {}
 
-        def emit(item: _Prepared, result: Result) -> None:
+        def emit(item: _Item, result: Result) -> None:
             item.result = result
             self._account(result)
             results.put(result)
 
-        async def worker(lane: Channel[_Prepared | None]) -> None:
-            while (item := await lane.get()) is not None:
-                if self._stopping:
-                    emit(item, self._result(item, "not_attempted"))
-                    continue
-                if not limiter.take_now():
-                    await limiter.take()
-                item.running = True
-                self._in_flight += 1
-                started = time.monotonic()
-                assert item.store is not None and item.decode is not None  # _prepare set both
-                try:
-                    # the transport straight from here, not through helpers: each await level is
-                    # re-entered on every resume, several times per request
-                    response: Response[Any] = await item.store._transport.request(
-                        "PUT", item.path, item.body, item.decode, retry=self._retry
-                    )
-                except Exception as exc:  # one odd failure must not sink the batch
-                    result = self._failure(item, exc, time.monotonic() - started)
-                else:
-                    # built here rather than by _result(): its **facts dict and getattr cost 12,000
-                    # instructions an operation (callgrind), on the path every success takes
-                    result = Result(
-                        index=item.index,
-                        key=item.key,
-                        store=item.store_name,
-                        kind=item.op.kind,
-                        outcome="ok",
-                        data=response.data,
-                        status=response.status,
-                        trace_id=response.trace_id,
-                        trace_ids=response.trace_ids,
-                        attempts=response.attempts,
-                        elapsed=response.elapsed,
-                        network_time=response.network_time,
-                    )
-                finally:
-                    self._in_flight -= 1
-                    limiter.give()
-                emit(item, result)
+        async def worker(lane: _Lane) -> None:
+            try:
+                while lane.queue:
+                    item = lane.queue.popleft()
+                    lane.busy += 1
+                    try:
+                        result = await self._send(item, lane)
+                    finally:
+                        lane.busy -= 1
+                    emit(item, result)
+            finally:
+                lane.workers -= 1
 
         try:
             async with anyio.create_task_group() as tg:
-                try:
-                    index = 0
-                    async with aclosing(_iterate(operations)) as source:
-                        async for op in source:
-                            if not pending.take_now():
-                                await pending.take()
-                            item = self._prepare(index, op)
-                            index += 1
-                            self._taken += 1
-                            self._open[item.index] = item
-                            if self._stopping:
-                                emit(item, self._result(item, "not_attempted"))
-                                break
-                            if item.error is not None or item.store is None:
-                                emit(item, self._result(item, "invalid", error=item.error))
-                                continue
-                            store = item.store
-                            if store not in lanes:
-                                workers = min(store.rate_limit.max_in_flight, self._concurrency)
-                                lane: Channel[_Prepared | None] = Channel()
-                                lanes[store] = (lane, workers)
-                                for _ in range(workers):
-                                    tg.start_soon(worker, lane)
-                            lane, workers = lanes[store]
-                            lane.put(item)
-                            if index % _DISPATCH_BATCH == 0:
-                                # let the workers start on what is queued; yielding per item would
-                                # cost a trip round the event loop for every operation
-                                await asyncio.sleep(0)
-                finally:
-                    for lane, workers in lanes.values():
-                        for _ in range(workers):
-                            lane.put(None)
+                index = 0
+                async with aclosing(_iterate(operations)) as source:
+                    async for op in source:
+                        await pending.take()
+                        item = self._prepare(index, op)
+                        index += 1
+                        self._taken += 1
+                        self._open[item.index] = item
+                        if run.stopping:
+                            emit(item, _result(item, "not_attempted"))
+                            break
+                        if item.error is not None:
+                            emit(item, _result(item, "invalid", error=item.error))
+                            continue
+                        assert item.prepared is not None and item.store is not None  # no error: prepared
+                        item.charged = len(item.prepared.body)
+                        await pending_bytes.take(item.charged)
+                        store = item.store
+                        lane = lanes.get(store)
+                        if lane is None:
+                            lane = lanes[store] = _Lane(min(store.rate_limit.max_in_flight, self._concurrency))
+                        item.run = run
+                        item.lane = lane
+                        lane.queue.append(item)
+                        # workers in proportion to the work: one more while queued items outnumber idle workers
+                        if lane.workers < lane.max_workers and lane.workers - lane.busy < len(lane.queue):
+                            lane.workers += 1
+                            tg.start_soon(worker, lane)
+                        if index % _DISPATCH_BATCH == 0:
+                            # let the workers start on what is queued; yielding per item would
+                            # cost a trip round the event loop for every operation
+                            await asyncio.sleep(0)
         finally:
             results.put(None)
 
-    def _prepare(self, index: int, op: Operation) -> _Prepared:
-        store = self._resolve_store(op)
+    async def _send(self, item: _Item, lane: _Lane) -> Result:
+        if self._run_state.stopping:
+            return _result(item, "not_attempted")
+        if lane.blocked_by is not None:
+            return _result(item, "failed", error=StoreUnavailableError(item.store_name, lane.blocked_by))
+        assert item.resource is not None and item.prepared is not None  # _prepare set both
+        started = time.monotonic()
+        try:
+            response: Response[Any] = await item.resource.send(item.prepared, retry=self._retry, gate=item)
+        except _Refused:
+            if lane.blocked_by is not None:
+                return _result(item, "failed", error=StoreUnavailableError(item.store_name, lane.blocked_by))
+            return _result(item, "not_attempted")
+        except Exception as exc:  # one odd failure must not sink the batch
+            if isinstance(exc, APIStatusError) and exc.status in STORE_STOPPING_STATUSES and lane.blocked_by is None:
+                lane.blocked_by = exc
+            return _result(item, "failed", error=exc, elapsed=time.monotonic() - started)
+        return _result(item, "ok", response=response)
+
+    def _prepare(self, index: int, op: Operation) -> _Item:
         key = getattr(op, "key", None)
         if key is None:  # the default key: what the operation updates
             key = op.image_id if isinstance(op, UpdateImage) else getattr(op, "product_id", None)
         named = getattr(op, "store", "")
-        item = _Prepared(index, op, store, key, named.handle if isinstance(named, Store) else str(named))
+        store = self._resolve_store(op)
+        item = _Item(index, op, key, named.handle if isinstance(named, Store) else str(named), store)
         if store is None:
             item.error = ConfigError(
-                f"unknown store {op.store!r}: no client.store(handle, token) for it (--store or --config in the CLI)"
+                f"unknown store {named!r}: no client.store(handle, token) for it (--store or --config in the CLI)"
             )
             return item
         try:
             if isinstance(op, UpdateProduct):
-                item.path, item.body = store.products.prepare(op.product_id, op.product)
-                item.decode = decode_product
+                item.resource = store.products
+                item.prepared = store.products.prepare(op.product_id, op.product)
             elif isinstance(op, UpdateImage):
-                item.path, item.body = store.images.prepare(op.product_id, op.image_id, op.image)
-                item.decode = decode_image
+                item.resource = store.images
+                item.prepared = store.images.prepare(op.product_id, op.image_id, op.image)
             else:
                 raise ConfigError(f"not an operation: {type(op).__name__}")
         except ShoplineError as exc:
@@ -432,36 +487,11 @@ class BatchExecutor:
             return self._client.get_store(store)
         return None
 
-    def _failure(self, item: _Prepared, exc: Exception, elapsed: float) -> Result:
-        if isinstance(exc, APIError):
-            return self._result(
-                item,
-                "failed",
-                error=exc,
-                status=exc.status,
-                trace_id=exc.trace_id,
-                trace_ids=tuple(exc.trace_ids),
-                attempts=exc.attempts,
-                elapsed=elapsed,
-                network_time=exc.network_time,
-            )
-        return self._result(item, "failed", error=exc, elapsed=elapsed, attempts=1)
-
-    def _result(self, item: _Prepared, outcome: Outcome, **facts: Any) -> Result:
-        return Result(
-            index=item.index,
-            key=item.key,
-            store=item.store_name,
-            kind=getattr(item.op, "kind", "?"),
-            outcome=outcome,
-            **facts,
-        )
-
     def _account(self, result: Result) -> None:
         s = self._summary
         s.total += 1
         s.outcomes[result.outcome] += 1
-        if result.status is not None:
+        if result.status is not None and result.attempts:
             s.statuses[result.status] += 1
         if result.attempts > 1:
             s.retries += result.attempts - 1
@@ -475,15 +505,56 @@ class BatchExecutor:
             self._on_progress(self.progress)
 
 
+def _result(
+    item: _Item,
+    outcome: Outcome,
+    *,
+    response: Response[Any] | None = None,
+    error: Exception | None = None,
+    elapsed: float = 0.0,
+) -> Result:
+    """The one place a Result is made: from the response, from the error, or from neither."""
+    status: int | None
+    if response is not None:
+        status, trace_id, trace_ids = response.status, response.trace_id, response.trace_ids
+        attempts, elapsed, network_time = response.attempts, response.elapsed, response.network_time
+    elif isinstance(error, APIError):
+        status, trace_id, trace_ids = error.status, error.trace_id, tuple(error.trace_ids)
+        attempts, network_time = error.attempts, error.network_time
+    elif isinstance(error, StoreUnavailableError):  # not sent: the facts of the response that stopped the store
+        status, trace_id, trace_ids, attempts, network_time = error.status, error.trace_id, (), 0, 0.0
+    else:
+        status, trace_id, trace_ids, network_time = None, None, (), 0.0
+        attempts = 1 if outcome == "failed" else 0  # an unexpected exception from a request under way
+    return Result(
+        index=item.index,
+        key=item.key,
+        store=item.store_name,
+        kind=getattr(item.op, "kind", "?"),
+        outcome=outcome,
+        data=response.data if response is not None else None,
+        error=error,
+        status=status,
+        trace_id=trace_id,
+        trace_ids=trace_ids,
+        attempts=attempts,
+        elapsed=elapsed,
+        network_time=network_time,
+    )
+
+
 class _Delivered:
     """The results as the caller sees them. A result counts as reported once handed over, so one
     still queued when the batch is cancelled shows up in ``unreported()``; handing it over frees
     its place among the ``max_pending`` operations taken from the input."""
 
-    def __init__(self, results: Channel[Result | None], open_items: dict[int, _Prepared], pending: Slots) -> None:
+    def __init__(
+        self, results: Channel[Result | None], open_items: dict[int, _Item], pending: Slots, pending_bytes: ByteBudget
+    ) -> None:
         self._results = results
         self._open = open_items
         self._pending = pending
+        self._pending_bytes = pending_bytes
 
     def __aiter__(self) -> _Delivered:
         return self
@@ -492,8 +563,9 @@ class _Delivered:
         result = await self._results.get()
         if result is None:
             raise StopAsyncIteration
-        del self._open[result.index]
+        item = self._open.pop(result.index)
         self._pending.give()
+        self._pending_bytes.give(item.charged)
         return result
 
 

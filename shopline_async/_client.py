@@ -7,14 +7,17 @@ from types import TracebackType
 from ._config import RateLimit, RetryPolicy, Timeout
 from ._constants import (
     DEFAULT_BASE_URL,
-    DEFAULT_CONNECTIONS_PER_STORE,
     DEFAULT_IMAGES_API_VERSION,
+    DEFAULT_KEEPALIVE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_PRODUCTS_API_VERSION,
 )
-from ._errors import ConfigError
+from ._errors import ClientClosedError, ConfigError
 from ._resources import Images, Products
+from ._sender import AiohttpSender, Sender
 from ._transport import (
+    ClientState,
     StoreTransport,
     TransportSettings,
     check_api_version,
@@ -28,7 +31,9 @@ __all__ = ["ShoplineClient", "Store"]
 
 
 class Store:
-    """One store of the app: ``store.products`` and ``store.images``, sharing one connection pool."""
+    """One store of the app: ``store.products`` and ``store.images``, sharing its limiter and token."""
+
+    __slots__ = ("_transport", "images", "products")
 
     def __init__(self, transport: StoreTransport, products_api_version: str, images_api_version: str) -> None:
         self._transport = transport
@@ -47,8 +52,13 @@ class Store:
     def rate_limit(self) -> RateLimit:
         return self._transport.rate_limit
 
+    @property
+    def rate_limited(self) -> int:
+        """How many 429s this store has answered so far."""
+        return self._transport.rate_limited
+
     def set_access_token(self, access_token: str) -> None:
-        """Switch to a refreshed token; requests already under way keep the old one."""
+        """Switch to a refreshed token; attempts already under way keep the old one."""
         self._transport.set_access_token(access_token)
 
     def __repr__(self) -> str:
@@ -58,10 +68,12 @@ class Store:
 class ShoplineClient:
     """An app's client for the SHOPLINE Admin REST API. Use it with ``async with``.
 
-    ``client.store(handle, access_token)`` returns the store's handle; each
-    store gets its own connection pool (created on first use) and its own
-    rate limiter, mirroring SHOPLINE's per-app-per-store bucket. Leaving the
-    ``async with`` block closes every pool.
+    ``client.store(handle, access_token)`` returns the store's handle, with its own rate
+    limiter mirroring SHOPLINE's per-app-per-store bucket. Connections are pooled per origin
+    (each store is its own host in production) under one cap for the whole client,
+    ``max_connections`` sockets idle ones included; see :class:`AiohttpSender`. ``sender``
+    replaces the network layer (a :class:`MockSender` in tests); the client closes it on exit.
+    Leaving the ``async with`` block closes everything, and the store handles with it.
     """
 
     def __init__(
@@ -73,40 +85,51 @@ class ShoplineClient:
         timeout: Timeout | None = None,
         retry: RetryPolicy | None = None,
         rate_limit: RateLimit | None = None,
-        connections_per_store: int = DEFAULT_CONNECTIONS_PER_STORE,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
         user_agent: str | None = None,
         allow_insecure_http: bool = False,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        sender: Sender | None = None,
     ) -> None:
-        if not isinstance(connections_per_store, int) or connections_per_store < 1:
-            raise ConfigError("connections_per_store must be an int >= 1")
-        if not isinstance(max_response_bytes, int) or max_response_bytes < 1024:
-            raise ConfigError("max_response_bytes must be an int >= 1024")
         agent = user_agent or f"shopline-async/{__version__}"
         if any(c in agent for c in "\r\n\0"):
             raise ConfigError("user_agent must not contain line breaks or NUL")
         # fail at construction, not at the first request, on a bad template
         resolve_base_url(base_url, "example", allow_insecure_http=allow_insecure_http)
-        self._settings = TransportSettings(
+        settings = TransportSettings(
             base_url=base_url,
             timeout=timeout or Timeout(),
             retry=retry or RetryPolicy(),
-            connections_per_store=connections_per_store,
             user_agent=agent,
             allow_insecure_http=allow_insecure_http,
-            max_response_bytes=max_response_bytes,
         )
+        if sender is None:
+            sender = AiohttpSender(
+                max_connections=max_connections,
+                keepalive_timeout=keepalive_timeout,
+                max_response_bytes=max_response_bytes,
+            )
+        self._state = ClientState(settings, sender)
         self._products_api_version = check_api_version(products_api_version)
         self._images_api_version = check_api_version(images_api_version)
         self._rate_limit = rate_limit or RateLimit()
         self._stores: dict[str, Store] = {}
-        self._closed = False
+
+    @property
+    def sender(self) -> Sender:
+        """What sends each attempt (an :class:`AiohttpSender` unless one was passed)."""
+        return self._state.sender
+
+    @property
+    def closed(self) -> bool:
+        return self._state.closed
 
     def store(self, handle: str, access_token: str, *, rate_limit: RateLimit | None = None) -> Store:
-        """The handle for one store. Calling again with the same handle returns the same store
-        (and pool); a different token replaces the old one, a different ``rate_limit`` is refused."""
-        if self._closed:
-            raise ConfigError("the client is closed")
+        """The handle for one store. Calling again with the same handle returns the same store;
+        a different token replaces the old one, a different ``rate_limit`` is refused."""
+        if self._state.closed:
+            raise ClientClosedError("the client is closed; create a new ShoplineClient")
         key = check_handle(handle)
         check_token(access_token)
         existing = self._stores.get(key)
@@ -115,7 +138,7 @@ class ShoplineClient:
                 raise ConfigError(f"store {key!r} already exists with {existing.rate_limit}")
             existing.set_access_token(access_token)
             return existing
-        transport = StoreTransport(key, access_token, self._settings, rate_limit or self._rate_limit)
+        transport = StoreTransport(key, access_token, self._state, rate_limit or self._rate_limit)
         store = Store(transport, self._products_api_version, self._images_api_version)
         self._stores[key] = store
         return store
@@ -130,10 +153,9 @@ class ShoplineClient:
         return self._stores.get(handle.lower())
 
     async def aclose(self) -> None:
-        """Close every store's connection pool. Safe to call twice."""
-        self._closed = True
-        for store in self._stores.values():
-            await store._transport.aclose()
+        """Close the client: its connections, and every store handle with it. Safe to call twice."""
+        self._state.closed = True
+        await self._state.sender.aclose()
 
     async def __aenter__(self) -> ShoplineClient:
         return self
@@ -144,4 +166,4 @@ class ShoplineClient:
         await self.aclose()
 
     def __repr__(self) -> str:
-        return f"ShoplineClient(base_url={self._settings.base_url!r}, stores={sorted(self._stores)!r})"
+        return f"ShoplineClient(base_url={self._state.settings.base_url!r}, stores={len(self._stores)})"

@@ -9,7 +9,11 @@ DEFAULT_IMAGES_API_VERSION = "v20250601"
 DEFAULT_TOTAL_TIMEOUT = 30.0
 DEFAULT_CONNECT_TIMEOUT = 10.0
 
-DEFAULT_CONNECTIONS_PER_STORE = 40
+# sockets open at once across the whole client, idle keep-alive ones included: room to spare
+# in a process whose open-file limit is the common 1,024
+DEFAULT_MAX_CONNECTIONS = 256
+# idle sockets close after this long, and a pool (an origin's) with nothing in flight closes whole
+DEFAULT_KEEPALIVE_TIMEOUT = 15.0
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 
 DEFAULT_MAX_ATTEMPTS = 5
@@ -25,5 +29,16 @@ DEFAULT_BURST = 40
 DEFAULT_MAX_IN_FLIGHT = 40
 # pace 1% under the bucket's rate: a backlog left in SHOPLINE's queue by any hiccup then drains
 DEFAULT_PACING_HEADROOM = 0.01
+
+# answers that say a store cannot be written at all (token, frozen, scope, locked, security
+# blocks): a batch sends nothing more to that store. 404, 422 and 5xx stay per operation.
+STORE_STOPPING_STATUSES = frozenset({401, 402, 403, 423, 433, 434, 435, 436})
+
+# BatchExecutor and the CLI's sync
+DEFAULT_BATCH_CONCURRENCY = 100
+DEFAULT_MAX_PENDING = 10_000
+# encoded bodies taken from the input and not yet reported: a catalog of 50 KiB descriptions
+# holds about 650 at a time instead of max_pending's 10,000 (half a gigabyte)
+DEFAULT_MAX_PENDING_BYTES = 32 * 1024 * 1024
 
 LOGGER_NAME = "shopline_async"

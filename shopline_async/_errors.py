@@ -2,7 +2,9 @@
 
 ShoplineError
 ├── ConfigError                 bad client configuration (also a ValueError)
+├── ClientClosedError           a call on a client (or a store handle of one) that was closed
 ├── ValidationError             bad input caught before any request (also a ValueError)
+├── StoreUnavailableError       not sent: an earlier answer showed the store cannot be written
 └── APIError                    a request was attempted: method, url, trace_id, attempts
     ├── APIConnectionError      no HTTP response (refused, reset, dropped)
     │   └── APITimeoutError     an attempt timed out
@@ -33,6 +35,7 @@ __all__ = [
     "APIStatusError",
     "APITimeoutError",
     "AuthenticationError",
+    "ClientClosedError",
     "ConfigError",
     "FieldError",
     "InvalidRequestError",
@@ -45,6 +48,7 @@ __all__ = [
     "ShoplineError",
     "StoreFrozenError",
     "StoreLockedError",
+    "StoreUnavailableError",
     "ValidationError",
 ]
 
@@ -55,6 +59,11 @@ class ShoplineError(Exception):
 
 class ConfigError(ShoplineError, ValueError):
     """The client or a store handle was configured with an invalid value."""
+
+
+class ClientClosedError(ShoplineError, RuntimeError):
+    """The client was closed (its ``async with`` block ended, or ``aclose()``): nothing was sent.
+    A store handle belongs to its client; create a new client to go on."""
 
 
 class FieldError:
@@ -210,6 +219,25 @@ _STATUS_ERRORS: dict[int, type[APIStatusError]] = {
     435: SecurityBlockError,
     436: SecurityBlockError,
 }
+
+
+class StoreUnavailableError(ShoplineError):
+    """Not sent: an earlier response in the batch showed that the store cannot be written.
+
+    ``cause`` is that response's error (401, 402, 403, 423 or 433-436); ``status``, ``trace_id``
+    and ``errors`` are its. ``BatchExecutor`` stops sending to such a store, other stores go on.
+    """
+
+    def __init__(self, store: str, cause: APIStatusError) -> None:
+        self.store = store
+        self.cause = cause
+        self.status = cause.status
+        self.trace_id = cause.trace_id
+        self.errors = cause.errors
+        super().__init__(
+            f"not sent: store {store!r} answered HTTP {cause.status} to an earlier request "
+            f"({cause.message}, traceId={cause.trace_id or '-'})"
+        )
 
 
 def error_class_for_status(status: int) -> type[APIStatusError]:

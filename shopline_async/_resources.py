@@ -2,25 +2,58 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
 
 from ._codec import coerce_update, decode_image, decode_product, encode_image_update, encode_product_update
 from ._config import RetryPolicy, Timeout
+from ._errors import ConfigError
 from ._response import Response
-from ._transport import StoreTransport, check_api_version, path_segment
+from ._transport import Gate, PreparedRequest, StoreTransport, check_api_version, path_segment
 from .models._image import ImageUpdate, ProductImage
 from .models._product import Product, ProductUpdate
 
 __all__ = ["Images", "Products"]
 
+M = TypeVar("M")
 
-class Products:
-    """``store.products``: *Update a product* (``PUT .../products/{product_id}.json``)."""
 
-    def __init__(self, transport: StoreTransport, api_version: str) -> None:
+class _Resource(Generic[M]):
+    __slots__ = ("_api_version", "_decode", "_transport")
+
+    def __init__(self, transport: StoreTransport, api_version: str, decode: Callable[[bytes], M]) -> None:
         self._transport = transport
         self._api_version = api_version
+        self._decode = decode
+
+    def _version(self, api_version: str | None) -> str:
+        return self._api_version if api_version is None else check_api_version(api_version)
+
+    async def send(
+        self,
+        prepared: PreparedRequest[M],
+        *,
+        timeout: Timeout | None = None,
+        retry: RetryPolicy | None = None,
+        gate: Gate | None = None,
+    ) -> Response[M]:
+        """Send what :meth:`prepare` returned (for this store or another), with retries.
+
+        ``gate`` adds an admission step to every attempt, after the store's rate limiter (see
+        :class:`Gate`). Raises an APIError subclass.
+        """
+        if prepared.decode is not self._decode:
+            raise ConfigError(f"this request was prepared by another resource, not {type(self).__name__}")
+        return await self._transport.request(prepared, timeout=timeout, retry=retry, gate=gate)
+
+
+class Products(_Resource[Product]):
+    """``store.products``: *Update a product* (``PUT .../products/{product_id}.json``)."""
+
+    __slots__ = ()
+
+    def __init__(self, transport: StoreTransport, api_version: str) -> None:
+        super().__init__(transport, api_version, decode_product)
 
     async def update(
         self,
@@ -35,9 +68,8 @@ class Products:
 
         Raises ValidationError (nothing sent) or an APIError subclass.
         """
-        return (
-            await self.update_with_response(product_id, product, api_version=api_version, timeout=timeout, retry=retry)
-        ).data
+        prepared = self.prepare(product_id, product, api_version=api_version)
+        return (await self._transport.request(prepared, timeout=timeout, retry=retry)).data
 
     async def update_with_response(
         self,
@@ -49,29 +81,26 @@ class Products:
         retry: RetryPolicy | None = None,
     ) -> Response[Product]:
         """As :meth:`update`, returning the product with status, trace id, attempts and timing."""
-        path, body = self.prepare(product_id, product, api_version=api_version)
-        return await self._transport.request("PUT", path, body, decode_product, timeout=timeout, retry=retry)
+        prepared = self.prepare(product_id, product, api_version=api_version)
+        return await self._transport.request(prepared, timeout=timeout, retry=retry)
 
     def prepare(
         self, product_id: str, product: ProductUpdate | Mapping[str, Any], *, api_version: str | None = None
-    ) -> tuple[str, bytes]:
-        """Validate and encode without sending: the request path and body. Raises ValidationError."""
-        segment = path_segment(product_id, "product_id")
+    ) -> PreparedRequest[Product]:
+        """Validate and encode without sending. Raises ValidationError (or ConfigError for a bad version)."""
+        segment = path_segment(product_id, "$.product_id")
         body = encode_product_update(coerce_update(product, ProductUpdate, "$.product"))
-        version = self._api_version if api_version is None else check_api_version(api_version)
-        return f"/admin/openapi/{version}/products/{segment}.json", body
-
-    async def send(self, path: str, body: bytes, *, retry: RetryPolicy | None = None) -> Response[Product]:
-        """Send what :meth:`prepare` returned."""
-        return await self._transport.request("PUT", path, body, decode_product, retry=retry)
+        path = f"/admin/openapi/{self._version(api_version)}/products/{segment}.json"
+        return PreparedRequest("PUT", path, body, decode_product)
 
 
-class Images:
+class Images(_Resource[ProductImage]):
     """``store.images``: *Update a product image* (``PUT .../products/{product_id}/images/{image_id}.json``)."""
 
+    __slots__ = ()
+
     def __init__(self, transport: StoreTransport, api_version: str) -> None:
-        self._transport = transport
-        self._api_version = api_version
+        super().__init__(transport, api_version, decode_image)
 
     async def update(
         self,
@@ -88,11 +117,8 @@ class Images:
         Raises ValidationError (nothing sent), NotFoundError if the image is not on the product,
         or another APIError subclass.
         """
-        return (
-            await self.update_with_response(
-                product_id, image_id, image, api_version=api_version, timeout=timeout, retry=retry
-            )
-        ).data
+        prepared = self.prepare(product_id, image_id, image, api_version=api_version)
+        return (await self._transport.request(prepared, timeout=timeout, retry=retry)).data
 
     async def update_with_response(
         self,
@@ -105,8 +131,8 @@ class Images:
         retry: RetryPolicy | None = None,
     ) -> Response[ProductImage]:
         """As :meth:`update`, returning the image with status, trace id, attempts and timing."""
-        path, body = self.prepare(product_id, image_id, image, api_version=api_version)
-        return await self._transport.request("PUT", path, body, decode_image, timeout=timeout, retry=retry)
+        prepared = self.prepare(product_id, image_id, image, api_version=api_version)
+        return await self._transport.request(prepared, timeout=timeout, retry=retry)
 
     def prepare(
         self,
@@ -115,14 +141,10 @@ class Images:
         image: ImageUpdate | Mapping[str, Any],
         *,
         api_version: str | None = None,
-    ) -> tuple[str, bytes]:
-        """Validate and encode without sending: the request path and body. Raises ValidationError."""
-        product_segment = path_segment(product_id, "product_id")
-        image_segment = path_segment(image_id, "image_id")
+    ) -> PreparedRequest[ProductImage]:
+        """Validate and encode without sending. Raises ValidationError (or ConfigError for a bad version)."""
+        product_segment = path_segment(product_id, "$.product_id")
+        image_segment = path_segment(image_id, "$.image_id")
         body = encode_image_update(coerce_update(image, ImageUpdate, "$.image"))
-        version = self._api_version if api_version is None else check_api_version(api_version)
-        return f"/admin/openapi/{version}/products/{product_segment}/images/{image_segment}.json", body
-
-    async def send(self, path: str, body: bytes, *, retry: RetryPolicy | None = None) -> Response[ProductImage]:
-        """Send what :meth:`prepare` returned."""
-        return await self._transport.request("PUT", path, body, decode_image, retry=retry)
+        path = f"/admin/openapi/{self._version(api_version)}/products/{product_segment}/images/{image_segment}.json"
+        return PreparedRequest("PUT", path, body, decode_image)

@@ -1,13 +1,14 @@
-"""The one path every request takes: admission, send, read, decode, retry.
+"""The one path every request takes: admission, send, decode, retry, error mapping.
 
-``StoreTransport`` owns one store's aiohttp session (its connection pool),
-its limiter and its credentials. Resource methods hand it a method, a path
-built from escaped segments, an encoded body and a decode function.
+``StoreTransport`` is one store's: its limiter, its credentials, the retry loop. Resource
+methods hand it a :class:`PreparedRequest` (method, escaped path, encoded body, decoder); each
+attempt is admitted by the store's limiter (and an optional :class:`Gate`, such as a batch's
+cap across stores), then handed to the client's :class:`~shopline_async.Sender`, which sends it
+once. Statuses and send errors become the documented exceptions here, nowhere else.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
 import re
@@ -15,10 +16,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, TypeVar
+from typing import Generic, Protocol, TypeVar
 from urllib.parse import quote
 
-import aiohttp
 import msgspec
 from yarl import URL
 
@@ -29,6 +29,7 @@ from ._errors import (
     APIConnectionError,
     APIError,
     APITimeoutError,
+    ClientClosedError,
     ConfigError,
     FieldError,
     ResponseDecodeError,
@@ -39,8 +40,9 @@ from ._errors import (
 from ._ratelimit import StoreLimiter
 from ._response import Response
 from ._retry import parse_retry_after, retry_delay, should_retry_status
+from ._sender import ConnectFailed, HTTPRequest, ResponseTooLarge, Sender, SendError, SendTimeout
 
-__all__ = ["StoreTransport", "TransportSettings", "path_segment", "resolve_base_url"]
+__all__ = ["Gate", "PreparedRequest", "StoreTransport", "TransportSettings", "path_segment", "resolve_base_url"]
 
 T = TypeVar("T")
 
@@ -61,10 +63,43 @@ class TransportSettings:
     base_url: str
     timeout: Timeout
     retry: RetryPolicy
-    connections_per_store: int
     user_agent: str
     allow_insecure_http: bool
-    max_response_bytes: int
+
+
+class ClientState:
+    """What a client and its stores share and may change: the sender, and whether it is closed."""
+
+    __slots__ = ("closed", "sender", "settings")
+
+    def __init__(self, settings: TransportSettings, sender: Sender) -> None:
+        self.settings = settings
+        self.sender = sender
+        self.closed = False
+
+
+class PreparedRequest(msgspec.Struct, Generic[T], frozen=True, gc=False):
+    """A validated, encoded request, ready to send: what ``store.products.prepare()`` returns.
+
+    It names no store, so one prepared update can be sent to several stores.
+    """
+
+    method: str
+    path: str
+    """Escaped, from ``/admin/openapi/...``."""
+    body: bytes
+    decode: Callable[[bytes], T]
+    """Turns a 2xx body into the endpoint's model."""
+
+
+class Gate(Protocol):
+    """An extra admission step for each attempt, after the store's limiter: ``await enter()``
+    before sending (it may raise to refuse), ``exit()`` after. ``BatchExecutor`` passes one to cap
+    requests in flight across stores without holding a slot while a store's limiter waits."""
+
+    async def enter(self) -> None: ...
+
+    def exit(self) -> None: ...
 
 
 def check_handle(handle: str) -> str:
@@ -126,41 +161,39 @@ def path_segment(value: object, path: str, *, max_length: int = 64) -> str:
     return value if _UNRESERVED.fullmatch(value) else quote(value, safe="")
 
 
-_NO_REDIRECTS: dict[str, Any] = {"allow_redirects": False}
-
-
-def _client_timeout(timeout: Timeout) -> aiohttp.ClientTimeout:
-    return aiohttp.ClientTimeout(total=timeout.total, connect=timeout.connect, sock_read=timeout.read)
-
-
 def _safe_excerpt(body: bytes) -> str:
     return " ".join(body[:200].decode("utf-8", "replace").split())
 
 
 class StoreTransport:
-    """One store: its connection pool, limiter, credentials and the retry loop."""
+    """One store: its limiter, its credentials and the retry loop; the client's sender does the I/O."""
 
-    def __init__(self, handle: str, access_token: str, settings: TransportSettings, rate_limit: RateLimit) -> None:
+    __slots__ = ("_base", "_base_path", "_headers", "_limiter", "_state", "base_url", "handle", "rate_limit")
+
+    def __init__(self, handle: str, access_token: str, state: ClientState, rate_limit: RateLimit) -> None:
+        settings = state.settings
         self.handle = handle
         self.base_url = resolve_base_url(settings.base_url, handle, allow_insecure_http=settings.allow_insecure_http)
         self._base = URL(self.base_url)
         self._base_path = self._base.raw_path.rstrip("/")
-        self.settings = settings
+        self._state = state
         self.rate_limit = rate_limit
-        self._session: aiohttp.ClientSession | None = None
         self._limiter: StoreLimiter | None = None
-        self._authorization = ""
+        self._headers: dict[str, str] = {}
         self.set_access_token(access_token)
 
     def __repr__(self) -> str:
         return f"StoreTransport(handle={self.handle!r}, base_url={self.base_url!r})"
 
     def set_access_token(self, access_token: str) -> None:
-        """Use a new token from the next request on (OAuth tokens last about 10 hours)."""
-        self._authorization = f"Bearer {check_token(access_token)}"
-        if self._session is not None:
-            # session headers are documented as mutable; requests already sent keep the old token
-            self._session.headers["Authorization"] = self._authorization
+        """Use a new token from the next attempt on (OAuth tokens last about 10 hours)."""
+        # a new dict, not an update: an attempt already handed to the sender keeps what it had
+        self._headers = {
+            "User-Agent": self._state.settings.user_agent,
+            "Accept": "application/json",
+            "Content-Type": "application/json; charset=utf-8",
+            "Authorization": f"Bearer {check_token(access_token)}",
+        }
 
     @property
     def limiter(self) -> StoreLimiter:
@@ -173,53 +206,33 @@ class StoreTransport:
         """429s this store has answered so far."""
         return self._limiter.rate_limited if self._limiter is not None else 0
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        """The store's pooled session, created on first use inside the running loop."""
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.settings.connections_per_store, limit_per_host=0),
-                timeout=_client_timeout(self.settings.timeout),
-                # set once on the session rather than merged into every request
-                headers={
-                    "User-Agent": self.settings.user_agent,
-                    "Accept": "application/json",
-                    "Content-Type": "application/json; charset=utf-8",
-                    "Authorization": self._authorization,
-                },
-                cookie_jar=aiohttp.DummyCookieJar(),
-                auto_decompress=True,
-            )
-        return self._session
-
-    @property
-    def has_session(self) -> bool:
-        return self._session is not None and not self._session.closed
-
-    async def aclose(self) -> None:
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
-
     async def request(
         self,
-        method: str,
-        path: str,
-        body: bytes,
-        decode: Callable[[bytes], T],
+        prepared: PreparedRequest[T],
         *,
         timeout: Timeout | None = None,
         retry: RetryPolicy | None = None,
+        gate: Gate | None = None,
     ) -> Response[T]:
         """Send with retries; return the decoded response or raise an APIError subclass."""
-        policy = retry or self.settings.retry
+        state = self._state
+        if state.closed:
+            raise ClientClosedError("the client is closed; create a new ShoplineClient")
+        settings = state.settings
+        policy = retry or settings.retry
+        method, path = prepared.method, prepared.path
         url = self.base_url + path
         # the path is already escaped: no re-quoting, no dot-segment folding; and with_path on the
-        # parsed base skips parsing the whole URL again (a third of a plain request's URL work)
-        request_url = self._base.with_path(self._base_path + path, encoded=True)
-        options = _NO_REDIRECTS if timeout is None else {**_NO_REDIRECTS, "timeout": _client_timeout(timeout)}
+        # parsed base skips parsing the whole URL again
+        request = HTTPRequest(
+            method,
+            self._base.with_path(self._base_path + path, encoded=True),
+            self._headers,
+            prepared.body,
+            timeout or settings.timeout,
+        )
         limiter = self.limiter
-        session = self.session
+        sender = state.sender
         started = time.monotonic()
         trace_ids: list[str] = []
         network_time = 0.0
@@ -231,40 +244,33 @@ class StoreTransport:
             retry_after: float | None = None
             payload = b""
             failure: APIError | None = None
-            if not limiter.acquire_now():
-                await limiter.acquire()
+            await limiter.acquire()
             try:
+                if gate is not None:
+                    await gate.enter()
                 attempt_started = time.monotonic()
+                request.headers = self._headers  # a refreshed token applies to retries too
                 try:
-                    async with session.request(method, request_url, data=body, **options) as resp:
-                        status = resp.status
-                        trace_id = resp.headers.get("traceId")
-                        if trace_id:
-                            trace_ids.append(trace_id)
-                        if status == 429 or status >= 500:
-                            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-                        length = resp.content_length
-                        if length is not None and length <= self.settings.max_response_bytes:
-                            payload = await resp.read()
-                        else:
-                            payload = await self._read_capped(resp, length)
-                except asyncio.TimeoutError:
-                    failure = APITimeoutError("request timed out", method=method, url=url, trace_id=trace_id)
-                except aiohttp.ClientError as exc:
-                    failure = APIConnectionError(
-                        f"connection failed: {type(exc).__name__}: {exc}", method=method, url=url, trace_id=trace_id
-                    )
-                except _BodyTooLarge as exc:
-                    failure = ResponseDecodeError(
-                        f"response body exceeds {self.settings.max_response_bytes} bytes ({exc})",
-                        method=method,
-                        url=url,
-                        status=status,
-                        trace_id=trace_id,
-                    )
+                    response = await sender.send(request)
+                except SendError as exc:
+                    trace_id = exc.headers.get("traceId")
+                    if trace_id:
+                        trace_ids.append(trace_id)
+                    failure = _send_failure(exc, method, url, trace_id)
+                else:
+                    status = response.status
+                    trace_id = response.headers.get("traceId")
+                    if trace_id:
+                        trace_ids.append(trace_id)
+                    if status == 429 or status >= 500:
+                        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                    payload = response.body
+                finally:
+                    network_time += time.monotonic() - attempt_started
+                    if gate is not None:
+                        gate.exit()
             finally:
                 limiter.release()
-                network_time += time.monotonic() - attempt_started
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug(
                     "%s %s -> %s traceId=%s attempt=%d elapsed=%.3fs",
@@ -278,7 +284,7 @@ class StoreTransport:
 
             if failure is None and status is not None and 200 <= status < 300:
                 try:
-                    data = decode(payload)
+                    data = prepared.decode(payload)
                 except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                     raise self._finish(
                         ResponseDecodeError(
@@ -323,7 +329,7 @@ class StoreTransport:
                 # the bucket is shared by every task of this store: all of them wait
                 limiter.cool_down(delay)
             else:
-                await asyncio.sleep(delay)
+                await limiter.sleep(delay)
 
     @staticmethod
     def _finish(error: APIError, attempts: int, trace_ids: list[str], network_time: float) -> APIError:
@@ -345,20 +351,12 @@ class StoreTransport:
             message, status=status, errors=errors, method=method, url=url, trace_id=trace_id
         )
 
-    async def _read_capped(self, resp: aiohttp.ClientResponse, length: int | None) -> bytes:
-        """The body of a response announced too large (refused) or of unknown length (read up to the cap)."""
-        cap = self.settings.max_response_bytes
-        if length is not None:
-            raise _BodyTooLarge(f"Content-Length {length}")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in resp.content.iter_chunked(64 * 1024):
-            size += len(chunk)
-            if size > cap:
-                raise _BodyTooLarge(f"more than {cap} bytes streamed")
-            chunks.append(chunk)
-        return b"".join(chunks)
 
-
-class _BodyTooLarge(Exception):
-    pass
+def _send_failure(exc: SendError, method: str, url: str, trace_id: str | None) -> APIError:
+    if isinstance(exc, SendTimeout):
+        return APITimeoutError(str(exc), method=method, url=url, trace_id=trace_id)
+    if isinstance(exc, ResponseTooLarge):
+        return ResponseDecodeError(str(exc), method=method, url=url, status=exc.status, trace_id=trace_id)
+    if isinstance(exc, ConnectFailed):
+        return APIConnectionError(str(exc), method=method, url=url, trace_id=trace_id)
+    return APIConnectionError(f"{type(exc).__name__}: {exc}", method=method, url=url, trace_id=trace_id)

@@ -38,7 +38,9 @@ async def test_channel_passes_on_a_wake_up_its_cancelled_consumer_cannot_use() -
 
 async def test_slots_cap_and_queue_in_order() -> None:
     slots = Slots(2)
-    assert slots.take_now() and slots.take_now() and not slots.take_now()
+    await slots.take()
+    await slots.take()
+    assert slots.free == 0
     order: list[str] = []
 
     async def wait(name: str) -> None:
@@ -57,7 +59,7 @@ async def test_slots_cap_and_queue_in_order() -> None:
 
 async def test_slots_hand_on_a_slot_given_to_a_cancelled_waiter() -> None:
     slots = Slots(1)
-    assert slots.take_now()
+    await slots.take()
     first = asyncio.create_task(slots.take())
     second = asyncio.create_task(slots.take())
     await asyncio.sleep(0)

@@ -10,7 +10,7 @@ from shopline_async._ratelimit import Pacer
 
 
 class FakeClock:
-    """Time that moves only when a sleeper asks it to: asyncio.sleep is patched to advance it."""
+    """Time that moves only when a sleeper asks it to: pass ``clock`` and ``clock.sleep``."""
 
     def __init__(self) -> None:
         self.now = 1000.0
@@ -18,18 +18,14 @@ class FakeClock:
     def __call__(self) -> float:
         return self.now
 
+    async def sleep(self, delay: float) -> None:
+        self.now += delay
+        await asyncio.sleep(0)
+
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    fake = FakeClock()
-    real_sleep = asyncio.sleep
-
-    async def sleep(delay: float) -> None:
-        fake.now += delay
-        await real_sleep(0)
-
-    monkeypatch.setattr(asyncio, "sleep", sleep)
-    return fake
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 async def admissions(pacer: Pacer, clock: FakeClock, n: int) -> list[float]:
@@ -41,13 +37,13 @@ async def admissions(pacer: Pacer, clock: FakeClock, n: int) -> list[float]:
 
 
 async def test_burst_then_exact_rate(clock: FakeClock) -> None:
-    pacer = Pacer(rate=4, burst=3, clock=clock)
+    pacer = Pacer(rate=4, burst=3, clock=clock, sleep=clock.sleep)
     times = await admissions(pacer, clock, 7)
     assert times == [0.0, 0.0, 0.0, 0.25, 0.5, 0.75, 1.0]
 
 
 async def test_burst_one_paces_smoothly_without_drift(clock: FakeClock) -> None:
-    pacer = Pacer(rate=200, burst=1, clock=clock)
+    pacer = Pacer(rate=200, burst=1, clock=clock, sleep=clock.sleep)
     times = await admissions(pacer, clock, 201)
     assert times[0] == 0.0 and times[-1] == pytest.approx(1.0)
     clock.now += 0.0007  # woken late: the next slot still comes on schedule, nothing is lost
@@ -55,7 +51,7 @@ async def test_burst_one_paces_smoothly_without_drift(clock: FakeClock) -> None:
 
 
 async def test_quiet_spell_refills_the_burst(clock: FakeClock) -> None:
-    pacer = Pacer(rate=10, burst=5, clock=clock)
+    pacer = Pacer(rate=10, burst=5, clock=clock, sleep=clock.sleep)
     await admissions(pacer, clock, 5)
     clock.now += 10
     times = await admissions(pacer, clock, 6)
@@ -63,7 +59,7 @@ async def test_quiet_spell_refills_the_burst(clock: FakeClock) -> None:
 
 
 async def test_concurrent_callers_are_served_in_order(clock: FakeClock) -> None:
-    pacer = Pacer(rate=10, burst=1, clock=clock)
+    pacer = Pacer(rate=10, burst=1, clock=clock, sleep=clock.sleep)
     order: list[int] = []
 
     async def call(n: int) -> None:
@@ -75,7 +71,7 @@ async def test_concurrent_callers_are_served_in_order(clock: FakeClock) -> None:
 
 
 async def test_a_cancelled_waiter_gives_its_slot_back(clock: FakeClock) -> None:
-    pacer = Pacer(rate=1, burst=1, clock=clock)
+    pacer = Pacer(rate=1, burst=1, clock=clock, sleep=clock.sleep)
     await pacer.acquire()  # t=0
     waiter = asyncio.create_task(pacer.acquire())  # reserves t=1
     await asyncio.sleep(0)
@@ -88,7 +84,7 @@ async def test_a_cancelled_waiter_gives_its_slot_back(clock: FakeClock) -> None:
 
 
 async def test_cool_down_holds_then_resumes_without_burst(clock: FakeClock) -> None:
-    pacer = Pacer(rate=10, burst=5, clock=clock)
+    pacer = Pacer(rate=10, burst=5, clock=clock, sleep=clock.sleep)
     pacer.hold_until(1002.0)
     times = await admissions(pacer, clock, 3)
     assert times == [2.0, 2.1, 2.2]
