@@ -55,38 +55,61 @@ HEADERS = {"Authorization": f"Bearer {mock_token()}", "Content-Type": "applicati
 
 
 # --- 1. throughput ---------------------------------------------------------------------------
+# Like for like: every loop sends the reference example's product, decodes each answer with
+# msgspec and looks at it. The raw loops send one pre-encoded body; the SDK validates and encodes
+# every update (given as a model, or as the plain dict a JSONL row gives) and decodes into models.
 
 
-async def sdk_loop(base_url: str, n: int, concurrency: int, *, streaming: bool = False) -> float:
-    """The SDK's BatchExecutor: ``gather()`` (every result kept, in input order) or, with ``streaming``,
-    ``stream()`` (each result looked at and let go, as the CLI does with its results file)."""
-    update = spec_product_update()
-    async with ShoplineClient(
-        base_url=base_url, rate_limit=RateLimit.unlimited(max_in_flight=concurrency), connections_per_store=concurrency
-    ) as client:
+def _operations(n: int, as_dict: bool) -> Iterator[UpdateProduct]:
+    model = spec_product_update()
+    # as a dict: the documented request fields only, as a catalog row would carry them
+    update: Any = msgspec.to_builtins(model) if as_dict else model
+    return (UpdateProduct(STORE, f"p{i % 1000}", update) for i in range(n))
+
+
+async def batch_loop(base_url: str, n: int, concurrency: int, *, keep: bool, as_dict: bool = False) -> float:
+    """BatchExecutor: ``gather()`` (``keep``: every result kept, in input order) or ``stream()``
+    (each result looked at and let go, as the CLI does with its results file)."""
+    async with ShoplineClient(base_url=base_url, rate_limit=RateLimit.unlimited(max_in_flight=concurrency)) as client:
         client.store(STORE, mock_token())
-        ops = (UpdateProduct(STORE, f"p{i % 1000}", update) for i in range(n))
         executor = BatchExecutor(client, concurrency=concurrency)
+        ops = _operations(n, as_dict)
         started = time.perf_counter()
-        if streaming:
+        if keep:
+            ok = (await executor.gather(ops)).summary.ok
+        else:
             ok = 0
             async with executor.stream(ops) as results:
                 async for result in results:
                     ok += result.ok and result.data is not None
-        else:
-            ok = (await executor.gather(ops)).summary.ok
         elapsed = time.perf_counter() - started
     assert ok == n, ok
     return n / elapsed
 
 
-async def sdk_stream_loop(base_url: str, n: int, concurrency: int) -> float:
-    return await sdk_loop(base_url, n, concurrency, streaming=True)
+async def update_loop(base_url: str, n: int, concurrency: int) -> float:
+    """``concurrency`` tasks awaiting ``store.products.update()`` in turn, as an app would."""
+    update = spec_product_update()
+    async with ShoplineClient(base_url=base_url, rate_limit=RateLimit.unlimited(max_in_flight=concurrency)) as client:
+        store = client.store(STORE, mock_token())
+        counter = iter(range(n))
+
+        async def worker() -> None:
+            for i in counter:
+                product = await store.products.update(f"p{i % 1000}", update)
+                assert product.id
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return n / (time.perf_counter() - started)
+
+
+_answer = msgspec.json.Decoder()
 
 
 async def aiohttp_loop(base_url: str, n: int, concurrency: int, *, keep: bool = False) -> float:
-    """A minimal hand-written loop: pre-encoded bytes out, the JSON answer parsed and looked at; with
-    ``keep``, every answer kept in input order, as ``gather()`` keeps every result."""
+    """A minimal hand-written loop: pre-encoded bytes out, each answer decoded with msgspec and looked
+    at; with ``keep``, every answer kept in input order, as ``gather()`` keeps every result."""
     body = encode_product_update(spec_product_update())
     connector = aiohttp.TCPConnector(limit=concurrency)
     kept: list[Any] = [None] * n if keep else []
@@ -96,7 +119,7 @@ async def aiohttp_loop(base_url: str, n: int, concurrency: int, *, keep: bool = 
         async def worker() -> None:
             for i in counter:
                 async with session.put(base_url + PRODUCT_PATH.format(f"p{i % 1000}"), data=body) as resp:
-                    product = (await resp.json())["product"]  # a loop that uses what it gets back
+                    product = _answer.decode(await resp.read())["product"]
                     assert resp.status == 200 and product["id"]
                     if keep:
                         kept[i] = product
@@ -104,10 +127,6 @@ async def aiohttp_loop(base_url: str, n: int, concurrency: int, *, keep: bool = 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         return n / (time.perf_counter() - started)
-
-
-async def aiohttp_keep_loop(base_url: str, n: int, concurrency: int) -> float:
-    return await aiohttp_loop(base_url, n, concurrency, keep=True)
 
 
 async def httpx_loop(base_url: str, n: int, concurrency: int) -> float:
@@ -121,81 +140,89 @@ async def httpx_loop(base_url: str, n: int, concurrency: int) -> float:
         async def worker() -> None:
             for i in counter:
                 resp = await client.put(base_url + PRODUCT_PATH.format(f"p{i % 1000}"), content=body)
-                assert resp.status_code == 200 and resp.json()["product"]["id"]
+                assert resp.status_code == 200 and _answer.decode(resp.content)["product"]["id"]
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         return n / (time.perf_counter() - started)
 
 
-CLIENTS = {
-    "sdk": sdk_loop,
-    "sdk_stream": sdk_stream_loop,
+CLIENTS: dict[str, Callable[[str, int, int], Any]] = {
+    "stream": lambda url, n, c: batch_loop(url, n, c, keep=False),
+    "stream_dict": lambda url, n, c: batch_loop(url, n, c, keep=False, as_dict=True),
+    "gather": lambda url, n, c: batch_loop(url, n, c, keep=True),
+    "gather_dict": lambda url, n, c: batch_loop(url, n, c, keep=True, as_dict=True),
+    "update": update_loop,
     "aiohttp": aiohttp_loop,
-    "aiohttp_keep": aiohttp_keep_loop,
+    "aiohttp_keep": lambda url, n, c: aiohttp_loop(url, n, c, keep=True),
     "httpx": httpx_loop,
 }
-# like for like at the headline level: each SDK mode against the raw loop that keeps what it keeps
-PAIRS = {"stream": ("sdk_stream", "aiohttp"), "gather": ("sdk", "aiohttp_keep"), "gather_vs_plain": ("sdk", "aiohttp")}
+# each SDK mode against the raw loop that keeps what it keeps
+PAIRS = {
+    "stream": ("stream", "aiohttp"),
+    "stream_dict": ("stream_dict", "aiohttp"),
+    "gather": ("gather", "aiohttp_keep"),
+    "gather_dict": ("gather_dict", "aiohttp_keep"),
+    "update": ("update", "aiohttp"),
+}
 HEADLINE = 50
 
 
 def bench_throughput(quick: bool) -> dict[str, Any]:
-    n = 2_000 if quick else 5_000
-    n_httpx = 150 if quick else 1_000  # httpx is an order slower; fewer requests keep the run short
-    rounds = 3 if quick else 4  # per level of the curve
-    # Single rounds scatter by +-20% and more on a shared machine, so the headline level gets many
-    # short interleaved rounds: the median of per-round ratios, with quartiles to show the spread.
-    headline_rounds = 10 if quick else 20
-    levels = [1, HEADLINE] if quick else [1, 10, HEADLINE, 100]
+    n = 2_000 if quick else 3_000
+    n_httpx = 150 if quick else 500  # httpx is an order slower; fewer requests keep the run short
+    # Single rounds scatter by +-20% and more on a shared machine: many short interleaved rounds at
+    # every level, the median of per-round ratios, with quartiles to show the spread.
+    rounds = 6 if quick else 12
+    levels = [10, HEADLINE] if quick else [1, 10, HEADLINE, 200]
     names = list(CLIENTS)
-    curve: dict[str, dict[int, float]] = {name: {} for name in CLIENTS}
-    samples: dict[str, list[float]] = {}
-    cpu: dict[str, list[float]] = {}
+    result: dict[str, Any] = {"rounds": rounds, "requests_per_round": n, "levels": {}}
+    curve: dict[str, dict[str, float]] = {name: {} for name in CLIENTS}
     with mock_server_process("--unlimited") as base_url:
         for loop in CLIENTS.values():  # warm-up: imports, compiled validators, the server's catalog
             asyncio.run(loop(base_url, 300 if quick else 1000, 10))
         for concurrency in levels:
-            samples = {name: [] for name in CLIENTS}
-            cpu = {name: [] for name in CLIENTS}
-            for round_number in range(headline_rounds if concurrency == HEADLINE else rounds):
+            samples: dict[str, list[float]] = {name: [] for name in CLIENTS}
+            cpu: dict[str, list[float]] = {name: [] for name in CLIENTS}
+            for round_number in range(rounds):
                 # interleaved, in a rotating order, so drift and noise hit every client alike
                 order = names[round_number % len(names) :] + names[: round_number % len(names)]
                 for name in order:
-                    if name == "httpx" and round_number >= rounds:
+                    if name == "httpx" and (round_number >= 2 or concurrency != HEADLINE):
                         continue
                     count = n_httpx if name == "httpx" else n
                     cpu_before = time.process_time()
                     samples[name].append(asyncio.run(CLIENTS[name](base_url, count, concurrency)))
                     cpu[name].append((time.process_time() - cpu_before) / count)
+            level: dict[str, Any] = {}
             for name in CLIENTS:
-                curve[name][concurrency] = statistics.median(samples[name])
+                if samples[name]:
+                    curve[name][str(concurrency)] = statistics.median(samples[name])
+            for pair, (sdk, raw) in PAIRS.items():
+                # each round's SDK run against the raw run beside it: neighbours share the noise
+                ratios = [s / r for s, r in zip(samples[sdk], samples[raw], strict=True)]
+                cpu_ratios = [r / s for s, r in zip(cpu[sdk], cpu[raw], strict=True)]  # above 1: the SDK spends less
+                level[pair] = {
+                    "vs": raw,
+                    "ratio": round(statistics.median(ratios), 3),
+                    "per_round_quartiles": _quartiles(ratios),
+                    "cpu_ratio": round(statistics.median(cpu_ratios), 3),
+                }
+            result["levels"][str(concurrency)] = level
             print(
                 f"  concurrency {concurrency:>3}: "
-                + ", ".join(f"{name} {curve[name][concurrency]:,.0f} req/s" for name in CLIENTS),
+                + ", ".join(f"{name} {curve[name][str(concurrency)]:,.0f}" for name in CLIENTS if samples[name])
+                + " req/s",
                 flush=True,
             )
-            if concurrency == HEADLINE:
-                headline = (samples, cpu)
-    samples, cpu = headline
-    result: dict[str, Any] = {"concurrency": HEADLINE, "rounds": headline_rounds, "requests_per_round": n}
-    for pair, (sdk, raw) in PAIRS.items():
-        # each round's SDK run against the raw run beside it: neighbours share the noise
-        ratios = [s / r for s, r in zip(samples[sdk], samples[raw], strict=True)]
-        cpu_ratios = [r / s for s, r in zip(cpu[sdk], cpu[raw], strict=True)]  # above 1: the SDK spends less
-        result[pair] = {
-            "vs": raw,
-            "ratio": round(statistics.median(ratios), 3),
-            "per_round_quartiles": _quartiles(ratios),
-            "cpu_ratio": round(statistics.median(cpu_ratios), 3),
-        }
-        print(
-            f"    {pair}: {sdk} / {raw} = {result[pair]['ratio']:.2f}x "
-            f"(rounds' quartiles {result[pair]['per_round_quartiles']}; client CPU {result[pair]['cpu_ratio']:.2f}x)"
-        )
-    result["sdk_vs_httpx"] = curve["sdk"][HEADLINE] / curve["httpx"][HEADLINE]
-    result["rps"] = {name: round(curve[name][HEADLINE]) for name in CLIENTS}
-    result["curve"] = {name: {str(c): v for c, v in values.items()} for name, values in curve.items()}
+            for pair, facts in level.items():
+                print(
+                    f"    {pair} / {facts['vs']} = {facts['ratio']:.2f}x (rounds' quartiles "
+                    f"{facts['per_round_quartiles']}; client CPU {facts['cpu_ratio']:.2f}x)",
+                    flush=True,
+                )
+    result["sdk_vs_httpx"] = round(curve["stream"][str(HEADLINE)] / curve["httpx"][str(HEADLINE)], 1)
+    result["curve"] = curve
     return result
 
 
@@ -474,11 +501,11 @@ def main() -> int:
         results[name] = runners[name](args.quick)
     if "throughput" in results:
         t = results["throughput"]
-        print(
-            f"\nthroughput at concurrency {t['concurrency']}: BatchExecutor.stream() {t['stream']['ratio']:.2f}x "
-            f"a minimal aiohttp loop; gather() {t['gather']['ratio']:.2f}x the loop that keeps its answers too "
-            f"({t['gather_vs_plain']['ratio']:.2f}x the one that does not); {t['sdk_vs_httpx']:.0f}x httpx"
-        )
+        for level, pairs in t["levels"].items():
+            print(
+                f"throughput at concurrency {level}: "
+                + ", ".join(f"{pair} {facts['ratio']:.2f}x {facts['vs']}" for pair, facts in pairs.items())
+            )
         if args.plot:
             plot(t["curve"], args.plot)
     print(f"total {time.perf_counter() - started:.0f} s")

@@ -389,11 +389,26 @@ class BatchExecutor:
             try:
                 while lane.queue:
                     item = lane.queue.popleft()
-                    lane.busy += 1
-                    try:
-                        result = await self._send(item, lane)
-                    finally:
-                        lane.busy -= 1
+                    if run.stopping or lane.blocked_by is not None:
+                        result = _refused(item, lane)
+                    else:
+                        assert item.resource is not None and item.prepared is not None  # _prepare set both
+                        lane.busy += 1
+                        started = time.monotonic()
+                        # awaited here, not in a helper: each await level is re-entered on every
+                        # resume of the request, several times per operation
+                        try:
+                            response = await item.resource.send(item.prepared, retry=self._retry, gate=item)
+                        except _Refused:
+                            result = _refused(item, lane)
+                        except Exception as exc:  # one odd failure must not sink the batch
+                            if isinstance(exc, APIStatusError) and exc.status in STORE_STOPPING_STATUSES:
+                                lane.blocked_by = lane.blocked_by or exc
+                            result = _result(item, "failed", error=exc, elapsed=time.monotonic() - started)
+                        else:
+                            result = _result(item, "ok", response=response)
+                        finally:
+                            lane.busy -= 1
                     emit(item, result)
             finally:
                 lane.workers -= 1
@@ -434,25 +449,6 @@ class BatchExecutor:
                             await asyncio.sleep(0)
         finally:
             results.put(None)
-
-    async def _send(self, item: _Item, lane: _Lane) -> Result:
-        if self._run_state.stopping:
-            return _result(item, "not_attempted")
-        if lane.blocked_by is not None:
-            return _result(item, "failed", error=StoreUnavailableError(item.store_name, lane.blocked_by))
-        assert item.resource is not None and item.prepared is not None  # _prepare set both
-        started = time.monotonic()
-        try:
-            response: Response[Any] = await item.resource.send(item.prepared, retry=self._retry, gate=item)
-        except _Refused:
-            if lane.blocked_by is not None:
-                return _result(item, "failed", error=StoreUnavailableError(item.store_name, lane.blocked_by))
-            return _result(item, "not_attempted")
-        except Exception as exc:  # one odd failure must not sink the batch
-            if isinstance(exc, APIStatusError) and exc.status in STORE_STOPPING_STATUSES and lane.blocked_by is None:
-                lane.blocked_by = exc
-            return _result(item, "failed", error=exc, elapsed=time.monotonic() - started)
-        return _result(item, "ok", response=response)
 
     def _prepare(self, index: int, op: Operation) -> _Item:
         key = getattr(op, "key", None)
@@ -503,6 +499,13 @@ class BatchExecutor:
             self._failed += 1
         if self._on_progress is not None:
             self._on_progress(self.progress)
+
+
+def _refused(item: _Item, lane: _Lane) -> Result:
+    """The result of an operation turned away before it was ever sent."""
+    if lane.blocked_by is not None:
+        return _result(item, "failed", error=StoreUnavailableError(item.store_name, lane.blocked_by))
+    return _result(item, "not_attempted")  # the batch is stopping
 
 
 def _result(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Generic, TypeVar
 
 from ._codec import coerce_update, decode_image, decode_product, encode_image_update, encode_product_update
@@ -29,22 +29,24 @@ class _Resource(Generic[M]):
     def _version(self, api_version: str | None) -> str:
         return self._api_version if api_version is None else check_api_version(api_version)
 
-    async def send(
+    def send(
         self,
         prepared: PreparedRequest[M],
         *,
         timeout: Timeout | None = None,
         retry: RetryPolicy | None = None,
         gate: Gate | None = None,
-    ) -> Response[M]:
-        """Send what :meth:`prepare` returned (for this store or another), with retries.
+    ) -> Coroutine[Any, Any, Response[M]]:
+        """Send what :meth:`prepare` returned (for this store or another), with retries: ``await`` it.
 
         ``gate`` adds an admission step to every attempt, after the store's rate limiter (see
         :class:`Gate`). Raises an APIError subclass.
         """
+        # a plain function handing back the transport's coroutine: no await level of its own, which
+        # every resume of the request would pass through (benchmarks/README.md, "Where the time goes")
         if prepared.decode is not self._decode:
             raise ConfigError(f"this request was prepared by another resource, not {type(self).__name__}")
-        return await self._transport.request(prepared, timeout=timeout, retry=retry, gate=gate)
+        return self._transport.request(prepared, timeout=timeout, retry=retry, gate=gate)
 
 
 class Products(_Resource[Product]):

@@ -183,7 +183,9 @@ class AiohttpSender:
         self._starving: deque[_Pool] = deque()  # pools with requests waiting for a socket, first come first served
         self._closing: set[asyncio.Task[None]] = set()
         self._sweep: asyncio.TimerHandle | None = None
-        self._timeouts: dict[Timeout, aiohttp.ClientTimeout] = {}
+        # the last Timeout seen and its aiohttp form, by identity: nearly every request carries the
+        # client's one Timeout object, and hashing the dataclass per request costs more than the cache
+        self._timeout: tuple[Timeout | None, aiohttp.ClientTimeout | None] = (None, None)
         self.closed = False
 
     @property
@@ -378,10 +380,10 @@ class AiohttpSender:
             self._schedule_sweep()
 
     def _client_timeout(self, timeout: Timeout) -> aiohttp.ClientTimeout:
-        client_timeout = self._timeouts.get(timeout)
-        if client_timeout is None:
+        last, client_timeout = self._timeout
+        if last is not timeout or client_timeout is None:
             client_timeout = aiohttp.ClientTimeout(total=timeout.total, connect=timeout.connect, sock_read=timeout.read)
-            self._timeouts[timeout] = client_timeout
+            self._timeout = (timeout, client_timeout)
         return client_timeout
 
     async def _read_capped(self, resp: aiohttp.ClientResponse, length: int | None) -> bytes:
