@@ -96,7 +96,7 @@ class ShoplineClient:
         if any(c in agent for c in "\r\n\0"):
             raise ConfigError("user_agent must not contain line breaks or NUL")
         # fail at construction, not at the first request, on a bad template
-        resolve_base_url(base_url, "example", allow_insecure_http=allow_insecure_http)
+        resolve_base_url(base_url, "1", allow_insecure_http=allow_insecure_http)  # a handle fit for host or port
         settings = TransportSettings(
             base_url=base_url,
             timeout=timeout or Timeout(),

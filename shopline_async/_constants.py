@@ -25,8 +25,13 @@ RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 # SHOPLINE's documented bucket: per app per store, 4 requests/s, capacity 40.
 DEFAULT_RATE = 4.0
-DEFAULT_BURST = 40
-DEFAULT_MAX_IN_FLIGHT = 40
+DEFAULT_BUCKET_CAPACITY = 40
+# pace smoothly: SHOPLINE serves its queue at the rate whatever arrives at once, so a burst only
+# moves the wait into its queue (where it counts against each attempt's timeout, and against a
+# bucket that rejects instead of queueing, a full burst plus a late first packet is a 429)
+DEFAULT_BURST = 1
+# the bucket's capacity: even a rate set too high cannot overflow a queueing bucket
+DEFAULT_MAX_IN_FLIGHT = DEFAULT_BUCKET_CAPACITY
 # pace 1% under the bucket's rate: a backlog left in SHOPLINE's queue by any hiccup then drains
 DEFAULT_PACING_HEADROOM = 0.01
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ._config import RateLimit, RetryPolicy
+from ._sync import run_sync
 from .mock import Faults, MockShopline, MockStoreConfig
 from .models._product import ImageInput, ProductUpdate
 
@@ -62,8 +63,6 @@ def write_catalog(path: Path) -> int:
 
 
 async def run_demo(directory: Path, *, progress: bool) -> int:
-    from .cli import run_sync
-
     catalog = directory / "catalog.jsonl"
     results = directory / "catalog.results.jsonl"
     stores = directory / "stores.json"
@@ -86,8 +85,7 @@ async def run_demo(directory: Path, *, progress: bool) -> int:
             stores={handle: {"token": token} for token, handle in STORES.items()},
             default_store=None,
             base_url=server.base_url,
-            # burst=1: pace smoothly rather than park a backlog in the server's queue
-            rate_limit=RateLimit(rate=DEMO_RATE, burst=1, max_in_flight=DEMO_BURST),
+            rate_limit=RateLimit(rate=DEMO_RATE, max_in_flight=DEMO_BURST),
             concurrency=2 * DEMO_BURST,
             retry=RetryPolicy(initial_delay=0.1),
             results_path=results,

@@ -8,9 +8,11 @@ run leaves a consistent file and ``--resume`` can skip what already succeeded.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import os
+import signal
 import sys
 import time
 from collections import Counter
@@ -22,13 +24,18 @@ from typing import IO, Any, NamedTuple
 import msgspec
 from msgspec import UNSET, Struct, UnsetType
 
-from ._batch import BatchSummary, Operation, Progress, Result, UpdateImage, UpdateProduct
+from ._batch import BatchExecutor, BatchSummary, Operation, Progress, Result, UpdateImage, UpdateProduct
+from ._client import ShoplineClient
 from ._codec import msgspec_error_to_field_error
+from ._config import RateLimit, RetryPolicy
+from ._constants import DEFAULT_RATE
 from ._errors import APIStatusError, ValidationError
 from .models._image import ImageUpdate
 from .models._product import ProductUpdate
 
-__all__ = ["CSV_COLUMNS", "RowKey", "SyncInputError", "SyncJob", "error_text", "read_operations"]
+__all__ = ["CSV_COLUMNS", "RowKey", "SyncInputError", "SyncJob", "error_text", "read_operations", "run_sync"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class SyncInputError(Exception):
@@ -364,3 +371,116 @@ def default_results_path(input_path: str) -> Path:
         return Path(os.getcwd()) / "sync-results.jsonl"
     source = Path(input_path)
     return source.with_name(source.stem + ".results.jsonl")
+
+
+async def run_sync(
+    *,
+    input_path: str,
+    fmt: str,
+    stores: dict[str, dict[str, Any]],
+    default_store: str | None,
+    base_url: str,
+    rate_limit: RateLimit,
+    concurrency: int,
+    retry: RetryPolicy,
+    results_path: Path,
+    resume: bool,
+    dry_run: bool,
+    progress: bool,
+) -> int:
+    with open_input(input_path) as source:
+        async with ShoplineClient(base_url=base_url, retry=retry) as client:
+            for handle, entry in stores.items():
+                client.store(handle, entry["token"], rate_limit=_store_rate_limit(entry, rate_limit))
+            if dry_run:
+                return _dry_run(client, source, fmt, default_store)
+
+            skip = completed_keys(results_path) if resume else set()
+            job = SyncJob(skip_keys=skip, progress_stream=sys.stderr if progress else None)
+            if progress:
+                job.expected_rows = count_rows(input_path, fmt)
+            # read first: a bad CSV header must fail before the results file is touched
+            rows = read_operations(source, fmt, default_store, job.record_invalid)
+            results_path.parent.mkdir(parents=True, exist_ok=True)
+            with results_path.open("ab" if resume else "wb") as results:
+                job.results = results
+                executor = BatchExecutor(client, concurrency=concurrency, on_progress=job.draw_progress)
+                interrupted = await _run_with_interrupts(executor, job, job.unskipped(rows))
+                summary = executor.summary()
+                if progress:
+                    job.draw_progress(executor.progress, final=True)
+    print(format_summary(summary, job, str(results_path), interrupted=interrupted))
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if summary.failed == 0 and job.invalid == 0 else EXIT_FAILED
+
+
+def _store_rate_limit(entry: dict[str, Any], default: RateLimit) -> RateLimit:
+    """A store's own rate/burst from --config, else the command line's."""
+    if "rate" not in entry and "burst" not in entry:
+        return default
+    return RateLimit(
+        rate=float(entry.get("rate", default.rate or DEFAULT_RATE)),
+        burst=int(entry.get("burst", default.burst)),
+        max_in_flight=default.max_in_flight,
+    )
+
+
+async def _run_with_interrupts(executor: BatchExecutor, job: SyncJob, operations: Any) -> bool:
+    """Run the batch; the first Ctrl-C stops it gently (requests in flight finish, the rest is
+    recorded not attempted), a second one cancels at once. Returns whether it was interrupted."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    interrupts = 0
+
+    def on_interrupt() -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1:
+            print("\nstopping: finishing requests in flight (Ctrl-C again to abort)", file=sys.stderr)
+            executor.stop()
+        elif task is not None:
+            task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, on_interrupt)
+        installed = True
+    except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
+        installed = False
+    try:
+        async with executor.stream(operations) as results:
+            async for result in results:
+                job.record(result)
+    except asyncio.CancelledError:
+        if interrupts < 2:
+            raise
+        for result in executor.unreported():
+            job.record(result)
+        if task is not None and sys.version_info >= (3, 11):
+            task.uncancel()  # handled: let the summary print
+    finally:
+        if installed:
+            loop.remove_signal_handler(signal.SIGINT)
+    return interrupts > 0
+
+
+def _dry_run(client: ShoplineClient, source: Any, fmt: str, default_store: str | None) -> int:
+    """Check every row as the real run would (parse, store, validate, encode); send nothing."""
+    rows = 0
+    invalid = 0
+
+    def report(line: int, key: Any, message: str) -> None:
+        nonlocal rows, invalid
+        rows += 1
+        invalid += 1
+        print(f"line {line}: {message}")
+
+    executor = BatchExecutor(client)
+    for op in read_operations(source, fmt, default_store, report):
+        error = executor.check(op)
+        if error is None:
+            rows += 1
+        else:
+            report(op.key.line if isinstance(op.key, RowKey) else 0, op.key, error_text(error))
+    print(f"dry run: {rows} rows checked, {invalid} invalid, nothing sent")
+    return EXIT_OK if invalid == 0 else EXIT_FAILED

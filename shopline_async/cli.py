@@ -19,29 +19,30 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._batch import BatchExecutor
-from ._client import ShoplineClient
 from ._config import RateLimit, RetryPolicy
-from ._constants import DEFAULT_BASE_URL, DEFAULT_BURST, DEFAULT_RATE
+from ._constants import (
+    DEFAULT_BASE_URL,
+    DEFAULT_BATCH_CONCURRENCY,
+    DEFAULT_BUCKET_CAPACITY,
+    DEFAULT_BURST,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_RATE,
+)
 from ._errors import ConfigError
 from ._sync import (
     CSV_COLUMNS,
-    RowKey,
+    EXIT_OK,
+    EXIT_USAGE,
     SyncInputError,
-    SyncJob,
-    completed_keys,
-    count_rows,
     default_results_path,
-    error_text,
-    format_summary,
-    open_input,
-    read_operations,
+    run_sync,
 )
 from ._version import __version__
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_INTERRUPTED = 130
 TOKEN_ENV = "SHOPLINE_ACCESS_TOKEN"
 
 SYNC_EPILOG = f"""\
@@ -87,15 +88,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--burst",
         type=int,
         default=DEFAULT_BURST,
-        help="bucket capacity per store, and its cap on requests in flight, so even a --rate set too high "
-        "cannot overflow a queueing bucket (default: %(default)s)",
+        help="requests per store that may go at once after a quiet spell (default: %(default)s: paced evenly)",
+    )
+    sync.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=DEFAULT_MAX_IN_FLIGHT,
+        help="requests in flight per store, at most SHOPLINE's bucket capacity so that even a --rate set too "
+        "high cannot overflow it (default: %(default)s)",
     )
     sync.add_argument("--unlimited", action="store_true", help="no client-side rate limit (Enterprise stores)")
     sync.add_argument(
-        "--concurrency", type=int, default=40, help="requests in flight, all stores (default: %(default)s)"
+        "--concurrency",
+        type=int,
+        default=DEFAULT_BATCH_CONCURRENCY,
+        help="requests in flight, all stores (default: %(default)s)",
     )
     sync.add_argument(
-        "--max-attempts", type=int, default=5, help="attempts per item incl. retries (default: %(default)s)"
+        "--max-attempts",
+        type=int,
+        default=DEFAULT_MAX_ATTEMPTS,
+        help="attempts per item incl. retries (default: %(default)s)",
     )
     sync.add_argument("--results", metavar="FILE", type=Path, help="results JSONL (default: INPUT.results.jsonl)")
     sync.add_argument("--resume", action="store_true", help="skip rows whose key is already ok in the results file")
@@ -119,8 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     mock.add_argument("--host", default="127.0.0.1")
     mock.add_argument("--port", type=int, default=8080)
     mock.add_argument("--stores", default="mock-store", help="comma-separated store handles (default: %(default)s)")
-    mock.add_argument("--rate", type=float, default=4.0, help="requests/s per store (default: %(default)s)")
-    mock.add_argument("--burst", type=int, default=40, help="bucket capacity per store (default: %(default)s)")
+    mock.add_argument("--rate", type=float, default=DEFAULT_RATE, help="requests/s per store (default: %(default)s)")
+    mock.add_argument(
+        "--burst", type=int, default=DEFAULT_BUCKET_CAPACITY, help="bucket capacity per store (default: %(default)s)"
+    )
     mock.add_argument("--mode", choices=["queue", "reject"], default="queue", help="bucket mode (default: %(default)s)")
     mock.add_argument("--unlimited", action="store_true", help="no rate limit (Enterprise)")
     mock.add_argument("--retry-after", type=float, help="send Retry-After seconds with 429s")
@@ -190,17 +205,17 @@ async def _sync_command(args: argparse.Namespace) -> int:
     fmt = args.format or ("csv" if str(args.input).lower().endswith(".csv") else "jsonl")
     results_path = args.results or default_results_path(args.input)
     show_progress = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
-    if args.concurrency < 1 or args.max_attempts < 1 or args.burst < 1 or args.rate <= 0:
-        raise SyncInputError("--concurrency, --max-attempts, --burst and --rate must be positive")
+    if min(args.concurrency, args.max_attempts, args.burst, args.max_in_flight) < 1 or args.rate <= 0:
+        raise SyncInputError("--concurrency, --max-attempts, --burst, --max-in-flight and --rate must be positive")
     return await run_sync(
         input_path=args.input,
         fmt=fmt,
         stores=stores,
         default_store=args.store,
         base_url=args.base_url,
-        rate_limit=RateLimit.unlimited(args.concurrency)
+        rate_limit=RateLimit.unlimited(args.max_in_flight)
         if args.unlimited
-        else RateLimit(rate=args.rate, burst=args.burst, max_in_flight=min(args.burst, args.concurrency)),
+        else RateLimit(rate=args.rate, burst=args.burst, max_in_flight=args.max_in_flight),
         concurrency=args.concurrency,
         retry=RetryPolicy(max_attempts=args.max_attempts),
         results_path=results_path,
@@ -210,121 +225,8 @@ async def _sync_command(args: argparse.Namespace) -> int:
     )
 
 
-async def run_sync(
-    *,
-    input_path: str,
-    fmt: str,
-    stores: dict[str, dict[str, Any]],
-    default_store: str | None,
-    base_url: str,
-    rate_limit: RateLimit,
-    concurrency: int,
-    retry: RetryPolicy,
-    results_path: Path,
-    resume: bool,
-    dry_run: bool,
-    progress: bool,
-) -> int:
-    with open_input(input_path) as source:
-        async with ShoplineClient(base_url=base_url, retry=retry) as client:
-            for handle, entry in stores.items():
-                client.store(handle, entry["token"], rate_limit=_store_rate_limit(entry, rate_limit))
-            if dry_run:
-                return _dry_run(client, source, fmt, default_store)
-
-            skip = completed_keys(results_path) if resume else set()
-            job = SyncJob(skip_keys=skip, progress_stream=sys.stderr if progress else None)
-            if progress:
-                job.expected_rows = count_rows(input_path, fmt)
-            # read first: a bad CSV header must fail before the results file is touched
-            rows = read_operations(source, fmt, default_store, job.record_invalid)
-            results_path.parent.mkdir(parents=True, exist_ok=True)
-            with results_path.open("ab" if resume else "wb") as results:
-                job.results = results
-                executor = BatchExecutor(client, concurrency=concurrency, on_progress=job.draw_progress)
-                interrupted = await _run_with_interrupts(executor, job, job.unskipped(rows))
-                summary = executor.summary()
-                if progress:
-                    job.draw_progress(executor.progress, final=True)
-    print(format_summary(summary, job, str(results_path), interrupted=interrupted))
-    if interrupted:
-        return EXIT_INTERRUPTED
-    return EXIT_OK if summary.failed == 0 and job.invalid == 0 else EXIT_FAILED
-
-
-def _store_rate_limit(entry: dict[str, Any], default: RateLimit) -> RateLimit:
-    """A store's own rate/burst from --config, else the command line's."""
-    if "rate" not in entry and "burst" not in entry:
-        return default
-    return RateLimit(
-        rate=float(entry.get("rate", default.rate or DEFAULT_RATE)),
-        burst=int(entry.get("burst", default.burst)),
-        max_in_flight=default.max_in_flight,
-    )
-
-
-async def _run_with_interrupts(executor: BatchExecutor, job: SyncJob, operations: Any) -> bool:
-    """Run the batch; the first Ctrl-C stops it gently (requests in flight finish, the rest is
-    recorded not attempted), a second one cancels at once. Returns whether it was interrupted."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    interrupts = 0
-
-    def on_interrupt() -> None:
-        nonlocal interrupts
-        interrupts += 1
-        if interrupts == 1:
-            print("\nstopping: finishing requests in flight (Ctrl-C again to abort)", file=sys.stderr)
-            executor.stop()
-        elif task is not None:
-            task.cancel()
-
-    try:
-        loop.add_signal_handler(signal.SIGINT, on_interrupt)
-        installed = True
-    except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
-        installed = False
-    try:
-        async with executor.stream(operations) as results:
-            async for result in results:
-                job.record(result)
-    except asyncio.CancelledError:
-        if interrupts < 2:
-            raise
-        for result in executor.unreported():
-            job.record(result)
-        if task is not None and sys.version_info >= (3, 11):
-            task.uncancel()  # handled: let the summary print
-    finally:
-        if installed:
-            loop.remove_signal_handler(signal.SIGINT)
-    return interrupts > 0
-
-
-def _dry_run(client: ShoplineClient, source: Any, fmt: str, default_store: str | None) -> int:
-    """Check every row as the real run would (parse, store, validate, encode); send nothing."""
-    rows = 0
-    invalid = 0
-
-    def report(line: int, key: Any, message: str) -> None:
-        nonlocal rows, invalid
-        rows += 1
-        invalid += 1
-        print(f"line {line}: {message}")
-
-    executor = BatchExecutor(client)
-    for op in read_operations(source, fmt, default_store, report):
-        error = executor.check(op)
-        if error is None:
-            rows += 1
-        else:
-            report(op.key.line if isinstance(op.key, RowKey) else 0, op.key, error_text(error))
-    print(f"dry run: {rows} rows checked, {invalid} invalid, nothing sent")
-    return EXIT_OK if invalid == 0 else EXIT_FAILED
-
-
 async def _demo(args: argparse.Namespace) -> int:
-    from ._demo import run_demo
+    from ._demo import run_demo  # the mock server, only when asked for
 
     directory = args.dir or Path(tempfile.mkdtemp(prefix="shopline-demo-"))
     show_progress = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())

@@ -267,6 +267,10 @@ def test_ctrl_c_then_resume(tmp_path: Path) -> None:
             "40",
             "--burst",
             "5",
+            # this server's bucket holds 5, not SHOPLINE's 40: at most 5 in flight, so that even the
+            # resume below at a --rate the bucket cannot serve never overflows it
+            "--max-in-flight",
+            "5",
             "--progress",
             "never",
         ]

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
 
+from .._constants import DEFAULT_BUCKET_CAPACITY, DEFAULT_RATE
+
 __all__ = ["Faults", "MockStoreConfig"]
 
 BucketMode = Literal["queue", "reject"]
@@ -59,8 +61,8 @@ class Faults:
 class MockStoreConfig:
     """One store's behaviour: its bucket (``rate=None`` for unlimited) and its faults."""
 
-    rate: float | None = 4.0
-    capacity: int = 40
+    rate: float | None = DEFAULT_RATE
+    capacity: int = DEFAULT_BUCKET_CAPACITY
     mode: BucketMode = "queue"
     retry_after: float | None = None
     """``Retry-After`` seconds sent with a 429, if set (SHOPLINE documents none)."""
