@@ -20,7 +20,16 @@ import asyncio
 import math
 import time
 from collections import Counter, deque
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Hashable, Iterable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Hashable,
+    Iterable,
+    Mapping,
+)
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -413,41 +422,43 @@ class BatchExecutor:
             finally:
                 lane.workers -= 1
 
+        workers = _Workers()
         try:
-            async with anyio.create_task_group() as tg:
-                index = 0
-                async with aclosing(_iterate(operations)) as source:
-                    async for op in source:
-                        await pending.take()
-                        item = self._prepare(index, op)
-                        index += 1
-                        self._taken += 1
-                        self._open[item.index] = item
-                        if run.stopping:
-                            emit(item, _result(item, "not_attempted"))
-                            break
-                        if item.error is not None:
-                            emit(item, _result(item, "invalid", error=item.error))
-                            continue
-                        assert item.prepared is not None and item.store is not None  # no error: prepared
-                        item.charged = len(item.prepared.body)
-                        await pending_bytes.take(item.charged)
-                        store = item.store
-                        lane = lanes.get(store)
-                        if lane is None:
-                            lane = lanes[store] = _Lane(min(store.rate_limit.max_in_flight, self._concurrency))
-                        item.run = run
-                        item.lane = lane
-                        lane.queue.append(item)
-                        # workers in proportion to the work: one more while queued items outnumber idle workers
-                        if lane.workers < lane.max_workers and lane.workers - lane.busy < len(lane.queue):
-                            lane.workers += 1
-                            tg.start_soon(worker, lane)
-                        if index % _DISPATCH_BATCH == 0:
-                            # let the workers start on what is queued; yielding per item would
-                            # cost a trip round the event loop for every operation
-                            await asyncio.sleep(0)
+            index = 0
+            async with aclosing(_iterate(operations)) as source:
+                async for op in source:
+                    await pending.take()
+                    item = self._prepare(index, op)
+                    index += 1
+                    self._taken += 1
+                    self._open[item.index] = item
+                    if run.stopping:
+                        emit(item, _result(item, "not_attempted"))
+                        break
+                    if item.error is not None:
+                        emit(item, _result(item, "invalid", error=item.error))
+                        continue
+                    assert item.prepared is not None and item.store is not None  # no error: prepared
+                    item.charged = len(item.prepared.body)
+                    await pending_bytes.take(item.charged)
+                    store = item.store
+                    lane = lanes.get(store)
+                    if lane is None:
+                        lane = lanes[store] = _Lane(min(store.rate_limit.max_in_flight, self._concurrency))
+                    item.run = run
+                    item.lane = lane
+                    lane.queue.append(item)
+                    # workers in proportion to the work: one more while queued items outnumber idle workers
+                    if lane.workers < lane.max_workers and lane.workers - lane.busy < len(lane.queue):
+                        lane.workers += 1
+                        workers.spawn(worker(lane))
+                    if index % _DISPATCH_BATCH == 0:
+                        # let the workers start on what is queued; yielding per item would
+                        # cost a trip round the event loop for every operation
+                        await asyncio.sleep(0)
+            await workers.wait()
         finally:
+            await workers.cancel()
             results.put(None)
 
     def _prepare(self, index: int, op: Operation) -> _Item:
@@ -544,6 +555,46 @@ def _result(
         elapsed=elapsed,
         network_time=network_time,
     )
+
+
+class _Workers:
+    """The batch's workers, as plain asyncio tasks: anyio's ``start_soon`` costs about four times
+    as much per task (benchmarks/README.md, section many_stores), and a batch over 10,000 stores
+    starts tens of thousands. A worker catches every failure of its operations; one that crashes
+    anyway is re-raised by ``wait()`` once the others are done."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._all_done: asyncio.Future[None] | None = None
+        self._crashed: BaseException | None = None
+
+    def spawn(self, worker: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(worker)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None and self._crashed is None:
+            self._crashed = task.exception()
+        if not self._tasks and self._all_done is not None and not self._all_done.done():
+            self._all_done.set_result(None)
+
+    async def wait(self) -> None:
+        if self._tasks:
+            self._all_done = asyncio.get_running_loop().create_future()
+            await self._all_done
+        if self._crashed is not None:
+            raise self._crashed
+
+    async def cancel(self) -> None:
+        """Cancel the workers left (the batch was cancelled) and wait for them to end."""
+        if not self._tasks:
+            return
+        for task in self._tasks:
+            task.cancel()
+        with anyio.CancelScope(shield=True):  # the batch's own scope is cancelled: wait regardless
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 class _Delivered:

@@ -224,13 +224,8 @@ class StoreTransport:
         url = self.base_url + path
         # the path is already escaped: no re-quoting, no dot-segment folding; and with_path on the
         # parsed base skips parsing the whole URL again
-        request = HTTPRequest(
-            method,
-            self._base.with_path(self._base_path + path, encoded=True),
-            self._headers,
-            prepared.body,
-            timeout or settings.timeout,
-        )
+        request_url = self._base.with_path(self._base_path + path, encoded=True)
+        attempt_timeout = timeout or settings.timeout
         limiter = self.limiter
         sender = state.sender
         started = time.monotonic()
@@ -249,7 +244,8 @@ class StoreTransport:
                 if gate is not None:
                     await gate.enter()
                 attempt_started = time.monotonic()
-                request.headers = self._headers  # a refreshed token applies to retries too
+                # a request per attempt, read from the store now: a refreshed token applies to retries
+                request = HTTPRequest(method, request_url, self._headers, prepared.body, attempt_timeout)
                 try:
                     response = await sender.send(request)
                 except SendError as exc:

@@ -59,6 +59,7 @@ async def main(base_url: str, stores: int, per_store: int, order: str) -> dict[s
         "peak_sockets": peak[0],
         "peak_fds": peak[1],
         "wall_s": round(wall, 3),
+        "cpu_s": round(time.process_time(), 3),
         "outcomes": dict(outcomes.most_common(5)),
     }
 

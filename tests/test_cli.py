@@ -250,6 +250,7 @@ def test_demo_runs(tmp_path: Path, capsys) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_ctrl_c_then_resume(tmp_path: Path) -> None:
     with ThreadedMock(MockStoreConfig(rate=40, capacity=5)) as server:
         source = write_jsonl(tmp_path / "c.jsonl", product_rows(150))

@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from shopline_async._ratelimit import Pacer
+from shopline_async import RateLimit
+from shopline_async._ratelimit import Pacer, StoreLimiter
 
 
 class FakeClock:
@@ -88,3 +89,74 @@ async def test_cool_down_holds_then_resumes_without_burst(clock: FakeClock) -> N
     pacer.hold_until(1002.0)
     times = await admissions(pacer, clock, 3)
     assert times == [2.0, 2.1, 2.2]
+
+
+# --- StoreLimiter: the in-flight cap and the shared cool-down, on the same fake clock -------------
+
+
+def store_limiter(clock: FakeClock, **config: object) -> StoreLimiter:
+    return StoreLimiter(RateLimit(**config), clock=clock, sleep=clock.sleep)  # type: ignore[arg-type]
+
+
+async def test_in_flight_cap_admits_in_order_as_slots_come_back(clock: FakeClock) -> None:
+    limiter = store_limiter(clock, rate=None, max_in_flight=2)
+    await limiter.acquire()
+    await limiter.acquire()
+    order: list[str] = []
+
+    async def wait(name: str) -> None:
+        await limiter.acquire()
+        order.append(name)
+
+    waiters = [asyncio.create_task(wait(name)) for name in "ab"]
+    await asyncio.sleep(0)
+    assert order == [] and limiter.in_flight == 2
+    limiter.release()
+    await asyncio.sleep(0)
+    assert order == ["a"] and limiter.in_flight == 2
+    limiter.release()
+    await asyncio.gather(*waiters)
+    assert order == ["a", "b"] and clock.now == 1000.0  # no time passed: only slots were waited for
+
+
+async def test_a_cancelled_wait_for_a_slot_takes_nothing(clock: FakeClock) -> None:
+    limiter = store_limiter(clock, rate=None, max_in_flight=1)
+    await limiter.acquire()
+    waiter = asyncio.create_task(limiter.acquire())
+    await asyncio.sleep(0)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    limiter.release()
+    assert limiter.in_flight == 0
+    await asyncio.wait_for(limiter.acquire(), 1)  # the one slot is there
+    assert limiter.in_flight == 1
+
+
+async def test_a_cool_down_holds_every_request_then_paces_without_a_burst(clock: FakeClock) -> None:
+    limiter = store_limiter(clock, rate=10, burst=5, headroom=0.0)
+    limiter.cool_down(2.0)
+    assert limiter.cooling_down and limiter.rate_limited == 1
+    admitted: list[float] = []
+
+    async def one() -> None:
+        await limiter.acquire()
+        admitted.append(round(clock.now - 1000.0, 6))
+        limiter.release()
+
+    for _ in range(3):
+        await one()
+    # nothing before the cool-down ends, then one every 1/rate: the bucket is treated as full
+    assert admitted == [2.0, 2.1, 2.2]
+    assert not limiter.cooling_down
+
+
+async def test_a_429_during_a_wait_for_the_pacer_is_honoured(clock: FakeClock) -> None:
+    limiter = store_limiter(clock, rate=1, burst=1, headroom=0.0)
+    await limiter.acquire()  # t=0
+    limiter.release()
+    waiting = asyncio.create_task(limiter.acquire())  # its turn is t=1
+    await asyncio.sleep(0)
+    limiter.cool_down(5.0)  # another task's 429, while this one sleeps towards t=1
+    await waiting
+    assert clock.now - 1000.0 >= 5.0

@@ -14,6 +14,7 @@ STORES = {f"token-{h}": h for h in ("north", "south", "east", "west")}
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 async def test_soak_with_faults_and_a_429_storm(caplog: pytest.LogCaptureFixture) -> None:
     faults = Faults(seed=11, error_rate=0.10, drop_rate=0.02, stall_rate=0.02, stall_seconds=0.6)
     stormy = MockStoreConfig(rate=400, capacity=20, mode="reject", faults=faults)
