@@ -558,8 +558,8 @@ def _result(
 
 
 class _Workers:
-    """The batch's workers, as plain asyncio tasks: anyio's ``start_soon`` costs about four times
-    as much per task (benchmarks/README.md, section many_stores), and a batch over 10,000 stores
+    """The batch's workers, as plain asyncio tasks: anyio's ``start_soon`` cost about four times
+    as much per task here (benchmarks/tasks.py), and a batch over 10,000 stores
     starts tens of thousands. A worker catches every failure of its operations; one that crashes
     anyway is re-raised by ``wait()`` once the others are done."""
 

@@ -43,7 +43,7 @@ class _Resource(Generic[M]):
         :class:`Gate`). Raises an APIError subclass.
         """
         # a plain function handing back the transport's coroutine: no await level of its own, which
-        # every resume of the request would pass through (benchmarks/README.md, "Where the time goes")
+        # every resume of the request (several per operation) would pass through
         if prepared.decode is not self._decode:
             raise ConfigError(f"this request was prepared by another resource, not {type(self).__name__}")
         return self._transport.request(prepared, timeout=timeout, retry=retry, gate=gate)

@@ -18,9 +18,9 @@ and the sender counts every socket it may hold: a pool with no request in flight
 another pool needs its sockets, or after ``keepalive_timeout`` without work; a busy pool with
 idle sockets gives one back by sending its next request with ``Connection: close``. Stores
 behind one origin (a proxy, the mock server) share one pool; per-store limits are the store
-limiter's (``RateLimit.max_in_flight``), never the host name's. Why not one pool per store: with
-a shared origin (our mock, our benchmarks) it opened one set of sockets per store, a connect per
-operation at 10,000 stores (see benchmarks/README.md, section many_stores).
+limiter's (``RateLimit.max_in_flight``), never the host name's. Why not one pool per store: behind
+a shared origin (our mock, our benchmarks, a proxy) every store would open sockets of its own,
+where one pool serves them all (not yet measured side by side; see the note on issue 15).
 """
 
 from __future__ import annotations
