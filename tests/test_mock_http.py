@@ -136,6 +136,8 @@ async def test_expect_100_continue(server: MockShopline) -> None:
         (b"PUT /x HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
         (b"PUT /x HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", 413),
         (b"PUT /x HTTP/1.1\r\nX: " + b"a" * 70_000 + b"\r\n\r\n", 431),
+        (b"PUT /x HTTP/1.1\r\nX: " + b"a" * 200_000, 431),  # a header line that never ends
+        (b"PUT /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + b"4c4b40\r\n" + b"a" * 4_200_000, 413),
     ],
 )
 async def test_unparseable_requests_get_an_error_with_a_trace_id_then_the_connection_closes(

@@ -1,10 +1,12 @@
 """A small HTTP/1.1 server on asyncio's Protocol API, just enough for the mock.
 
-Why not aiohttp's server: the mock must never be the bottleneck of a benchmark, and on a 2-core
-machine aiohttp's per-request machinery (a task, a stream reader, request and response objects)
-cost more CPU than the mock's whole merge-validate-encode work. Here a request whose answer
-needs no waiting is answered inside ``data_received``, with no task at all; only answers that
-wait (a rate-limit queue, injected latency) get one.
+Framing is httptools' (llhttp, the parser Node.js uses), so chunked bodies, pipelining and the
+corner cases of the grammar are a maintained parser's job, not ours. Why not aiohttp's server:
+the mock must never be the bottleneck of a benchmark, and aiohttp's per-request machinery (a
+task, a stream reader, request and response objects) costs more CPU than the mock's whole
+merge-validate-encode work. Here a request whose answer needs no waiting is answered inside
+``data_received``, with no task at all; only answers that wait (a rate-limit queue, injected
+latency) get one.
 
 Supported: keep-alive and pipelining (answers leave in request order), ``Content-Length`` and
 chunked request bodies, ``Expect: 100-continue``, ``Connection: close``, HTTP/1.0, HEAD. A
@@ -17,16 +19,19 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import cast
 
+import httptools
+
 __all__ = ["HttpServer", "Reply", "Request"]
 
 _MAX_HEAD = 64 * 1024
-_PAUSE_AT = 256 * 1024  # buffered bytes while an answer is pending: stop reading until it is sent
+_PAUSE_AT = 32  # requests queued behind an answer that waits: stop reading until they are answered
 
 
 @dataclass(slots=True)
@@ -83,15 +88,28 @@ _STATUS_LINES = {status.value: _status_line(status.value) for status in HTTPStat
 
 
 class _Connection(asyncio.Protocol):
+    """One client connection. httptools (llhttp, Node.js's parser) does the framing and calls
+    back per part; a complete request joins ``_queue`` and is answered in order, at once when
+    its answer needs no waiting, else by a task while later requests wait behind it."""
+
     def __init__(self, server: HttpServer) -> None:
         self._server = server
         self._transport: asyncio.Transport | None = None
         self._peer: tuple[str, int] | None = None
-        self._buffer = bytearray()
+        self._parser = httptools.HttpRequestParser(self)
+        self._queue: deque[tuple[Request | Reply, bool]] = deque()
+        """Parsed requests (or the error answer that ends the connection) with their keep-alive."""
         self._pending: asyncio.Task[Reply] | None = None
         self._paused = False
-        self._closing = False
-        self._continued = False  # 100 Continue already sent for the request being read
+        self._closing = False  # the client half-closed, or the stream broke: answer what is queued, then close
+        self._parsing = True  # False once the stream cannot be framed any further
+        # the request being read
+        self._target: list[bytes] = []
+        self._headers: dict[str, str] = {}
+        self._body: list[bytes] = []
+        self._head_size = 0
+        self._body_size = 0
+        self._in_head = False
 
     # --- asyncio.Protocol ------------------------------------------------
 
@@ -108,20 +126,83 @@ class _Connection(asyncio.Protocol):
         self._server.connections.discard(self)
 
     def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        if self._pending is None:
-            self._serve_buffered()
-        elif len(self._buffer) > _PAUSE_AT and self._transport is not None:
+        if not self._parsing:
+            return
+        try:
+            self._parser.feed_data(data)
+            if self._in_head:
+                # a head still open after this read: llhttp buffers a header until its line ends,
+                # so bound it here too, not only in the callbacks
+                self._head_size += len(data)
+                if self._head_size > 2 * _MAX_HEAD:
+                    raise _BadRequest(431, "Request header fields too large")
+        except httptools.HttpParserUpgrade:
+            self._stop_parsing(None)  # answer the request, then close: we speak nothing else
+        except _BadRequest as bad:
+            self._stop_parsing(bad)
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__  # what a callback raised, if one did
+            error = cause if isinstance(cause, _BadRequest) else _BadRequest(400, f"Malformed request: {exc}")
+            self._stop_parsing(error)
+        self._serve_queued()
+        if len(self._queue) > _PAUSE_AT and self._transport is not None and not self._paused:
             self._transport.pause_reading()
             self._paused = True
 
     def eof_received(self) -> bool:
-        # the client will send no more: answer what it did send, then close (done by _serve_buffered
-        # once the buffer holds no complete request, so a half-sent one does not keep the socket)
+        # the client will send no more: answer what it did send, then close (a half-sent request
+        # does not keep the socket)
         self._closing = True
-        if self._pending is None:
-            self._serve_buffered()
+        self._serve_queued()
         return True
+
+    # --- httptools callbacks ---------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._target = []
+        self._headers = {}
+        self._body = []
+        self._head_size = 0
+        self._body_size = 0
+        self._in_head = True
+
+    def on_url(self, url: bytes) -> None:
+        self._target.append(url)
+        self._grow_head(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._grow_head(len(name) + len(value) + 4)
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        headers = self._headers
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        length = self._headers.get("content-length")
+        max_body = self._server.max_body
+        if length is not None and int(length) > max_body:  # llhttp checked it is digits
+            raise _BadRequest(413, f"Request body too large: {length} bytes, the limit is {max_body}")
+        if self._headers.get("expect", "").lower() == "100-continue" and not self._queue and self._pending is None:
+            # only when nothing is ahead: an interim answer must not interleave with earlier ones
+            self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
+        if self._body_size > self._server.max_body:
+            raise _BadRequest(413, f"Request body too large: over {self._server.max_body} bytes")
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        parser = self._parser
+        request = Request(
+            parser.get_method().decode("latin-1"),
+            b"".join(self._target).decode("latin-1"),
+            self._headers,
+            b"".join(self._body),
+            self._peer,
+        )
+        self._queue.append((request, parser.should_keep_alive() and not self._closing))
 
     # --- serving ---------------------------------------------------------
 
@@ -131,27 +212,40 @@ class _Connection(asyncio.Protocol):
         if self._pending is not None:
             self._pending.cancel()
 
-    def _serve_buffered(self) -> None:
-        while self._transport is not None and self._pending is None:
+    def _grow_head(self, size: int) -> None:
+        self._head_size += size
+        if self._head_size > _MAX_HEAD:
+            raise _BadRequest(431, "Request header fields too large")
+
+    def _stop_parsing(self, bad: _BadRequest | None) -> None:
+        """The stream cannot be framed past this point: answer what came before, then close."""
+        self._parsing = False
+        self._closing = True
+        if bad is not None:
+            self._queue.append((self._server.error_reply(bad.status, bad.message), False))
+
+    def _serve_queued(self) -> None:
+        queue = self._queue
+        while queue and self._transport is not None and self._pending is None:
+            item, keep_alive = queue.popleft()
+            if isinstance(item, Reply):
+                self._send(item, head_only=False, keep_alive=False)
+                continue
             try:
-                parsed = self._parse()
-            except _BadRequest as bad:
-                self._closing = True
-                self._send(self._server.error_reply(bad.status, bad.message), head_only=False, keep_alive=False)
-                return
-            if parsed is None:
-                if self._closing and self._transport is not None:
-                    self._transport.close()
-                return
-            request, keep_alive = parsed
-            try:
-                answer = self._server.handler(request)
+                answer = self._server.handler(item)
             except Exception as exc:  # a bug in the mock: say so, like a real 500
                 answer = self._server.error_reply(500, f"mock server error: {exc!r}")
+            head_only = item.method == "HEAD"
             if isinstance(answer, Reply):
-                self._send(answer, head_only=request.method == "HEAD", keep_alive=keep_alive)
+                self._send(answer, head_only=head_only, keep_alive=keep_alive and not self._closing)
             else:
-                self._wait_for(answer, head_only=request.method == "HEAD", keep_alive=keep_alive)
+                self._wait_for(answer, head_only=head_only, keep_alive=keep_alive)
+        if self._pending is None and not queue:
+            if self._paused and self._transport is not None:
+                self._paused = False
+                self._transport.resume_reading()
+            if self._closing and self._transport is not None:
+                self._transport.close()
 
     def _wait_for(self, answer: Awaitable[Reply], *, head_only: bool, keep_alive: bool) -> None:
         task = asyncio.ensure_future(answer)
@@ -165,13 +259,14 @@ class _Connection(asyncio.Protocol):
                 return
             exc = task.exception()
             reply = task.result() if exc is None else self._server.error_reply(500, f"mock server error: {exc!r}")
-            self._send(reply, head_only=head_only, keep_alive=keep_alive)
-            if self._paused and self._transport is not None:
-                self._paused = False
-                self._transport.resume_reading()
-            self._serve_buffered()
+            self._send(reply, head_only=head_only, keep_alive=keep_alive and not self._closing)
+            self._serve_queued()
 
         task.add_done_callback(done)
+
+    def _write(self, data: bytes) -> None:
+        if self._transport is not None:
+            self._transport.write(data)
 
     def _send(self, reply: Reply, *, head_only: bool, keep_alive: bool) -> None:
         transport = self._transport
@@ -194,103 +289,6 @@ class _Connection(asyncio.Protocol):
         if not keep_alive:
             self._transport = None
             transport.close()
-
-    def _parse(self) -> tuple[Request, bool] | None:
-        """The next complete request in the buffer (removed from it) and whether to keep the
-        connection open after it; None while incomplete. Raises _BadRequest."""
-        buffer = self._buffer
-        end = buffer.find(b"\r\n\r\n")
-        if end < 0:
-            if len(buffer) > _MAX_HEAD:
-                raise _BadRequest(431, "Request header fields too large")
-            return None
-        if end > _MAX_HEAD:
-            raise _BadRequest(431, "Request header fields too large")
-        lines = buffer[:end].decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ")
-        if len(parts) != 3 or not parts[0].isalpha() or not parts[1] or not parts[2].startswith("HTTP/1."):
-            raise _BadRequest(400, f"Malformed request line: {lines[0][:100]!r}")
-        method, target, version = parts
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, colon, value = line.partition(":")
-            if not colon or not name or name != name.strip():
-                raise _BadRequest(400, f"Malformed header line: {line[:100]!r}")
-            name = name.lower()
-            value = value.strip()
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
-        body_start = end + 4
-        max_body = self._server.max_body
-
-        if "transfer-encoding" in headers:
-            if headers["transfer-encoding"].lower() != "chunked" or "content-length" in headers:
-                raise _BadRequest(400, "Unsupported Transfer-Encoding")
-            chunked = _read_chunked(buffer, body_start, max_body)
-            if chunked is None:
-                self._continue_if_expected(headers)
-                return None
-            body, body_end = chunked
-        else:
-            length_text = headers.get("content-length", "0")
-            if not length_text.isdigit():
-                raise _BadRequest(400, f"Invalid Content-Length: {length_text[:20]!r}")
-            length = int(length_text)
-            if length > max_body:
-                raise _BadRequest(413, f"Request body too large: {length} bytes, the limit is {max_body}")
-            body_end = body_start + length
-            if len(buffer) < body_end:
-                self._continue_if_expected(headers)
-                return None
-            body = bytes(buffer[body_start:body_end])
-        del buffer[:body_end]
-        self._continued = False
-
-        connection = headers.get("connection", "").lower()
-        keep_alive = "keep-alive" in connection if version == "HTTP/1.0" else "close" not in connection
-        if self._closing:
-            keep_alive = False
-        return Request(method, target, headers, body, self._peer), keep_alive
-
-    def _continue_if_expected(self, headers: dict[str, str]) -> None:
-        # the head is parsed afresh on every read, so the connection remembers it already answered
-        if self._continued or self._transport is None or headers.get("expect", "").lower() != "100-continue":
-            return
-        self._continued = True
-        self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-
-
-def _read_chunked(buffer: bytearray, start: int, max_body: int) -> tuple[bytes, int] | None:
-    """A chunked body starting at ``start``: (body, end offset), or None while incomplete."""
-    chunks: list[bytes] = []
-    size = 0
-    position = start
-    while True:
-        line_end = buffer.find(b"\r\n", position)
-        if line_end < 0:
-            return None
-        size_text = bytes(buffer[position:line_end]).split(b";", 1)[0].strip()
-        try:
-            chunk_size = int(size_text, 16)
-        except ValueError:
-            raise _BadRequest(400, "Malformed chunk size") from None
-        size += chunk_size
-        if size > max_body:
-            raise _BadRequest(413, f"Request body too large: over {max_body} bytes")
-        data_start = line_end + 2
-        if chunk_size == 0:
-            trailers_end = buffer.find(b"\r\n\r\n", line_end)
-            if buffer[data_start : data_start + 2] == b"\r\n":
-                return b"".join(chunks), data_start + 2
-            if trailers_end < 0:
-                return None
-            return b"".join(chunks), trailers_end + 4
-        data_end = data_start + chunk_size
-        if len(buffer) < data_end + 2:
-            return None
-        if buffer[data_end : data_end + 2] != b"\r\n":
-            raise _BadRequest(400, "Malformed chunk")
-        chunks.append(bytes(buffer[data_start:data_end]))
-        position = data_end + 2
 
 
 class HttpServer:
