@@ -28,7 +28,7 @@ import operator
 import re
 import types
 from collections.abc import Callable
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 from functools import cache
 from typing import Annotated, Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -181,13 +181,11 @@ def normalise_money(value: object, *, positive: bool = False) -> str:
         raise ValueError(f"must be greater than 0, got {value!r}")
     if number < 0:
         raise ValueError(f"must not be negative, got {value!r}")
-    try:
-        rounded = number.quantize(_CENT)
-    except InvalidOperation:
-        raise ValueError(f"is too large, got {value!r}") from None
+    # a context as wide as the number: the default 28 digits would refuse a large one the page allows
+    rounded = number.quantize(_CENT, context=Context(prec=max(28, number.adjusted() + 3)))
     if rounded != number:
         raise ValueError(f"must have at most two decimal places, got {value!r}")
-    return f"{rounded:f}"
+    return f"{rounded.copy_abs():f}"  # exact (abs() would round to 28 digits); "-0" must not go out as "-0.00"
 
 
 def _render(path: Path) -> str:
