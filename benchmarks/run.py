@@ -5,7 +5,9 @@
 2. rate-limit efficiency: the mock in queue and in reject mode at a scaled rate;
 3. memory: RSS growth while streaming many operations through the executor;
 4. codec: encode a ProductUpdate, decode a Product (the spec's examples), msgspec vs pydantic v2
-   vs json + dicts.
+   vs json + dicts;
+5. mock_server: the mock under wrk, beside a minimal aiohttp app;
+6. many_stores: 10,000 stores x 5 operations in one process (many_stores.py).
 Ratios are what to compare: the machine is shared and absolute numbers move.
 """
 
@@ -41,6 +43,7 @@ from common import (
     spec_request,
     spec_response_bytes,
 )
+from many_stores import bench_many_stores
 
 from shopline_async import (
     BatchExecutor,
@@ -474,7 +477,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes: about a minute")
     parser.add_argument("--json", type=Path, metavar="OUT", help="write the numbers as JSON")
     parser.add_argument("--plot", type=Path, metavar="PNG", help="throughput against concurrency")
-    names = ["throughput", "ratelimit", "memory", "codec", "mock_server"]
+    names = ["throughput", "ratelimit", "memory", "codec", "mock_server", "many_stores"]
     parser.add_argument("--only", choices=names, action="append")
     args = parser.parse_args()
     chosen = args.only or names
@@ -495,6 +498,7 @@ def main() -> int:
         "memory": bench_memory,
         "mock_server": bench_mock_server,
         "codec": bench_codec,
+        "many_stores": bench_many_stores,
     }
     for name in chosen:
         print(f"{name}:", flush=True)

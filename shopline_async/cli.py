@@ -258,8 +258,11 @@ async def _mock_server(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     async with server:
         print(f"mock SHOPLINE server on {server.base_url}", flush=True)
-        for token, handle in tokens.items():
+        shown = list(tokens.items())[:5]  # thousands of stores would flood the terminal (and a pipe)
+        for token, handle in shown:
             print(f"  store {handle}: token {token}", flush=True)
+        if len(tokens) > len(shown):
+            print(f"  ... and {len(tokens) - len(shown)} more, each with token mock-token-HANDLE", flush=True)
         print(
             f"  e.g. shopline-async sync catalog.jsonl --base-url {server.base_url} "
             f"--store {handles[0]} --token {next(iter(tokens))}",

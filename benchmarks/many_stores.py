@@ -1,0 +1,188 @@
+"""Many stores in one process: 10,000 stores x 5 operations (run.py's section ``many_stores``).
+
+Against the mock in a child process, every store with SHOPLINE's bucket (4/s, capacity 40,
+queueing), the client on default settings: wall time against the pacing bound, peak descriptors
+and RSS growth of this process, client CPU per request against one store sending as many
+operations with limits off. Beside it, limits off everywhere, the same 10,000 stores through the
+SDK and through a minimal aiohttp loop sharing one session, in alternating rounds. And the bytes a
+store handle keeps once its work is done, by tracemalloc.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import os
+import statistics
+import time
+import tracemalloc
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import msgspec
+from common import mock_server_process, rss_mb, spec_product_update
+
+from shopline_async import BatchExecutor, RateLimit, ShoplineClient, UpdateProduct
+from shopline_async._codec import encode_product_update
+from shopline_async._constants import DEFAULT_RATE
+
+PRODUCT_PATH = "/admin/openapi/v20260601/products/{}.json"
+_answer = msgspec.json.Decoder()
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+class Peaks:
+    """Samples this process's descriptors and RSS every few milliseconds while it runs."""
+
+    def __init__(self) -> None:
+        self.fds = 0
+        self.rss_mb = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _sample(self) -> None:
+        while True:
+            self.fds = max(self.fds, open_descriptors())
+            self.rss_mb = max(self.rss_mb, rss_mb())
+            await asyncio.sleep(0.01)
+
+    def __enter__(self) -> Peaks:
+        self._task = asyncio.create_task(self._sample())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+
+def handles(stores: int) -> list[str]:
+    return [f"s{n}" for n in range(stores)]
+
+
+def operations(stores: list[str], per_store: int) -> Iterator[UpdateProduct]:
+    update = spec_product_update()
+    for i in range(per_store):  # round robin, as a catalog fanned out to every store would be
+        for handle in stores:
+            yield UpdateProduct(handle, f"p{i}", update)
+
+
+async def sdk_run(base_url: str, stores: list[str], per_store: int, rate_limit: RateLimit | None) -> dict[str, float]:
+    """Default client and executor (or ``rate_limit``); wall, CPU and peaks of this process."""
+    gc.collect()
+    rss_before = rss_mb()
+    kwargs: dict[str, Any] = {} if rate_limit is None else {"rate_limit": rate_limit}
+    async with ShoplineClient(base_url=base_url, **kwargs) as client:
+        for handle in stores:
+            client.store(handle, f"mock-token-{handle}")
+        not_ok = 0
+        with Peaks() as peaks:
+            cpu, wall = time.process_time(), time.perf_counter()
+            async with BatchExecutor(client).stream(operations(stores, per_store)) as results:
+                async for result in results:
+                    not_ok += not result.ok
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    requests = len(stores) * per_store
+    assert not_ok == 0, f"{not_ok} of {requests} operations failed"
+    return {
+        "wall_s": wall,
+        "ops_per_s": requests / wall,
+        "cpu_us_per_request": 1e6 * cpu / requests,
+        "peak_fds": float(peaks.fds),
+        "rss_growth_mb": peaks.rss_mb - rss_before,
+    }
+
+
+async def raw_run(base_url: str, stores: list[str], per_store: int, concurrency: int) -> float:
+    """A minimal aiohttp loop: one session for every store, pre-encoded body, msgspec decode; ops/s."""
+    body = encode_product_update(spec_product_update())
+    jobs = iter([(h, i) for i in range(per_store) for h in stores])
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+
+        async def worker() -> None:
+            for handle, i in jobs:
+                headers = {
+                    "Authorization": f"Bearer mock-token-{handle}",
+                    "Content-Type": "application/json; charset=utf-8",
+                }
+                async with session.put(base_url + PRODUCT_PATH.format(f"p{i}"), data=body, headers=headers) as resp:
+                    assert resp.status == 200 and _answer.decode(await resp.read())["product"]["id"]
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return len(stores) * per_store / (time.perf_counter() - started)
+
+
+async def bytes_per_idle_store(base_url: str, stores: list[str]) -> tuple[float, float]:
+    """(bytes per handle never used, bytes per handle after one update), held while the client is open."""
+    async with ShoplineClient(base_url=base_url, rate_limit=RateLimit.unlimited()) as client:
+        warm = client.store("warm", "mock-token-s0")  # first-use costs (codecs, pools) are not a store's
+        await warm.products.update("p0", {"title": "warm"})
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        for handle in stores:
+            client.store(handle, f"mock-token-{handle}")
+        gc.collect()
+        created = tracemalloc.get_traced_memory()[0]
+        async with BatchExecutor(client).stream(UpdateProduct(h, "p0", {"title": "x"}) for h in stores) as results:
+            async for result in results:
+                assert result.ok, result.error
+        gc.collect()
+        used = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+    return (created - before) / len(stores), (used - before) / len(stores)
+
+
+def bench_many_stores(quick: bool) -> dict[str, Any]:
+    stores = handles(2_000 if quick else 10_000)
+    per_store = 5
+    rounds = 1 if quick else 2
+    requests = len(stores) * per_store
+    names = ",".join(stores)
+    with contextlib.ExitStack() as stack:
+        limited = stack.enter_context(mock_server_process("--stores", names))  # 4/s, 40, queue
+        unlimited = stack.enter_context(mock_server_process("--stores", names, "--unlimited"))
+        # one store, as many requests as the whole run, limits off; after a warm-up (first-use costs)
+        asyncio.run(sdk_run(unlimited, stores[:1], 2_000, RateLimit.unlimited()))
+        single = asyncio.run(sdk_run(unlimited, stores[:1], requests, RateLimit.unlimited()))
+        many = asyncio.run(sdk_run(limited, stores, per_store, None))
+        sdk_rates: list[float] = []
+        raw_rates: list[float] = []
+        for _ in range(rounds):
+            sdk_rates.append(asyncio.run(sdk_run(unlimited, stores, per_store, RateLimit.unlimited()))["ops_per_s"])
+            raw_rates.append(asyncio.run(raw_run(unlimited, stores, per_store, concurrency=100)))
+        idle_new, idle_used = asyncio.run(bytes_per_idle_store(unlimited, handles(1_000 if quick else 10_000)))
+    result: dict[str, Any] = {
+        "stores": len(stores),
+        "ops": requests,
+        "wall_s": round(many["wall_s"], 2),
+        # each store's 5 requests paced evenly at 4/s: the first at once, the last (ops-1)/rate later
+        "bound_s": (per_store - 1) / DEFAULT_RATE,
+        "ops_per_s": round(many["ops_per_s"]),
+        "peak_fds": int(many["peak_fds"]),
+        "rss_growth_mb": round(many["rss_growth_mb"], 1),
+        "bytes_per_store": round(idle_used),
+        "bytes_per_new_handle": round(idle_new),
+        "cpu_us_per_request": round(many["cpu_us_per_request"], 1),
+        "single_store_cpu_us_per_request": round(single["cpu_us_per_request"], 1),
+        "cpu_per_request_ratio": round(many["cpu_us_per_request"] / single["cpu_us_per_request"], 3),
+        "unlimited_sdk_ops_per_s": round(statistics.median(sdk_rates)),
+        "unlimited_raw_ops_per_s": round(statistics.median(raw_rates)),
+        "unlimited_vs_raw": round(statistics.median(s / r for s, r in zip(sdk_rates, raw_rates, strict=True)), 3),
+        "rounds": rounds,
+    }
+    print(
+        f"  {result['stores']:,} stores x {per_store} (4/s, capacity 40, queue): {result['wall_s']} s "
+        f"(pacing bound {result['bound_s']} s), {result['ops_per_s']:,} ops/s, peak {result['peak_fds']} descriptors, "
+        f"RSS +{result['rss_growth_mb']} MB; CPU {result['cpu_us_per_request']} us/request, "
+        f"{result['cpu_per_request_ratio']}x one store's {result['single_store_cpu_us_per_request']} us\n"
+        f"  limits off: SDK {result['unlimited_sdk_ops_per_s']:,} ops/s, raw aiohttp loop "
+        f"{result['unlimited_raw_ops_per_s']:,} ops/s: {result['unlimited_vs_raw']}x\n"
+        f"  an idle store handle: {result['bytes_per_new_handle']} bytes new, {result['bytes_per_store']} after one update",
+        flush=True,
+    )
+    return result
