@@ -203,25 +203,76 @@ class _Histogram:
 class _Run:
     """One batch's shared state: the cap across stores and the counts the workers keep."""
 
-    __slots__ = ("in_flight", "slots", "stopping")
+    __slots__ = ("feed_scheduled", "in_flight", "slots", "starved", "stopping")
 
     def __init__(self, concurrency: int) -> None:
         self.slots = Slots(concurrency)
         self.stopping = False
         self.in_flight = 0
+        self.starved: deque[_Lane] = deque()
+        """Lanes that needed a worker while every slot was taken, oldest first."""
+        self.feed_scheduled = False
+
+    def slot_freed(self) -> None:
+        # looked at once the loop comes round, not now: the worker that freed the slot usually
+        # takes it straight back for its next item, and then no new worker is needed; if it went
+        # to wait for its store's pacer instead, the slot is still free and a starved lane gets it
+        if self.starved and not self.feed_scheduled:
+            self.feed_scheduled = True
+            asyncio.get_running_loop().call_soon(self._feed_starved)
+
+    def _feed_starved(self) -> None:
+        self.feed_scheduled = False
+        while self.slots.free > 0:
+            lane = self.adopt_starved()
+            if lane is None:
+                return
+            lane.add_worker(lane)
+
+    def adopt_starved(self) -> _Lane | None:
+        """A starved lane that still wants a worker, counted as having one more; None if none does."""
+        while self.starved:
+            lane = self.starved.popleft()
+            lane.starved = False
+            if lane.wants_worker():
+                lane.workers += 1
+                return lane
+        return None
 
 
 class _Lane:
-    """One store's queue of prepared operations and the workers draining it."""
+    """One store's queue of prepared operations and the workers draining it.
 
-    __slots__ = ("blocked_by", "busy", "max_workers", "queue", "workers")
+    A lane grows a worker only when every one it has is admitted (its request passed the store's
+    limiter and the batch's cap): a worker still waiting will take the next item itself. So a
+    store paced at 4/s keeps about two tasks, however long its queue, and a store whose requests
+    stay long on the wire grows up to ``max_workers``. And only while the batch has a free slot:
+    otherwise the new worker would only wait for one, and thousands of waiting tasks cost more
+    in garbage collection than the requests themselves; the lane waits in ``_Run.starved``.
+    """
 
-    def __init__(self, max_workers: int) -> None:
+    __slots__ = ("add_worker", "admitted", "blocked_by", "max_workers", "queue", "starved", "workers")
+
+    def __init__(self, max_workers: int, add_worker: Callable[[_Lane], None]) -> None:
         self.queue: deque[_Item] = deque()
         self.max_workers = max_workers
+        self.add_worker = add_worker
         self.workers = 0
-        self.busy = 0
+        self.admitted = 0
+        self.starved = False
         self.blocked_by: APIStatusError | None = None
+
+    def wants_worker(self) -> bool:
+        return bool(self.queue) and self.workers == self.admitted and self.workers < self.max_workers
+
+    def grow(self, run: _Run) -> None:
+        if self.wants_worker():
+            if run.slots.free > 0:
+                self.workers += 1
+                self.add_worker(self)
+            elif not self.starved:
+                self.starved = True
+                run.starved.append(self)
 
 
 class _Refused(Exception):
@@ -256,12 +307,16 @@ class _Item(msgspec.Struct):
         await run.slots.take()
         self.running = True
         run.in_flight += 1
+        lane.admitted += 1
+        lane.grow(run)
 
     def exit(self) -> None:
-        run = self.run
-        assert run is not None
+        run, lane = self.run, self.lane
+        assert run is not None and lane is not None
         run.in_flight -= 1
+        lane.admitted -= 1
         run.slots.give()
+        run.slot_freed()
 
 
 class BatchExecutor:
@@ -394,35 +449,40 @@ class BatchExecutor:
             self._account(result)
             results.put(result)
 
-        async def worker(lane: _Lane) -> None:
-            try:
-                while lane.queue:
-                    item = lane.queue.popleft()
-                    if run.stopping or lane.blocked_by is not None:
-                        result = _refused(item, lane)
-                    else:
-                        assert item.resource is not None and item.prepared is not None  # _prepare set both
-                        lane.busy += 1
-                        started = time.monotonic()
-                        # awaited here, not in a helper: each await level is re-entered on every
-                        # resume of the request, several times per operation
-                        try:
-                            response = await item.resource.send(item.prepared, retry=self._retry, gate=item)
-                        except _Refused:
+        async def worker(lane: _Lane | None) -> None:
+            while lane is not None:
+                try:
+                    while lane.queue:
+                        item = lane.queue.popleft()
+                        if run.stopping or lane.blocked_by is not None:
                             result = _refused(item, lane)
-                        except Exception as exc:  # one odd failure must not sink the batch
-                            if isinstance(exc, APIStatusError) and exc.status in STORE_STOPPING_STATUSES:
-                                lane.blocked_by = lane.blocked_by or exc
-                            result = _result(item, "failed", error=exc, elapsed=time.monotonic() - started)
                         else:
-                            result = _result(item, "ok", response=response)
-                        finally:
-                            lane.busy -= 1
-                    emit(item, result)
-            finally:
-                lane.workers -= 1
+                            assert item.resource is not None and item.prepared is not None  # _prepare set both
+                            started = time.monotonic()
+                            # awaited here, not in a helper: each await level is re-entered on every
+                            # resume of the request, several times per operation
+                            try:
+                                response = await item.resource.send(item.prepared, retry=self._retry, gate=item)
+                            except _Refused:
+                                result = _refused(item, lane)
+                            except Exception as exc:  # one odd failure must not sink the batch
+                                if isinstance(exc, APIStatusError) and exc.status in STORE_STOPPING_STATUSES:
+                                    lane.blocked_by = lane.blocked_by or exc
+                                result = _result(item, "failed", error=exc, elapsed=time.monotonic() - started)
+                            else:
+                                result = _result(item, "ok", response=response)
+                        emit(item, result)
+                finally:
+                    lane.workers -= 1
+                # serve a lane left without a worker while the slots were taken, rather than end
+                # here while another task is started for it
+                lane = run.adopt_starved()
 
         workers = _Workers()
+
+        def add_worker(lane: _Lane) -> None:
+            workers.spawn(worker(lane))
+
         try:
             index = 0
             async with aclosing(_iterate(operations)) as source:
@@ -444,14 +504,11 @@ class BatchExecutor:
                     store = item.store
                     lane = lanes.get(store)
                     if lane is None:
-                        lane = lanes[store] = _Lane(min(store.rate_limit.max_in_flight, self._concurrency))
+                        lane = lanes[store] = _Lane(min(store.rate_limit.max_in_flight, self._concurrency), add_worker)
                     item.run = run
                     item.lane = lane
                     lane.queue.append(item)
-                    # workers in proportion to the work: one more while queued items outnumber idle workers
-                    if lane.workers < lane.max_workers and lane.workers - lane.busy < len(lane.queue):
-                        lane.workers += 1
-                        workers.spawn(worker(lane))
+                    lane.grow(run)
                     if index % _DISPATCH_BATCH == 0:
                         # let the workers start on what is queued; yielding per item would
                         # cost a trip round the event loop for every operation
