@@ -27,6 +27,7 @@ from ._errors import (
     StoreUnavailableError,
     ValidationError,
 )
+from ._ledger import Ledger, LedgerBusyError, LedgerEntry
 from ._response import Response
 from ._sender import (
     AiohttpSender,
@@ -77,6 +78,9 @@ __all__ = [
     "ImageInput",
     "ImageUpdate",
     "InvalidRequestError",
+    "Ledger",
+    "LedgerBusyError",
+    "LedgerEntry",
     "MockSender",
     "NotFoundError",
     "Operation",

@@ -36,6 +36,7 @@ from typing import Any, ClassVar, Literal
 
 import anyio
 import msgspec
+from msgspec.structs import replace
 
 from ._channels import ByteBudget, Channel, Slots
 from ._client import ShoplineClient, Store
@@ -47,6 +48,7 @@ from ._constants import (
     STORE_STOPPING_STATUSES,
 )
 from ._errors import APIError, APIStatusError, ClientClosedError, ConfigError, ShoplineError, StoreUnavailableError
+from ._ledger import Ledger, LedgerEntry, body_hash
 from ._resources import Images, Products
 from ._response import Response
 from ._transport import PreparedRequest
@@ -66,7 +68,7 @@ __all__ = [
 
 _DISPATCH_BATCH = 32
 
-Outcome = Literal["ok", "failed", "invalid", "not_attempted", "cancelled"]
+Outcome = Literal["ok", "unchanged", "failed", "invalid", "not_attempted", "cancelled"]
 
 
 class UpdateProduct(msgspec.Struct, frozen=True):
@@ -98,7 +100,9 @@ Operation = UpdateProduct | UpdateImage
 class Result(msgspec.Struct, frozen=True, kw_only=True):
     """What became of one operation.
 
-    ``outcome``: ``ok``; ``failed`` (the API or the network said no; with ``attempts == 0`` it
+    ``outcome``: ``ok``; ``unchanged`` (not sent: the executor's ledger shows this very body
+    acknowledged for this target before; ``status`` and ``trace_id`` are that write's, and
+    ``ok`` is true); ``failed`` (the API or the network said no; with ``attempts == 0`` it
     was not sent, because an earlier response showed that its store cannot be written:
     ``error`` is then a StoreUnavailableError carrying that response's status and trace id);
     ``invalid`` (refused before sending); ``not_attempted`` (the batch stopped first);
@@ -122,7 +126,8 @@ class Result(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def ok(self) -> bool:
-        return self.outcome == "ok"
+        """The target holds this update: written now, or found unchanged in the ledger."""
+        return self.outcome == "ok" or self.outcome == "unchanged"
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,8 +165,13 @@ class BatchSummary:
         return self.outcomes["ok"]
 
     @property
+    def unchanged(self) -> int:
+        """Skipped: the ledger showed the same body already acknowledged."""
+        return self.outcomes["unchanged"]
+
+    @property
     def failed(self) -> int:
-        return self.total - self.outcomes["ok"]
+        return self.total - self.outcomes["ok"] - self.outcomes["unchanged"]
 
 
 @dataclass
@@ -298,6 +308,8 @@ class _Item(msgspec.Struct):
     result: Result | None = None
     charged: int = 0
     """Bytes of ``max_pending_bytes`` it holds until its result is handed over."""
+    body_hash: bytes | None = None
+    """With a ledger: the hash recorded for the body once its result is known."""
 
     async def enter(self) -> None:
         run, lane = self.run, self.lane
@@ -326,6 +338,10 @@ class BatchExecutor:
     ``RateLimit.max_in_flight`` and rate apply too). ``on_progress`` is called
     after every result. ``stop()`` ends a batch early: nothing new starts,
     queued operations are reported ``not_attempted``, requests in flight finish.
+
+    With a ``ledger``, every write sent is recorded there (``ok`` only after a 2xx), and an
+    operation whose target's last acknowledged write had the very same body is not sent: its
+    result is ``unchanged``. ``skip_unchanged=False`` sends everything and still records it.
     """
 
     def __init__(
@@ -337,6 +353,8 @@ class BatchExecutor:
         max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
         retry: RetryPolicy | None = None,
         on_progress: Callable[[Progress], None] | None = None,
+        ledger: Ledger | None = None,
+        skip_unchanged: bool = True,
     ) -> None:
         if concurrency < 1 or max_pending < 1 or max_pending_bytes < 1:
             raise ConfigError("concurrency, max_pending and max_pending_bytes must be >= 1")
@@ -345,6 +363,8 @@ class BatchExecutor:
         self._max_pending = max(max_pending, concurrency)
         self._max_pending_bytes = max_pending_bytes
         self._retry = retry
+        self._ledger = ledger
+        self._skip_unchanged = skip_unchanged
         self._on_progress = on_progress
         self._running = False
         self._reset()
@@ -444,8 +464,23 @@ class BatchExecutor:
         # by Store object: one per handle (client.store() hands out the same one), hashed by identity
         lanes: dict[Store, _Lane] = {}
 
+        ledger = self._ledger
+
         def emit(item: _Item, result: Result) -> None:
             item.result = result
+            if item.body_hash is not None and result.attempts and item.store is not None and item.prepared is not None:
+                assert ledger is not None  # body_hash is set only with one
+                store = item.store
+                ledger.record(
+                    store.base_url,
+                    store.handle,
+                    item.prepared.path,
+                    result.kind,
+                    item.body_hash,
+                    ok=result.outcome == "ok",
+                    status=result.status,
+                    trace_id=result.trace_id,
+                )
             self._account(result)
             results.put(result)
 
@@ -499,6 +534,13 @@ class BatchExecutor:
                         emit(item, _result(item, "invalid", error=item.error))
                         continue
                     assert item.prepared is not None and item.store is not None  # no error: prepared
+                    if ledger is not None:
+                        item.body_hash = body_hash(item.prepared.body)
+                        if self._skip_unchanged:
+                            last = ledger.last(item.store.base_url, item.store.handle, item.prepared.path)
+                            if last is not None and last.ok and last.body_hash == item.body_hash:
+                                emit(item, _unchanged(item, last))
+                                continue
                     item.charged = len(item.prepared.body)
                     await pending_bytes.take(item.charged)
                     store = item.store
@@ -516,6 +558,8 @@ class BatchExecutor:
             await workers.wait()
         finally:
             await workers.cancel()
+            if ledger is not None:
+                ledger.commit()
             results.put(None)
 
     def _prepare(self, index: int, op: Operation) -> _Item:
@@ -561,12 +605,16 @@ class BatchExecutor:
             s.retries += result.attempts - 1
         if result.attempts:
             self._histogram.add(result.network_time)
-        if result.outcome == "ok":
+        if result.ok:
             self._done += 1
         else:
             self._failed += 1
         if self._on_progress is not None:
             self._on_progress(self.progress)
+
+
+def _unchanged(item: _Item, last: LedgerEntry) -> Result:
+    return replace(_result(item, "unchanged"), status=last.status, trace_id=last.trace_id)
 
 
 def _refused(item: _Item, lane: _Lane) -> Result:

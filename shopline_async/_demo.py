@@ -64,7 +64,8 @@ def write_catalog(path: Path) -> int:
 
 async def run_demo(directory: Path, *, progress: bool) -> int:
     catalog = directory / "catalog.jsonl"
-    results = directory / "catalog.results.jsonl"
+    results = directory / "catalog.jsonl.results.jsonl"
+    ledger = directory / "ledger.sqlite3"
     stores = directory / "stores.json"
     rows = write_catalog(catalog)
     # mock-only tokens, not secrets: lets the user try the CLI by hand against a mock server
@@ -89,7 +90,8 @@ async def run_demo(directory: Path, *, progress: bool) -> int:
             concurrency=2 * DEMO_BURST,
             retry=RetryPolicy(initial_delay=0.1),
             results_path=results,
-            resume=False,
+            ledger_path=ledger,
+            full=False,
             dry_run=False,
             progress=progress,
         )

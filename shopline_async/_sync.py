@@ -1,14 +1,16 @@
 """The catalog sync job behind ``shopline-async sync``: rows in, one results line per row out.
 
 Input rows are read lazily (JSONL or CSV); a malformed row is recorded as
-``invalid`` with its line number and skipped. Results are appended to a
-JSONL file one line per operation, flushed as they come, so an interrupted
-run leaves a consistent file and ``--resume`` can skip what already succeeded.
+``invalid`` with its line number and skipped. Results go to a JSONL file, one
+line per row, flushed as they come. The ledger (``_ledger``) remembers what
+each target was last sent, so a rerun skips what is unchanged and sends again
+what failed or never finished, whatever the input's order or name.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import os
@@ -30,10 +32,24 @@ from ._codec import msgspec_error_to_field_error
 from ._config import RateLimit, RetryPolicy
 from ._constants import DEFAULT_RATE
 from ._errors import APIStatusError, ValidationError
+from ._ledger import Ledger
 from .models._image import ImageUpdate
 from .models._product import ProductUpdate
 
-__all__ = ["CSV_COLUMNS", "RowKey", "SyncInputError", "SyncJob", "error_text", "read_operations", "run_sync"]
+__all__ = [
+    "CSV_COLUMNS",
+    "DEFAULT_LEDGER",
+    "STDIN_RESULTS",
+    "RowKey",
+    "SyncInputError",
+    "SyncJob",
+    "error_text",
+    "read_operations",
+    "run_sync",
+]
+
+DEFAULT_LEDGER = "shopline-sync.ledger.sqlite3"
+STDIN_RESULTS = "sync-results.jsonl"
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -199,6 +215,7 @@ class _ResultLine(Struct, omit_defaults=True):
     kind: str | None
     ok: bool
     outcome: str
+    reason: str | None = None
     status: int | None = None
     trace_id: str | None = None
     trace_ids: list[str] = []
@@ -207,33 +224,7 @@ class _ResultLine(Struct, omit_defaults=True):
     error: str | None = None
 
 
-class _PreviousResult(Struct):
-    key: Any = None
-    ok: bool = False
-
-
 _line_encoder = msgspec.json.Encoder()
-_previous_decoder = msgspec.json.Decoder(_PreviousResult)
-
-
-def completed_keys(results_path: Path) -> set[Any]:
-    """Keys already synced ok according to an earlier results file (for --resume)."""
-    done: set[Any] = set()
-    if not results_path.exists():
-        return done
-    with results_path.open("rb") as f:
-        for raw in f:
-            try:
-                previous = _previous_decoder.decode(raw)
-            except msgspec.MsgspecError:
-                continue  # a line cut short by a crash: that item simply runs again
-            if previous.ok:
-                done.add(_hashable(previous.key))
-    return done
-
-
-def _hashable(value: Any) -> Hashable:
-    return tuple(value) if isinstance(value, list) else value
 
 
 @dataclass
@@ -241,9 +232,7 @@ class SyncJob:
     """One sync run's bookkeeping: the results file, rows to skip, counts for the summary, progress."""
 
     results: IO[bytes] | None = None
-    skip_keys: set[Any] = field(default_factory=set)
     invalid: int = 0
-    skipped: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     progress_stream: IO[str] | None = None
     expected_rows: int | None = None
@@ -258,6 +247,7 @@ class SyncJob:
         line, key = result.key if isinstance(result.key, RowKey) else (0, result.key)
         if not result.ok:
             self.reasons[_reason(result)] += 1
+        unchanged = result.outcome == "unchanged"
         self._write(
             _ResultLine(
                 key=key,
@@ -265,7 +255,8 @@ class SyncJob:
                 store=result.store,
                 kind=result.kind,
                 ok=result.ok,
-                outcome=result.outcome,
+                outcome="skipped" if unchanged else result.outcome,
+                reason="unchanged" if unchanged else None,
                 status=result.status,
                 trace_id=result.trace_id,
                 trace_ids=list(result.trace_ids),
@@ -274,14 +265,6 @@ class SyncJob:
                 error=error_text(result.error) if result.error is not None else None,
             )
         )
-
-    def unskipped(self, operations: Iterator[Operation]) -> Iterator[Operation]:
-        for op in operations:
-            key = op.key.key if isinstance(op.key, RowKey) else op.key
-            if key in self.skip_keys:
-                self.skipped += 1
-                continue
-            yield op
 
     def _write(self, line: _ResultLine) -> None:
         assert self.results is not None, "SyncJob.results must be open before the run"
@@ -297,14 +280,14 @@ class SyncJob:
         if not final and now - self._last_draw < 0.1:
             return
         self._last_draw = now
-        finished = progress.done + progress.failed + self.invalid + self.skipped
-        total = max(self.expected_rows or 0, progress.taken + self.invalid + self.skipped)
+        finished = progress.done + progress.failed + self.invalid
+        total = max(self.expected_rows or 0, progress.taken + self.invalid)
         width = 30
         filled = int(width * finished / total) if total else 0
         bar = "#" * filled + "-" * (width - filled)
         text = (
             f"\r[{bar}] {finished}/{total} ok {progress.done} failed {progress.failed + self.invalid}"
-            f" skipped {self.skipped} in flight {progress.in_flight}"
+            f" in flight {progress.in_flight}"
         )
         stream.write(text + ("\n" if final else ""))
         stream.flush()
@@ -325,13 +308,20 @@ def error_text(error: Exception) -> str:
     return str(error)
 
 
-def format_summary(summary: BatchSummary, job: SyncJob, results_path: str, *, interrupted: bool) -> str:
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
+def format_summary(
+    summary: BatchSummary, job: SyncJob, results_path: str, *, interrupted: bool, ledger: str | None
+) -> str:
     total = summary.total + job.invalid
     ok = summary.ok
+    unchanged = summary.unchanged
     lines = [
-        f"{'Interrupted' if interrupted else 'Done'}: {total} operations in {summary.elapsed:.1f} s "
-        f"({summary.throughput:.1f}/s): {ok} ok, {total - ok} not ok"
-        + (f", {job.skipped} skipped (already ok)" if job.skipped else ""),
+        f"{'Interrupted' if interrupted else 'Done'}: {_count(total, 'operation')} in {summary.elapsed:.1f} s "
+        f"({summary.throughput:.1f}/s): {ok:,} ok, {total - ok - unchanged:,} not ok"
+        + (f", {unchanged:,} unchanged, skipped (`--full` sends everything)" if unchanged else ""),
     ]
     if job.reasons:
         reasons = ", ".join(f"{reason} {count}" for reason, count in job.reasons.most_common())
@@ -341,6 +331,7 @@ def format_summary(summary: BatchSummary, job: SyncJob, results_path: str, *, in
         f"p95 {summary.p95 * 1000:.0f} ms, p99 {summary.p99 * 1000:.0f} ms"
     )
     lines.append(f"  results: {results_path}")
+    lines.append(f"  ledger: {ledger}" if ledger is not None else "  ledger: none (--no-ledger)")
     return "\n".join(lines)
 
 
@@ -367,10 +358,12 @@ def count_rows(input_path: str, fmt: str) -> int | None:
 
 
 def default_results_path(input_path: str) -> Path:
+    """Beside the input, its whole name kept (catalog.csv -> catalog.csv.results.jsonl), so no
+    two inputs share one; for standard input, sync-results.jsonl in the current directory."""
     if input_path == "-":
-        return Path(os.getcwd()) / "sync-results.jsonl"
+        return Path(os.getcwd()) / STDIN_RESULTS
     source = Path(input_path)
-    return source.with_name(source.stem + ".results.jsonl")
+    return source.with_name(source.name + ".results.jsonl")
 
 
 async def run_sync(
@@ -384,7 +377,8 @@ async def run_sync(
     concurrency: int,
     retry: RetryPolicy,
     results_path: Path,
-    resume: bool,
+    ledger_path: Path | None,
+    full: bool,
     dry_run: bool,
     progress: bool,
 ) -> int:
@@ -395,21 +389,28 @@ async def run_sync(
             if dry_run:
                 return _dry_run(client, source, fmt, default_store)
 
-            skip = completed_keys(results_path) if resume else set()
-            job = SyncJob(skip_keys=skip, progress_stream=sys.stderr if progress else None)
+            job = SyncJob(progress_stream=sys.stderr if progress else None)
             if progress:
                 job.expected_rows = count_rows(input_path, fmt)
             # read first: a bad CSV header must fail before the results file is touched
             rows = read_operations(source, fmt, default_store, job.record_invalid)
-            results_path.parent.mkdir(parents=True, exist_ok=True)
-            with results_path.open("ab" if resume else "wb") as results:
-                job.results = results
-                executor = BatchExecutor(client, concurrency=concurrency, on_progress=job.draw_progress)
-                interrupted = await _run_with_interrupts(executor, job, job.unskipped(rows))
+            with contextlib.ExitStack() as stack:
+                ledger = stack.enter_context(Ledger(ledger_path)) if ledger_path is not None else None
+                results_path.parent.mkdir(parents=True, exist_ok=True)
+                job.results = stack.enter_context(results_path.open("wb"))
+                executor = BatchExecutor(
+                    client,
+                    concurrency=concurrency,
+                    on_progress=job.draw_progress,
+                    ledger=ledger,
+                    skip_unchanged=not full,
+                )
+                interrupted = await _run_with_interrupts(executor, job, rows)
                 summary = executor.summary()
                 if progress:
                     job.draw_progress(executor.progress, final=True)
-    print(format_summary(summary, job, str(results_path), interrupted=interrupted))
+    ledger_name = str(ledger_path) if ledger_path is not None else None
+    print(format_summary(summary, job, str(results_path), interrupted=interrupted, ledger=ledger_name))
     if interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if summary.failed == 0 and job.invalid == 0 else EXIT_FAILED

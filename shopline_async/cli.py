@@ -1,8 +1,8 @@
 """``shopline-async``: bulk catalog sync, a one-command demo, and the mock server.
 
-Exit codes: 0 every item ok; 1 some items failed or were invalid; 2 usage
-error or unreadable input; 130 interrupted (Ctrl-C), with the results file
-consistent so that ``--resume`` finishes the rest.
+Exit codes: 0 every item ok (written, or unchanged since the ledger's last ok
+write); 1 some items failed or were invalid; 2 usage error or unreadable input;
+130 interrupted (Ctrl-C): a rerun sends exactly what did not succeed.
 """
 
 from __future__ import annotations
@@ -32,8 +32,10 @@ from ._constants import (
 from ._errors import ConfigError
 from ._sync import (
     CSV_COLUMNS,
+    DEFAULT_LEDGER,
     EXIT_OK,
     EXIT_USAGE,
+    STDIN_RESULTS,
     SyncInputError,
     default_results_path,
     run_sync,
@@ -50,7 +52,7 @@ input formats:
   JSONL, one operation per line:
     {{"product_id": "123", "product": {{"title": "New title", "variants": [{{"sku": "S1", "price": "9.90"}}]}}}}
     {{"product_id": "123", "image_id": "456", "image": {{"alt": "Front", "position": 1}}, "store": "shop2"}}
-    optional "store" (else --store) and "key" (else the line number), used by --resume.
+    optional "store" (else --store) and "key" (else the line number), reported in the results.
   CSV with a header; empty cells are left unchanged. Columns:
     {", ".join(CSV_COLUMNS)}
     tags is comma-separated; variant columns (variant_id, sku, price, ...) update one variant.
@@ -110,8 +112,28 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_ATTEMPTS,
         help="attempts per item incl. retries (default: %(default)s)",
     )
-    sync.add_argument("--results", metavar="FILE", type=Path, help="results JSONL (default: INPUT.results.jsonl)")
-    sync.add_argument("--resume", action="store_true", help="skip rows whose key is already ok in the results file")
+    sync.add_argument(
+        "--results",
+        metavar="FILE",
+        type=Path,
+        help=f"results JSONL, one line per row (default: the input's whole name + .results.jsonl, "
+        f"e.g. catalog.csv.results.jsonl; {STDIN_RESULTS} in the current directory for stdin)",
+    )
+    sync.add_argument(
+        "--ledger",
+        metavar="PATH",
+        type=Path,
+        default=Path(DEFAULT_LEDGER),
+        help="SQLite file remembering what each product and image was last sent: unchanged rows are "
+        "skipped, failed and interrupted ones sent again (default: ./%(default)s)",
+    )
+    sync.add_argument("--no-ledger", action="store_true", help="no ledger: send every row, remember nothing")
+    sync.add_argument("--full", action="store_true", help="send every row, even unchanged ones (still recorded)")
+    sync.add_argument(
+        "--resume",
+        action="store_true",
+        help="kept for older scripts: the ledger resumes by itself (rows already ok are skipped as unchanged)",
+    )
     sync.add_argument("--dry-run", action="store_true", help="validate every row, send nothing")
     sync.add_argument("--progress", choices=["auto", "always", "never"], default="auto", help="progress bar on stderr")
 
@@ -204,6 +226,8 @@ async def _sync_command(args: argparse.Namespace) -> int:
     stores = _load_stores(args)
     fmt = args.format or ("csv" if str(args.input).lower().endswith(".csv") else "jsonl")
     results_path = args.results or default_results_path(args.input)
+    if args.resume and args.no_ledger:
+        raise SyncInputError("--resume needs the ledger: drop --no-ledger (the ledger is what resumes a run)")
     show_progress = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
     if min(args.concurrency, args.max_attempts, args.burst, args.max_in_flight) < 1 or args.rate <= 0:
         raise SyncInputError("--concurrency, --max-attempts, --burst, --max-in-flight and --rate must be positive")
@@ -219,7 +243,8 @@ async def _sync_command(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         retry=RetryPolicy(max_attempts=args.max_attempts),
         results_path=results_path,
-        resume=args.resume,
+        ledger_path=None if args.no_ledger else args.ledger,
+        full=args.full,
         dry_run=args.dry_run,
         progress=show_progress,
     )

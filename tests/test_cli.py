@@ -43,6 +43,11 @@ class ThreadedMock:
         self.loop.close()
 
 
+@pytest.fixture(autouse=True)
+def in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the default ledger is a file in the current directory
+
+
 @pytest.fixture
 def mock() -> Iterator[MockShopline]:
     with ThreadedMock(MockStoreConfig(rate=None)) as server:
@@ -82,7 +87,7 @@ def test_jsonl_sync_products_and_images(mock: MockShopline, config_file: Path, t
     source = write_jsonl(tmp_path / "catalog.jsonl", rows)
     code = sync(str(source), "--config", str(config_file), "--base-url", mock.base_url)
     assert code == 0
-    results = read_results(tmp_path / "catalog.results.jsonl")
+    results = read_results(tmp_path / "catalog.jsonl.results.jsonl")
     assert len(results) == 31 and all(r["ok"] for r in results)
     assert sorted(r["line"] for r in results) == list(range(1, 32))
     assert all(r["trace_id"] and r["trace_ids"][-1] == r["trace_id"] for r in results)
@@ -132,7 +137,7 @@ def test_invalid_rows_are_recorded_and_skipped(mock: MockShopline, config_file: 
     rows.append({"store": "east", "product_id": "i", "image": {"alt": "no image id"}})
     source = write_jsonl(tmp_path / "c.jsonl", rows)
     assert sync(str(source), "--config", str(config_file), "--base-url", mock.base_url) == 1
-    results = {r["line"]: r for r in read_results(tmp_path / "c.results.jsonl")}
+    results = {r["line"]: r for r in read_results(tmp_path / "c.jsonl.results.jsonl")}
     assert len(results) == len(rows)
     assert [line for line, r in sorted(results.items()) if r["ok"]] == [1, 3, 5]
     assert "not valid JSON" in results[2]["error"]
@@ -157,7 +162,7 @@ def test_dry_run_sends_nothing_and_lists_bad_rows(
     assert "line 3: $.product.title: Expected `str` of length <= 255" in out
     assert "line 5: $.product.variants[0].weight: must be greater than 0" in out
     assert "dry run: 5 rows checked, 2 invalid, nothing sent" in out
-    assert mock.stats("east").requests == 0 and not (tmp_path / "c.results.jsonl").exists()
+    assert mock.stats("east").requests == 0 and not (tmp_path / "c.jsonl.results.jsonl").exists()
     good = write_jsonl(tmp_path / "good.jsonl", product_rows(3))
     assert sync(str(good), "--dry-run", "--store", "east") == 0  # no token needed to validate
 
@@ -167,14 +172,17 @@ def test_resume_redoes_only_what_did_not_succeed(mock: MockShopline, tmp_path: P
     half_config = tmp_path / "half.json"
     half_config.write_text(json.dumps({"stores": {"east": {"token": "cli-secret-token-east-123"}, "west": "wrong"}}))
     assert sync(str(source), "--config", str(half_config), "--base-url", mock.base_url) == 1
-    first = read_results(tmp_path / "c.results.jsonl")
+    first = read_results(tmp_path / "c.jsonl.results.jsonl")
     assert sum(r["ok"] for r in first) == 10 and {r["status"] for r in first if not r["ok"]} == {401}
 
     fixed = tmp_path / "fixed.json"
     fixed.write_text(json.dumps({"stores": {h: t for t, h in TOKENS.items()}}))
-    assert sync(str(source), "--config", str(fixed), "--base-url", mock.base_url, "--resume") == 0
-    second = read_results(tmp_path / "c.results.jsonl")
-    assert len(second) == 30  # appended: 20 from the first run, 10 redone
+    assert sync(str(source), "--config", str(fixed), "--base-url", mock.base_url) == 0
+    second = read_results(tmp_path / "c.jsonl.results.jsonl")
+    assert len(second) == 20 and all(r["ok"] for r in second)  # one line per row, every run
+    unchanged = [r for r in second if r["outcome"] == "skipped"]
+    assert {r["key"] for r in unchanged} == {f"east-{i}" for i in range(10)}
+    assert all(r["reason"] == "unchanged" and r["status"] == 200 and r["trace_id"] for r in unchanged)
     assert mock.stats("east").writes == {f"p{i}": 1 for i in range(10)}  # no success redone
     assert mock.stats("west").writes == {f"p{i}": 1 for i in range(10)}
 
@@ -206,7 +214,7 @@ def test_token_never_in_output_or_results(mock: MockShopline, tmp_path: Path, ca
     assert sync(str(source), "--store", "east", "--token", token + "\n", "--base-url", mock.base_url) == 2
     assert sync(str(source), "--store", "east", "--token", "wrong-" + token, "--base-url", mock.base_url) == 1
     captured = capsys.readouterr()
-    for text in (captured.out, captured.err, (tmp_path / "c.results.jsonl").read_text()):
+    for text in (captured.out, captured.err, (tmp_path / "c.jsonl.results.jsonl").read_text()):
         assert token not in text
 
 
@@ -227,6 +235,9 @@ def test_help_is_complete(command: list[str], capsys) -> None:
             "--burst",
             "--concurrency",
             "--results",
+            "--ledger",
+            "--no-ledger",
+            "--full",
             "--resume",
             "--dry-run",
             "SHOPLINE_ACCESS_TOKEN",
@@ -245,7 +256,7 @@ def test_demo_runs(tmp_path: Path, capsys) -> None:
     out = capsys.readouterr().out
     assert "Done: 505 operations" in out and "500 ok, 5 not ok" in out
     assert "The mock server accepted 500 writes" in out
-    results = read_results(tmp_path / "catalog.results.jsonl")
+    results = read_results(tmp_path / "catalog.jsonl.results.jsonl")
     assert len(results) == 505 and sum(r["ok"] for r in results) == 500
 
 
@@ -276,8 +287,8 @@ def test_ctrl_c_then_resume(tmp_path: Path) -> None:
             "never",
         ]
         env = {**os.environ, "SHOPLINE_ACCESS_TOKEN": "cli-secret-token-east-123"}
-        proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        results_path = tmp_path / "c.results.jsonl"
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+        results_path = tmp_path / "c.jsonl.results.jsonl"
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and (not results_path.exists() or len(results_path.read_text()) < 2000):
             time.sleep(0.05)
@@ -294,12 +305,11 @@ def test_ctrl_c_then_resume(tmp_path: Path) -> None:
         writes_before = dict(server.stats("east").writes)
         assert sum(writes_before.values()) == len(done)
 
-        assert (
-            subprocess.run([*args, "--resume", "--rate", "200"], env=env, capture_output=True, timeout=60).returncode
-            == 0
-        )
+        rerun = subprocess.run([*args, "--rate", "200"], env=env, capture_output=True, timeout=60, cwd=tmp_path)
+        assert rerun.returncode == 0, rerun.stderr
         final = read_results(results_path)
         assert {r["key"] for r in final if r["ok"]} == {f"east-{i}" for i in range(150)}
+        assert {r["key"] for r in final if r["outcome"] == "skipped"} == done
         assert server.stats("east").writes == {f"p{i}": 1 for i in range(150)}  # nothing done twice
 
 
@@ -309,4 +319,4 @@ def test_progress_bar_knows_the_total(mock: MockShopline, config_file: Path, tmp
     args = ["sync", str(source), "--config", str(config_file), "--base-url", mock.base_url, "--progress", "always"]
     assert main(args) == 1
     final = capsys.readouterr().err.rstrip("\n").split("\r")[-1]
-    assert final.endswith("13/13 ok 12 failed 1 skipped 0 in flight 0")
+    assert final.endswith("13/13 ok 12 failed 1 in flight 0")
