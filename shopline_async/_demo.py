@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from ._config import RateLimit, RetryPolicy
@@ -98,5 +99,11 @@ async def run_demo(directory: Path, *, progress: bool) -> int:
         written = sum(server.stats(h).writes.total() for h in STORES.values())
     print(f"\nThe mock server accepted {written} writes. The failures:")
     print(f"  grep '\"ok\":false' {results}")
-    print(f"Check a file without sending anything:\n  shopline-async sync {catalog} --dry-run --config {stores}")
+    print(f"Check a file without sending anything:\n  {_command()} sync {catalog} --dry-run --config {stores}")
     return 0
+
+
+def _command() -> str:
+    """How to run this CLI again from here, whether or not its virtualenv is activated."""
+    beside = Path(sys.executable).with_name("shopline-async")
+    return str(beside) if beside.exists() else f"{sys.executable} -m shopline_async.cli"
