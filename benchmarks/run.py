@@ -7,7 +7,8 @@
 4. codec: encode a ProductUpdate, decode a Product (the spec's examples), msgspec vs pydantic v2
    vs json + dicts;
 5. mock_server: the mock under wrk, beside a minimal aiohttp app;
-6. many_stores: 10,000 stores x 5 operations in one process (many_stores.py).
+6. many_stores: 10,000 stores x 5 operations in one process (many_stores.py);
+7. ledger: a rerun of 100,000 rows with 1% changed (ledger.py).
 Ratios are what to compare: the machine is shared and absolute numbers move.
 """
 
@@ -43,6 +44,7 @@ from common import (
     spec_request,
     spec_response_bytes,
 )
+from ledger import bench_ledger
 from many_stores import bench_many_stores
 
 from shopline_async import (
@@ -477,7 +479,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes: about a minute")
     parser.add_argument("--json", type=Path, metavar="OUT", help="write the numbers as JSON")
     parser.add_argument("--plot", type=Path, metavar="PNG", help="throughput against concurrency")
-    names = ["throughput", "ratelimit", "memory", "codec", "mock_server", "many_stores"]
+    names = ["throughput", "ratelimit", "memory", "codec", "mock_server", "many_stores", "ledger"]
     parser.add_argument("--only", choices=names, action="append")
     args = parser.parse_args()
     chosen = args.only or names
@@ -499,6 +501,7 @@ def main() -> int:
         "mock_server": bench_mock_server,
         "codec": bench_codec,
         "many_stores": bench_many_stores,
+        "ledger": bench_ledger,
     }
     for name in chosen:
         print(f"{name}:", flush=True)

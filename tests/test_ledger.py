@@ -24,7 +24,7 @@ def run_cli(
     tmp_path: Path, base_url: str, source: Path, *extra: str, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     args = [sys.executable, "-m", "shopline_async.cli", "sync", str(source), "--store", "east"]
-    args += ["--base-url", base_url, "--progress", "never", *extra]
+    args += ["--base-url", base_url, "--progress", "never", "--unlimited", *extra]  # the mock has no limit here
     env = {**os.environ, "SHOPLINE_ACCESS_TOKEN": EAST_TOKEN}
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout, cwd=tmp_path)
 

@@ -1,0 +1,90 @@
+"""The sync ledger (run.py's section ``ledger``): what a nightly rerun costs when 1% changed.
+
+Against the mock with rate limiting off, one store: a first run of ``rows`` product updates with
+an empty ledger beside the same run without one (client CPU per row, alternating rounds), then
+a rerun with nothing changed (wall time; nothing may be sent) and one with 1% of the rows changed
+(exactly those must be sent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from common import STORE, mock_server_process, mock_token
+
+from shopline_async import BatchExecutor, Ledger, RateLimit, ShoplineClient, UpdateProduct
+
+
+def operations(rows: int, changed: set[int], generation: int) -> Iterator[UpdateProduct]:
+    for i in range(rows):
+        title = f"Shirt {i}" + (f" v{generation}" if i in changed else "")
+        yield UpdateProduct(STORE, f"p{i}", {"title": title, "variants": [{"sku": f"S{i}", "price": "19.90"}]})
+
+
+async def one_run(base_url: str, ops: Iterator[UpdateProduct], ledger: Ledger | None) -> dict[str, float]:
+    async with ShoplineClient(base_url=base_url, rate_limit=RateLimit.unlimited()) as client:
+        client.store(STORE, mock_token())
+        cpu, wall = time.process_time(), time.perf_counter()
+        sent = unchanged = 0
+        async with BatchExecutor(client, ledger=ledger).stream(ops) as results:
+            async for result in results:
+                assert result.ok, result.error
+                sent += result.outcome == "ok"
+                unchanged += result.outcome == "unchanged"
+        return {
+            "cpu_s": time.process_time() - cpu,
+            "wall_s": time.perf_counter() - wall,
+            "sent": sent,
+            "unchanged": unchanged,
+        }
+
+
+def bench_ledger(quick: bool) -> dict[str, Any]:
+    rows = 20_000 if quick else 100_000
+    rounds = 1 if quick else 2
+    changed = set(range(0, rows, 100))  # 1%
+    with tempfile.TemporaryDirectory() as tmp, mock_server_process("--unlimited") as base_url:
+        with_ledger: list[float] = []
+        without: list[float] = []
+        for n in range(rounds):
+            without.append(asyncio.run(one_run(base_url, operations(rows, set(), 0), None))["cpu_s"])
+            with Ledger(Path(tmp) / f"first-{n}.sqlite3") as ledger:
+                first = asyncio.run(one_run(base_url, operations(rows, set(), 0), ledger))
+                assert first["sent"] == rows
+                with_ledger.append(first["cpu_s"])
+        with Ledger(Path(tmp) / "first-0.sqlite3") as ledger:
+            unchanged = asyncio.run(one_run(base_url, operations(rows, set(), 0), ledger))
+            nightly = asyncio.run(one_run(base_url, operations(rows, changed, 1), ledger))
+    result: dict[str, Any] = {
+        "rows": rows,
+        "changed": len(changed),
+        "sent": int(nightly["sent"]),
+        "unchanged_rows_skipped": int(nightly["unchanged"]),
+        "unchanged_run_sent": int(unchanged["sent"]),
+        "cpu_ratio_first_run": round(statistics.median(w / o for w, o in zip(with_ledger, without, strict=True)), 3),
+        "first_run_cpu_us_per_row": round(1e6 * statistics.median(with_ledger) / rows, 1),
+        "no_ledger_cpu_us_per_row": round(1e6 * statistics.median(without) / rows, 1),
+        "unchanged_run_s": round(unchanged["wall_s"], 2),
+        "unchanged_run_us_per_row": round(1e6 * unchanged["wall_s"] / rows, 1),
+        "changed_run_s": round(nightly["wall_s"], 2),
+        # what the rerun saves at SHOPLINE's 4 requests/s per store
+        "hours_at_4_per_s_full": round(rows / 4 / 3600, 2),
+        "hours_at_4_per_s_changed": round(nightly["sent"] / 4 / 3600, 2),
+        "rounds": rounds,
+    }
+    print(
+        f"  {rows:,} rows, {len(changed):,} changed: the rerun sent {result['sent']:,} "
+        f"(an unchanged rerun sent {result['unchanged_run_sent']} in {result['unchanged_run_s']} s, "
+        f"{result['unchanged_run_us_per_row']} us a row); first run with the ledger "
+        f"{result['cpu_ratio_first_run']}x the CPU of one without ({result['first_run_cpu_us_per_row']} "
+        f"vs {result['no_ledger_cpu_us_per_row']} us a row); at 4 req/s: {result['hours_at_4_per_s_full']} h "
+        f"-> {result['hours_at_4_per_s_changed']} h",
+        flush=True,
+    )
+    return result
