@@ -28,6 +28,7 @@ from ._errors import (
     ValidationError,
 )
 from ._ledger import Ledger, LedgerBusyError, LedgerEntry
+from ._logging import setup_logging
 from ._response import Response
 from ._sender import (
     AiohttpSender,
@@ -119,3 +120,5 @@ __all__ = [
     "VariantInput",
     "__version__",
 ]
+
+setup_logging()  # $SHOPLINE_LOG, if set

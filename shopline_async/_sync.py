@@ -381,9 +381,10 @@ async def run_sync(
     full: bool,
     dry_run: bool,
     progress: bool,
+    allow_insecure_http: bool = False,
 ) -> int:
     with open_input(input_path) as source:
-        async with ShoplineClient(base_url=base_url, retry=retry) as client:
+        async with ShoplineClient(base_url=base_url, retry=retry, allow_insecure_http=allow_insecure_http) as client:
             for handle, entry in stores.items():
                 client.store(handle, entry["token"], rate_limit=_store_rate_limit(entry, rate_limit))
             if dry_run:

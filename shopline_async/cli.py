@@ -30,6 +30,7 @@ from ._constants import (
     DEFAULT_RATE,
 )
 from ._errors import ConfigError
+from ._logging import setup_logging
 from ._sync import (
     CSV_COLUMNS,
     DEFAULT_LEDGER,
@@ -40,6 +41,7 @@ from ._sync import (
     default_results_path,
     run_sync,
 )
+from ._transport import resolve_base_url
 from ._version import __version__
 
 __all__ = ["main"]
@@ -135,6 +137,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="kept for older scripts: the ledger resumes by itself (rows already ok are skipped as unchanged)",
     )
     sync.add_argument("--dry-run", action="store_true", help="validate every row, send nothing")
+    sync.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning"],
+        help="log requests and retries to stderr (default: $SHOPLINE_LOG, else off; tokens are never logged)",
+    )
+    sync.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="allow a plain http --base-url to a host that is not loopback (sends the token unencrypted)",
+    )
     sync.add_argument("--progress", choices=["auto", "always", "never"], default="auto", help="progress bar on stderr")
 
     demo = commands.add_parser(
@@ -208,6 +220,10 @@ def _load_stores(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             entry = {"token": entry} if isinstance(entry, str) else dict(entry)
             if "token_env" in entry:
                 entry["token"] = os.environ.get(entry["token_env"])
+                if not entry["token"] and not args.dry_run:
+                    raise SyncInputError(
+                        f"store {handle!r}: its token_env ${entry['token_env']} is not set (--config {args.config})"
+                    )
             stores[handle] = entry
     if args.store is not None:
         entry = stores.setdefault(args.store, {})
@@ -226,6 +242,14 @@ async def _sync_command(args: argparse.Namespace) -> int:
     stores = _load_stores(args)
     fmt = args.format or ("csv" if str(args.input).lower().endswith(".csv") else "jsonl")
     results_path = args.results or default_results_path(args.input)
+    setup_logging(args.log_level)
+    try:
+        resolve_base_url(args.base_url, "1", allow_insecure_http=args.allow_insecure_http)  # as the client checks
+    except ConfigError:
+        raise SyncInputError(
+            f"--base-url {args.base_url}: plain http to a host that is not loopback would send the token "
+            "unencrypted; use https or a loopback address, or pass --allow-insecure-http"
+        ) from None
     if args.resume and args.no_ledger:
         raise SyncInputError("--resume needs the ledger: drop --no-ledger (the ledger is what resumes a run)")
     show_progress = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
@@ -244,6 +268,7 @@ async def _sync_command(args: argparse.Namespace) -> int:
         retry=RetryPolicy(max_attempts=args.max_attempts),
         results_path=results_path,
         ledger_path=None if args.no_ledger else args.ledger,
+        allow_insecure_http=args.allow_insecure_http,
         full=args.full,
         dry_run=args.dry_run,
         progress=show_progress,

@@ -320,3 +320,39 @@ def test_progress_bar_knows_the_total(mock: MockShopline, config_file: Path, tmp
     assert main(args) == 1
     final = capsys.readouterr().err.rstrip("\n").split("\r")[-1]
     assert final.endswith("13/13 ok 12 failed 1 in flight 0")
+
+
+def test_an_unset_token_env_names_the_variable_and_the_store(tmp_path: Path, capsys) -> None:
+    config = tmp_path / "stores.json"
+    config.write_text(json.dumps({"stores": {"shop2": {"token_env": "SHOP2_TOKEN_NOT_SET_ANYWHERE"}}}))
+    source = write_jsonl(tmp_path / "c.jsonl", product_rows(1, "shop2"))
+    assert sync(str(source), "--config", str(config)) == 2
+    err = capsys.readouterr().err
+    assert "'shop2'" in err and "$SHOP2_TOKEN_NOT_SET_ANYWHERE is not set" in err
+
+
+def test_plain_http_to_a_remote_host_offers_the_cli_switch(tmp_path: Path, capsys) -> None:
+    source = write_jsonl(tmp_path / "c.jsonl", product_rows(1))
+    assert sync(str(source), "--store", "east", "--token", "t", "--base-url", "http://example.com") == 2
+    err = capsys.readouterr().err
+    assert "--allow-insecure-http" in err and "allow_insecure_http" not in err
+
+
+@pytest.mark.parametrize("how", ["env", "flag"])
+def test_logging_is_switched_on_by_shopline_log_or_the_flag_and_never_shows_the_token(
+    mock: MockShopline, tmp_path: Path, how: str
+) -> None:
+    source = write_jsonl(tmp_path / "c.jsonl", product_rows(3))
+    token = "cli-secret-token-east-123"
+    args = [sys.executable, "-m", "shopline_async.cli", "sync", str(source), "--store", "east"]
+    args += ["--base-url", mock.base_url, "--progress", "never", "--unlimited"]
+    env = {**os.environ, "SHOPLINE_ACCESS_TOKEN": token}
+    env.pop("SHOPLINE_LOG", None)
+    if how == "env":
+        env["SHOPLINE_LOG"] = "debug"
+    else:
+        args += ["--log-level", "debug"]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "DEBUG shopline_async" in done.stderr and "PUT" in done.stderr
+    assert token not in done.stderr + done.stdout
