@@ -64,15 +64,40 @@ class RowKey(NamedTuple):
 
 
 class _Row(Struct, forbid_unknown_fields=True):
-    product_id: str
+    product_id: str | int  # an integer id is taken as its decimal string
     product: ProductUpdate | UnsetType = UNSET
-    image_id: str | UnsetType = UNSET
+    image_id: str | int | UnsetType = UNSET
     image: ImageUpdate | UnsetType = UNSET
     store: str | UnsetType = UNSET
     key: str | int | UnsetType = UNSET
 
 
 _row_decoder = msgspec.json.Decoder(_Row, strict=False)
+
+
+class _Labels(Struct):
+    """What a row that cannot be read names, so that its result still says which store it was for."""
+
+    store: Any = None
+    key: Any = None
+
+
+class _Unreadable(NamedTuple):
+    message: str
+    store: str | None
+    key: Hashable
+
+
+_labels_decoder = msgspec.json.Decoder(_Labels)
+
+
+def _unreadable(line: int, message: str, store: object, key: object) -> _Unreadable:
+    return _Unreadable(
+        message,
+        store if isinstance(store, str) else None,
+        key if isinstance(key, (str, int)) and not isinstance(key, bool) else str(line),
+    )
+
 
 _PRODUCT_COLUMNS = (
     "title",
@@ -102,19 +127,22 @@ _VARIANT_COLUMNS = {
     "option1": "option1",
     "option2": "option2",
     "option3": "option3",
+    "option4": "option4",
+    "option5": "option5",
 }
 CSV_COLUMNS = ("product_id", "store", "key", "tags", *_PRODUCT_COLUMNS, *_VARIANT_COLUMNS)
 _BOOL_COLUMNS = {"inventory_tracker", "required_shipping", "taxable"}
 _TRUE = {"true", "1", "yes", "y"}
 _FALSE = {"false", "0", "no", "n"}
 
-InvalidRow = Callable[[int, Hashable, str], None]
+InvalidRow = Callable[[int, Hashable, str, "str | None"], None]
+"""``on_invalid(line, key, message, store)``; ``store`` as the row named it, if it did."""
 
 
 def read_operations(
     source: IO[str], fmt: str, default_store: str | None, on_invalid: InvalidRow
 ) -> Iterator[Operation]:
-    """Operations from JSONL or CSV text, lazily; ``on_invalid(line, key, message)`` for rows that fail.
+    """Operations from JSONL or CSV text, lazily; ``on_invalid(line, key, message, store)`` for rows that fail.
 
     Raises SyncInputError at once (not when iterated) for a CSV header it cannot use.
     """
@@ -123,42 +151,47 @@ def read_operations(
 
 
 def _operations(
-    rows: Iterator[tuple[int, _Row | str]], default_store: str | None, on_invalid: InvalidRow
+    rows: Iterator[tuple[int, _Row | _Unreadable]], default_store: str | None, on_invalid: InvalidRow
 ) -> Iterator[Operation]:
     for line, row in rows:
-        if isinstance(row, str):
-            on_invalid(line, str(line), row)
+        if isinstance(row, _Unreadable):
+            on_invalid(line, row.key, row.message, row.store or default_store)
             continue
         key: Hashable = row.key if row.key is not UNSET else str(line)
         store = row.store if row.store is not UNSET else default_store
         if store is None:
-            on_invalid(line, key, 'no store: add a "store" field or pass --store')
+            on_invalid(line, key, 'no store: add a "store" field or pass --store', None)
             continue
         if (row.product is UNSET) == (row.image is UNSET):
-            on_invalid(line, key, 'expected exactly one of "product" or "image"')
+            on_invalid(line, key, 'expected exactly one of "product" or "image"', store)
             continue
+        product_id = str(row.product_id)
         if row.image is not UNSET:
             if row.image_id is UNSET:
-                on_invalid(line, key, '$.image_id: required with "image"')
+                on_invalid(line, key, '$.image_id: required with "image"', store)
                 continue
-            yield UpdateImage(store, row.product_id, row.image_id, row.image, key=RowKey(line, key))
+            yield UpdateImage(store, product_id, str(row.image_id), row.image, key=RowKey(line, key))
         else:
-            yield UpdateProduct(store, row.product_id, row.product, key=RowKey(line, key))  # type: ignore[arg-type]
+            yield UpdateProduct(store, product_id, row.product, key=RowKey(line, key))  # type: ignore[arg-type]
 
 
-def _jsonl_rows(source: IO[str]) -> Iterator[tuple[int, _Row | str]]:
+def _jsonl_rows(source: IO[str]) -> Iterator[tuple[int, _Row | _Unreadable]]:
     for line, text in enumerate(source, start=1):
         if not text.strip():
             continue
         try:
             yield line, _row_decoder.decode(text)
         except msgspec.ValidationError as exc:
-            yield line, str(msgspec_error_to_field_error(exc, "$"))
+            try:
+                labels = _labels_decoder.decode(text)
+            except msgspec.MsgspecError:  # not an object: nothing to name
+                labels = _Labels()
+            yield line, _unreadable(line, str(msgspec_error_to_field_error(exc, "$")), labels.store, labels.key)
         except msgspec.DecodeError as exc:
-            yield line, f"not valid JSON: {exc}"
+            yield line, _unreadable(line, f"not valid JSON: {exc}", None, None)
 
 
-def _csv_rows(source: IO[str]) -> Iterator[tuple[int, _Row | str]]:
+def _csv_rows(source: IO[str]) -> Iterator[tuple[int, _Row | _Unreadable]]:
     reader = csv.DictReader(source)
     _check_csv_header(reader.fieldnames or [])
     return _csv_records(reader)
@@ -174,15 +207,16 @@ def _check_csv_header(header: Sequence[str]) -> None:
         )
 
 
-def _csv_records(reader: csv.DictReader[str]) -> Iterator[tuple[int, _Row | str]]:
+def _csv_records(reader: csv.DictReader[str]) -> Iterator[tuple[int, _Row | _Unreadable]]:
     for record in reader:
         line = reader.line_num
+        store, key = (record.get("store") or "").strip() or None, (record.get("key") or "").strip() or None
         try:
             yield line, msgspec.convert(_csv_document(record), _Row, strict=False)
         except msgspec.ValidationError as exc:
-            yield line, str(msgspec_error_to_field_error(exc, "$"))
+            yield line, _unreadable(line, str(msgspec_error_to_field_error(exc, "$")), store, key)
         except ValueError as exc:
-            yield line, str(exc)
+            yield line, _unreadable(line, str(exc), store, key)
 
 
 def _csv_document(record: dict[str, str | None]) -> dict[str, Any]:
@@ -238,10 +272,10 @@ class SyncJob:
     expected_rows: int | None = None
     _last_draw: float = 0.0
 
-    def record_invalid(self, line: int, key: Hashable, message: str) -> None:
+    def record_invalid(self, line: int, key: Hashable, message: str, store: str | None) -> None:
         self.invalid += 1
         self.reasons["invalid"] += 1
-        self._write(_ResultLine(key=key, line=line, store=None, kind=None, ok=False, outcome="invalid", error=message))
+        self._write(_ResultLine(key=key, line=line, store=store, kind=None, ok=False, outcome="invalid", error=message))
 
     def record(self, result: Result) -> None:
         line, key = result.key if isinstance(result.key, RowKey) else (0, result.key)
@@ -471,7 +505,7 @@ def _dry_run(client: ShoplineClient, source: Any, fmt: str, default_store: str |
     rows = 0
     invalid = 0
 
-    def report(line: int, key: Any, message: str) -> None:
+    def report(line: int, key: Any, message: str, store: str | None = None) -> None:
         nonlocal rows, invalid
         rows += 1
         invalid += 1

@@ -356,3 +356,26 @@ def test_logging_is_switched_on_by_shopline_log_or_the_flag_and_never_shows_the_
     assert done.returncode == 0, done.stderr
     assert "DEBUG shopline_async" in done.stderr and "PUT" in done.stderr
     assert token not in done.stderr + done.stdout
+
+
+def test_integer_ids_are_taken_and_a_row_that_cannot_be_read_keeps_its_store(
+    mock: MockShopline, config_file: Path, tmp_path: Path
+) -> None:
+    rows: list[Any] = [
+        {"store": "east", "product_id": 123, "product": {"title": "int id"}},
+        {"store": "west", "key": "bad", "product_id": "p1", "product": {"title": 5}},
+    ]
+    source = write_jsonl(tmp_path / "c.jsonl", rows)
+    assert sync(str(source), "--config", str(config_file), "--base-url", mock.base_url) == 1
+    results = read_results(tmp_path / "c.jsonl.results.jsonl")
+    assert mock.stats("east").writes == {"123": 1}
+    bad = next(r for r in results if r["outcome"] == "invalid")
+    assert bad["store"] == "west" and bad["key"] == "bad" and "$.product.title" in bad["error"]
+
+
+def test_csv_takes_all_five_options(mock: MockShopline, config_file: Path, tmp_path: Path) -> None:
+    source = tmp_path / "c.csv"
+    source.write_text("product_id,store,option4,option5\np1,east,short,casual\n")
+    assert sync(str(source), "--config", str(config_file), "--base-url", mock.base_url) == 0
+    variant = mock.product("east", "p1")["variants"][0]
+    assert (variant["option4"], variant["option5"]) == ("short", "casual")
