@@ -267,6 +267,8 @@ class SyncJob:
 
     results: IO[bytes] | None = None
     invalid: int = 0
+    unreported: int = 0
+    """Results of an aborted batch (a second Ctrl-C): recorded, but not in the executor's summary."""
     reasons: Counter[str] = field(default_factory=Counter)
     progress_stream: IO[str] | None = None
     expected_rows: int | None = None
@@ -349,7 +351,7 @@ def _count(n: int, noun: str) -> str:
 def format_summary(
     summary: BatchSummary, job: SyncJob, results_path: str, *, interrupted: bool, ledger: str | None
 ) -> str:
-    total = summary.total + job.invalid
+    total = summary.total + job.invalid + job.unreported
     ok = summary.ok
     unchanged = summary.unchanged
     lines = [
@@ -492,6 +494,7 @@ async def _run_with_interrupts(executor: BatchExecutor, job: SyncJob, operations
             raise
         for result in executor.unreported():
             job.record(result)
+            job.unreported += 1
         if task is not None and sys.version_info >= (3, 11):
             task.uncancel()  # handled: let the summary print
     finally:

@@ -379,3 +379,26 @@ def test_csv_takes_all_five_options(mock: MockShopline, config_file: Path, tmp_p
     assert sync(str(source), "--config", str(config_file), "--base-url", mock.base_url) == 0
     variant = mock.product("east", "p1")["variants"][0]
     assert (variant["option4"], variant["option5"]) == ("short", "casual")
+
+
+def test_after_a_double_ctrl_c_the_summary_counts_every_row_recorded(tmp_path: Path) -> None:
+    from shopline_async.mock import Faults
+
+    with ThreadedMock(MockStoreConfig(rate=None, faults=Faults(latency_rate=1.0, latency=0.3))) as server:
+        source = write_jsonl(tmp_path / "c.jsonl", product_rows(300))
+        args = [sys.executable, "-m", "shopline_async.cli", "sync", str(source), "--store", "east"]
+        args += ["--base-url", server.base_url, "--progress", "never", "--unlimited", "--concurrency", "20"]
+        env = {**os.environ, "SHOPLINE_ACCESS_TOKEN": "cli-secret-token-east-123"}
+        proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        results_path = tmp_path / "c.jsonl.results.jsonl"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (not results_path.exists() or not results_path.read_text()):
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, err
+        lines = read_results(results_path)
+        assert f"Interrupted: {len(lines)} operations" in out, out
+        assert {r["outcome"] for r in lines} >= {"ok", "cancelled"}
