@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import msgspec
 
@@ -49,7 +49,45 @@ def coerce_update(value: U | Mapping[str, Any], cls: type[U], root: str) -> U:
     try:
         return msgspec.convert(value, cls, strict=False)
     except msgspec.ValidationError as exc:
-        raise ValidationError([msgspec_error_to_field_error(exc, root)]) from None
+        # msgspec stops at the first problem; a model reports them all, and so does a mapping
+        errors = _mapping_errors(value, cls, root) or [msgspec_error_to_field_error(exc, root)]
+        raise ValidationError(errors) from None
+
+
+def _mapping_errors(value: Mapping[str, Any], cls: type[msgspec.Struct], path: str) -> list[FieldError]:
+    """Every field of ``value`` that will not convert into ``cls``, each at its own path."""
+    fields = {f.encode_name: f for f in msgspec.structs.fields(cls)}
+    errors: list[FieldError] = []
+    for name, item in value.items():
+        field = fields.get(name)
+        where = f"{path}.{name}"
+        if field is None:
+            errors.append(FieldError(path, f"Object contains unknown field `{name}`"))  # where msgspec puts it
+            continue
+        try:
+            msgspec.convert(item, field.type, strict=False)
+        except msgspec.ValidationError as exc:
+            nested = _struct_in(field.type)
+            found: list[FieldError] = []
+            if nested is not None and isinstance(item, Mapping):
+                found = _mapping_errors(item, nested, where)
+            elif nested is not None and isinstance(item, list):
+                for index, element in enumerate(item):
+                    if isinstance(element, Mapping):
+                        found += _mapping_errors(element, nested, f"{where}[{index}]")
+            errors += found or [msgspec_error_to_field_error(exc, where)]
+    return errors
+
+
+def _struct_in(annotation: Any) -> type[msgspec.Struct] | None:
+    """The Struct a field holds, alone or in a list, under Annotated, unions, UNSET and None."""
+    if isinstance(annotation, type) and issubclass(annotation, msgspec.Struct):
+        return annotation
+    for arg in get_args(annotation):
+        found = _struct_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def msgspec_error_to_field_error(exc: msgspec.ValidationError, root: str) -> FieldError:

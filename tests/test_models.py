@@ -326,3 +326,16 @@ def test_responses_decode_leniently() -> None:
 def test_tags_as_list_and_with_blanks() -> None:
     assert decode_product(b'{"product":{"tags":" a , b,,c "}}').tags == ["a", "b", "c"]
     assert decode_product(b'{"product":{"tags":["x","y"]}}').tags == ["x", "y"]
+
+
+def test_a_plain_dict_reports_all_its_errors_as_a_model_does() -> None:
+    update = {"title": 5, "status": "live", "variants": [{"sku": 1}, {"colour": "red"}], "nope": 1}
+    with pytest.raises(ValidationError) as exc:
+        encode_product_update(coerce_update(update, ProductUpdate, "$.product"))
+    assert paths(exc) == [
+        "$.product.title",
+        "$.product.status",
+        "$.product.variants[0].sku",
+        "$.product.variants[1]",  # an unknown field is reported at its object, as msgspec does
+        "$.product",
+    ]
