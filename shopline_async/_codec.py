@@ -19,6 +19,8 @@ __all__ = [
     "decode_product",
     "encode_image_update",
     "encode_product_update",
+    "mapping_errors",
+    "msgspec_error_to_field_error",
 ]
 
 U = TypeVar("U", ProductUpdate, ImageUpdate)
@@ -50,11 +52,11 @@ def coerce_update(value: U | Mapping[str, Any], cls: type[U], root: str) -> U:
         return msgspec.convert(value, cls, strict=False)
     except msgspec.ValidationError as exc:
         # msgspec stops at the first problem; a model reports them all, and so does a mapping
-        errors = _mapping_errors(value, cls, root) or [msgspec_error_to_field_error(exc, root)]
+        errors = mapping_errors(value, cls, root) or [msgspec_error_to_field_error(exc, root)]
         raise ValidationError(errors) from None
 
 
-def _mapping_errors(value: Mapping[str, Any], cls: type[msgspec.Struct], path: str) -> list[FieldError]:
+def mapping_errors(value: Mapping[str, Any], cls: type[msgspec.Struct], path: str) -> list[FieldError]:
     """Every field of ``value`` that will not convert into ``cls``, each at its own path."""
     fields = {f.encode_name: f for f in msgspec.structs.fields(cls)}
     errors: list[FieldError] = []
@@ -70,11 +72,11 @@ def _mapping_errors(value: Mapping[str, Any], cls: type[msgspec.Struct], path: s
             nested = _struct_in(field.type)
             found: list[FieldError] = []
             if nested is not None and isinstance(item, Mapping):
-                found = _mapping_errors(item, nested, where)
+                found = mapping_errors(item, nested, where)
             elif nested is not None and isinstance(item, list):
                 for index, element in enumerate(item):
                     if isinstance(element, Mapping):
-                        found += _mapping_errors(element, nested, f"{where}[{index}]")
+                        found += mapping_errors(element, nested, f"{where}[{index}]")
             errors += found or [msgspec_error_to_field_error(exc, where)]
     return errors
 

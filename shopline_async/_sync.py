@@ -28,7 +28,7 @@ from msgspec import UNSET, Struct, UnsetType
 
 from ._batch import BatchExecutor, BatchSummary, Operation, Progress, Result, UpdateImage, UpdateProduct
 from ._client import ShoplineClient
-from ._codec import msgspec_error_to_field_error
+from ._codec import mapping_errors, msgspec_error_to_field_error
 from ._config import RateLimit, RetryPolicy
 from ._constants import DEFAULT_RATE
 from ._errors import APIStatusError, ValidationError
@@ -89,6 +89,7 @@ class _Unreadable(NamedTuple):
 
 
 _labels_decoder = msgspec.json.Decoder(_Labels)
+_any_decoder = msgspec.json.Decoder()
 
 
 def _unreadable(line: int, message: str, store: object, key: object) -> _Unreadable:
@@ -186,9 +187,21 @@ def _jsonl_rows(source: IO[str]) -> Iterator[tuple[int, _Row | _Unreadable]]:
                 labels = _labels_decoder.decode(text)
             except msgspec.MsgspecError:  # not an object: nothing to name
                 labels = _Labels()
-            yield line, _unreadable(line, str(msgspec_error_to_field_error(exc, "$")), labels.store, labels.key)
+            yield line, _unreadable(line, _row_errors(text, exc), labels.store, labels.key)
         except msgspec.DecodeError as exc:
             yield line, _unreadable(line, f"not valid JSON: {exc}", None, None)
+
+
+def _row_errors(text: str, exc: msgspec.ValidationError) -> str:
+    """Every problem of a row's update, as a model would list them; else msgspec's first."""
+    document = _any_decoder.decode(text)
+    for key, cls in (("product", ProductUpdate), ("image", ImageUpdate)):
+        body = document.get(key) if isinstance(document, dict) else None
+        if isinstance(body, dict):
+            errors = mapping_errors(body, cls, f"$.{key}")
+            if errors:
+                return "; ".join(str(e) for e in errors)
+    return str(msgspec_error_to_field_error(exc, "$"))
 
 
 def _csv_rows(source: IO[str]) -> Iterator[tuple[int, _Row | _Unreadable]]:

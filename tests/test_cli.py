@@ -373,6 +373,14 @@ def test_integer_ids_are_taken_and_a_row_that_cannot_be_read_keeps_its_store(
     assert bad["store"] == "west" and bad["key"] == "bad" and "$.product.title" in bad["error"]
 
 
+def test_a_jsonl_row_reports_every_problem_of_its_update(mock: MockShopline, config_file: Path, tmp_path: Path) -> None:
+    row = {"store": "east", "product_id": "p1", "product": {"title": 5, "status": "live", "variants": [{"sku": 1}]}}
+    source = write_jsonl(tmp_path / "c.jsonl", [row])
+    assert sync(str(source), "--config", str(config_file), "--base-url", mock.base_url) == 1
+    error = read_results(tmp_path / "c.jsonl.results.jsonl")[0]["error"]
+    assert all(p in error for p in ("$.product.title", "$.product.status", "$.product.variants[0].sku")), error
+
+
 def test_csv_takes_all_five_options(mock: MockShopline, config_file: Path, tmp_path: Path) -> None:
     source = tmp_path / "c.csv"
     source.write_text("product_id,store,option4,option5\np1,east,short,casual\n")
