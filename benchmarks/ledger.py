@@ -45,6 +45,19 @@ async def one_run(base_url: str, ops: Iterator[UpdateProduct], ledger: Ledger | 
         }
 
 
+class TimedLedger(Ledger):
+    """A Ledger that times each commit: how long it holds the event loop."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.commit_ms: list[float] = []
+
+    def commit(self) -> None:
+        started = time.perf_counter()
+        super().commit()
+        self.commit_ms.append(1000 * (time.perf_counter() - started))
+
+
 def bench_ledger(quick: bool) -> dict[str, Any]:
     rows = 20_000 if quick else 100_000
     rounds = 1 if quick else 2
@@ -54,10 +67,11 @@ def bench_ledger(quick: bool) -> dict[str, Any]:
         without: list[float] = []
         for n in range(rounds):
             without.append(asyncio.run(one_run(base_url, operations(rows, set(), 0), None))["cpu_s"])
-            with Ledger(Path(tmp) / f"first-{n}.sqlite3") as ledger:
+            with TimedLedger(Path(tmp) / f"first-{n}.sqlite3") as ledger:
                 first = asyncio.run(one_run(base_url, operations(rows, set(), 0), ledger))
                 assert first["sent"] == rows
                 with_ledger.append(first["cpu_s"])
+                commits = sorted(ledger.commit_ms)
         with Ledger(Path(tmp) / "first-0.sqlite3") as ledger:
             unchanged = asyncio.run(one_run(base_url, operations(rows, set(), 0), ledger))
             nightly = asyncio.run(one_run(base_url, operations(rows, changed, 1), ledger))
@@ -70,6 +84,10 @@ def bench_ledger(quick: bool) -> dict[str, Any]:
         "cpu_ratio_first_run": round(statistics.median(w / o for w, o in zip(with_ledger, without, strict=True)), 3),
         "first_run_cpu_us_per_row": round(1e6 * statistics.median(with_ledger) / rows, 1),
         "no_ledger_cpu_us_per_row": round(1e6 * statistics.median(without) / rows, 1),
+        "commits": len(commits),
+        "commit_ms_p50": round(commits[len(commits) // 2], 2),
+        "commit_ms_p99": round(commits[int(len(commits) * 0.99)], 2),
+        "commit_ms_max": round(commits[-1], 2),
         "unchanged_run_s": round(unchanged["wall_s"], 2),
         "unchanged_run_us_per_row": round(1e6 * unchanged["wall_s"] / rows, 1),
         "changed_run_s": round(nightly["wall_s"], 2),
@@ -84,7 +102,8 @@ def bench_ledger(quick: bool) -> dict[str, Any]:
         f"{result['unchanged_run_us_per_row']} us a row); first run with the ledger "
         f"{result['cpu_ratio_first_run']}x the CPU of one without ({result['first_run_cpu_us_per_row']} "
         f"vs {result['no_ledger_cpu_us_per_row']} us a row); at 4 req/s: {result['hours_at_4_per_s_full']} h "
-        f"-> {result['hours_at_4_per_s_changed']} h",
+        f"-> {result['hours_at_4_per_s_changed']} h; a commit held the loop {result['commit_ms_p50']} ms "
+        f"(p50), {result['commit_ms_p99']} ms (p99), {result['commit_ms_max']} ms (max) of {result['commits']}",
         flush=True,
     )
     return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, TypeVar, get_args
 
@@ -96,8 +97,12 @@ def msgspec_error_to_field_error(exc: msgspec.ValidationError, root: str) -> Fie
     """msgspec says "Expected `str`, got `int` - at `$.variants[0].sku`"; re-root the path."""
     message, sep, where = str(exc).rpartition(" - at `")
     if not sep:
-        return FieldError(root, str(exc))
-    return FieldError(root + where.rstrip("`")[1:], message)
+        message, where = str(exc), "$`"
+    path = root + where.rstrip("`")[1:]
+    missing = re.fullmatch(r"Object missing required field `(\w+)`", message)
+    if missing:  # named at the field, as every other error is: $.product_id, not $
+        return FieldError(f"{path}.{missing.group(1)}", "required")
+    return FieldError(path, message)
 
 
 def encode_product_update(update: ProductUpdate) -> bytes:
