@@ -38,7 +38,7 @@ import anyio
 import msgspec
 from msgspec.structs import replace
 
-from ._channels import ByteBudget, Channel, Slots
+from ._channels import ByteBudget, Channel, Slots, wake_one
 from ._client import ShoplineClient, Store
 from ._config import RetryPolicy
 from ._constants import (
@@ -213,7 +213,7 @@ class _Histogram:
 class _Run:
     """One batch's shared state: the cap across stores and the counts the workers keep."""
 
-    __slots__ = ("feed_scheduled", "in_flight", "slots", "starved", "stopping")
+    __slots__ = ("feed_scheduled", "in_flight", "slot_watchers", "slots", "starved", "stopping")
 
     def __init__(self, concurrency: int) -> None:
         self.slots = Slots(concurrency)
@@ -222,8 +222,21 @@ class _Run:
         self.starved: deque[_Lane] = deque()
         """Lanes that needed a worker while every slot was taken, oldest first."""
         self.feed_scheduled = False
+        self.slot_watchers: deque[asyncio.Future[None]] = deque()
+
+    async def until_a_slot_is_free(self) -> None:
+        """Wait, holding nothing, until a slot is free. A worker waits here before it builds its
+        request, not at the gate after: a request waiting for a slot keeps its objects alive across
+        garbage collections, which then promote and walk them again and again (benchmarks/README.md,
+        many stores); here nothing is allocated yet."""
+        while self.slots.free <= 0:
+            watcher: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self.slot_watchers.append(watcher)
+            await watcher
 
     def slot_freed(self) -> None:
+        if self.slot_watchers and self.slots.free > 0:
+            wake_one(self.slot_watchers)
         # looked at once the loop comes round, not now: the worker that freed the slot usually
         # takes it straight back for its next item, and then no new worker is needed; if it went
         # to wait for its store's pacer instead, the slot is still free and a starved lane gets it
@@ -493,6 +506,8 @@ class BatchExecutor:
                             result = _refused(item, lane)
                         else:
                             assert item.resource is not None and item.prepared is not None  # _prepare set both
+                            if run.slots.free <= 0:
+                                await run.until_a_slot_is_free()
                             started = time.monotonic()
                             # awaited here, not in a helper: each await level is re-entered on every
                             # resume of the request, several times per operation

@@ -13,12 +13,13 @@ import asyncio
 from collections import deque
 from typing import Generic, TypeVar
 
-__all__ = ["ByteBudget", "Channel", "Slots"]
+__all__ = ["ByteBudget", "Channel", "Slots", "wake_one"]
 
 T = TypeVar("T")
 
 
-def _wake_one(waiters: deque[asyncio.Future[None]]) -> bool:
+def wake_one(waiters: deque[asyncio.Future[None]]) -> bool:
+    """Wake the first waiter not already done (cancelled); whether there was one."""
     while waiters:
         waiter = waiters.popleft()
         if not waiter.done():
@@ -42,7 +43,7 @@ class Channel(Generic[T]):
     def put(self, item: T) -> None:
         self._items.append(item)
         if self._waiters:
-            _wake_one(self._waiters)
+            wake_one(self._waiters)
 
     async def get(self) -> T:
         items = self._items
@@ -53,7 +54,7 @@ class Channel(Generic[T]):
                 await waiter
             except asyncio.CancelledError:
                 if waiter.done() and not waiter.cancelled() and items:
-                    _wake_one(self._waiters)  # woken for an item we will not take: wake the next
+                    wake_one(self._waiters)  # woken for an item we will not take: wake the next
                 raise
         return items.popleft()
 
@@ -82,7 +83,7 @@ class Slots:
             raise
 
     def give(self) -> None:
-        if not (self._waiters and _wake_one(self._waiters)):
+        if not (self._waiters and wake_one(self._waiters)):
             self.free += 1
 
 
