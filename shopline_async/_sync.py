@@ -31,7 +31,7 @@ from ._client import ShoplineClient
 from ._codec import mapping_errors, msgspec_error_to_field_error
 from ._config import RateLimit, RetryPolicy
 from ._constants import DEFAULT_RATE
-from ._errors import APIStatusError, ValidationError
+from ._errors import APIStatusError, StoreUnavailableError, ValidationError
 from ._ledger import Ledger
 from .models._image import ImageUpdate
 from .models._product import ProductUpdate
@@ -282,6 +282,8 @@ class SyncJob:
     invalid: int = 0
     unreported: int = 0
     """Results of an aborted batch (a second Ctrl-C): recorded, but not in the executor's summary."""
+    stopped_stores: dict[str, tuple[int | None, str | None, int]] = field(default_factory=dict)
+    """Store -> (status, trace id, rows not sent) for stores that could not be written."""
     reasons: Counter[str] = field(default_factory=Counter)
     progress_stream: IO[str] | None = None
     expected_rows: int | None = None
@@ -296,6 +298,9 @@ class SyncJob:
         line, key = result.key if isinstance(result.key, RowKey) else (0, result.key)
         if not result.ok:
             self.reasons[_reason(result)] += 1
+        if isinstance(result.error, StoreUnavailableError):
+            count = self.stopped_stores.get(result.store, (None, None, 0))[2]
+            self.stopped_stores[result.store] = (result.error.status, result.error.trace_id, count + 1)
         unchanged = result.outcome == "unchanged"
         self._write(
             _ResultLine(
@@ -375,6 +380,10 @@ def format_summary(
     if job.reasons:
         reasons = ", ".join(f"{reason} {count}" for reason, count in job.reasons.most_common())
         lines.append(f"  not ok by reason: {reasons}")
+    for store, (status, trace_id, count) in sorted(job.stopped_stores.items()):
+        lines.append(
+            f"  store {store} answered HTTP {status} (traceId={trace_id or '-'}): {_count(count, 'row')} not sent to it"
+        )
     lines.append(
         f"  retries {summary.retries}, 429s {summary.rate_limited}, latency p50 {summary.p50 * 1000:.0f} ms, "
         f"p95 {summary.p95 * 1000:.0f} ms, p99 {summary.p99 * 1000:.0f} ms"

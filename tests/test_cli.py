@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -167,11 +168,12 @@ def test_dry_run_sends_nothing_and_lists_bad_rows(
     assert sync(str(good), "--dry-run", "--store", "east") == 0  # no token needed to validate
 
 
-def test_resume_redoes_only_what_did_not_succeed(mock: MockShopline, tmp_path: Path) -> None:
+def test_resume_redoes_only_what_did_not_succeed(mock: MockShopline, tmp_path: Path, capsys) -> None:
     source = write_jsonl(tmp_path / "c.jsonl", product_rows(10, "east") + product_rows(10, "west"))
     half_config = tmp_path / "half.json"
     half_config.write_text(json.dumps({"stores": {"east": {"token": "cli-secret-token-east-123"}, "west": "wrong"}}))
     assert sync(str(source), "--config", str(half_config), "--base-url", mock.base_url) == 1
+    assert re.search(r"store west answered HTTP 401 \(traceId=\S+\): \d+ rows not sent to it", capsys.readouterr().out)
     first = read_results(tmp_path / "c.jsonl.results.jsonl")
     assert sum(r["ok"] for r in first) == 10 and {r["status"] for r in first if not r["ok"]} == {401}
 
