@@ -270,8 +270,8 @@ class _Lane:
     limiter and the batch's cap): a worker still waiting will take the next item itself. So a
     store paced at 4/s keeps about two tasks, however long its queue, and a store whose requests
     stay long on the wire grows up to ``max_workers``. And only while the batch has a free slot:
-    otherwise the new worker would only wait for one, and thousands of waiting tasks cost more
-    in garbage collection than the requests themselves; the lane waits in ``_Run.starved``.
+    otherwise the new task would only wait for one; the lane waits in ``_Run.starved`` for a
+    worker that runs out of work, or for a slot to come free.
     """
 
     __slots__ = ("add_worker", "admitted", "blocked_by", "max_workers", "queue", "starved", "workers")
