@@ -31,7 +31,7 @@ from ._client import ShoplineClient
 from ._codec import mapping_errors, msgspec_error_to_field_error
 from ._config import RateLimit, RetryPolicy
 from ._constants import DEFAULT_RATE
-from ._errors import APIStatusError, StoreUnavailableError, ValidationError
+from ._errors import APIStatusError, FieldError, StoreUnavailableError, ValidationError
 from ._ledger import Ledger
 from .models._image import ImageUpdate
 from .models._product import ProductUpdate
@@ -193,15 +193,18 @@ def _jsonl_rows(source: IO[str]) -> Iterator[tuple[int, _Row | _Unreadable]]:
 
 
 def _row_errors(text: str, exc: msgspec.ValidationError) -> str:
-    """Every problem of a row's update, as a model would list them; else msgspec's first."""
+    """Every problem of a row's update, as a model would list them, after msgspec's first if that
+    one is outside the update (``$.product_id``, say)."""
+    first = msgspec_error_to_field_error(exc, "$")
     document = _any_decoder.decode(text)
+    errors: list[FieldError] = []
     for key, cls in (("product", ProductUpdate), ("image", ImageUpdate)):
         body = document.get(key) if isinstance(document, dict) else None
         if isinstance(body, dict):
-            errors = mapping_errors(body, cls, f"$.{key}")
-            if errors:
-                return "; ".join(str(e) for e in errors)
-    return str(msgspec_error_to_field_error(exc, "$"))
+            errors += mapping_errors(body, cls, f"$.{key}")
+    if not any(e.path == first.path for e in errors):
+        errors.insert(0, first)
+    return "; ".join(str(e) for e in errors)
 
 
 def _csv_rows(source: IO[str]) -> Iterator[tuple[int, _Row | _Unreadable]]:
