@@ -79,12 +79,13 @@ class Ledger:
         self.commit_every = commit_every
         self.commit_interval = commit_interval
         self._lock = self._take_lock(self.path)
+        self._db = sqlite3.connect(self.path, isolation_level=None)
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(_SCHEMA)
         except sqlite3.DatabaseError as exc:
+            self._db.close()
             self._lock.close()
             raise ConfigError(f"ledger {self.path}: not a usable SQLite database ({exc})") from None
         self._pending: dict[tuple[str, str, str], tuple[object, ...]] = {}

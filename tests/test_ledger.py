@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from test_cli import TOKENS, ThreadedMock, product_rows, read_results, write_jsonl
 
-from shopline_async import BatchExecutor, Ledger, LedgerBusyError, ShoplineClient, UpdateProduct
+from shopline_async import BatchExecutor, ConfigError, Ledger, LedgerBusyError, ShoplineClient, UpdateProduct
 from shopline_async.mock import Faults, MockShopline, MockStoreConfig
 
 EAST_TOKEN = next(t for t, h in TOKENS.items() if h == "east")
@@ -154,3 +154,13 @@ def test_results_files_are_named_after_the_whole_input(tmp_path: Path) -> None:
 
     assert default_results_path(str(tmp_path / "a.csv")) == tmp_path / "a.csv.results.jsonl"
     assert default_results_path("-").name == "sync-results.jsonl"
+
+
+def test_a_file_that_is_not_a_ledger_is_refused_and_released(tmp_path: Path) -> None:
+    path = tmp_path / "not-sqlite.sqlite3"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(ConfigError, match="not a usable SQLite database"):
+        Ledger(path)
+    path.unlink()
+    with Ledger(path) as ledger:  # the lock was released: the same path opens once it is a ledger
+        assert len(ledger) == 0
