@@ -210,12 +210,18 @@ class _Histogram:
         return 0.0  # pragma: no cover - rank <= count always stops the loop
 
 
+def _no_workers(lane: _Lane) -> None:  # pragma: no cover - replaced as each batch starts
+    raise RuntimeError("no batch is running")
+
+
 class _Run:
     """One batch's shared state: the cap across stores and the counts the workers keep."""
 
-    __slots__ = ("feed_scheduled", "in_flight", "slot_watchers", "slots", "starved", "stopping")
+    __slots__ = ("add_worker", "feed_scheduled", "in_flight", "slot_watchers", "slots", "starved", "stopping")
 
     def __init__(self, concurrency: int) -> None:
+        self.add_worker: Callable[[_Lane], None] = _no_workers
+        """Starts a worker task for a lane (already counted in its ``workers``); set per batch."""
         self.slots = Slots(concurrency)
         self.stopping = False
         self.in_flight = 0
@@ -250,7 +256,7 @@ class _Run:
             lane = self.adopt_starved()
             if lane is None:
                 return
-            lane.add_worker(lane)
+            self.add_worker(lane)
 
     def adopt_starved(self) -> _Lane | None:
         """A starved lane that still wants a worker, counted as having one more; None if none does."""
@@ -274,12 +280,11 @@ class _Lane:
     worker that runs out of work, or for a slot to come free.
     """
 
-    __slots__ = ("add_worker", "admitted", "blocked_by", "max_workers", "queue", "starved", "workers")
+    __slots__ = ("admitted", "blocked_by", "max_workers", "queue", "starved", "workers")
 
-    def __init__(self, max_workers: int, add_worker: Callable[[_Lane], None]) -> None:
+    def __init__(self, max_workers: int) -> None:
         self.queue: deque[_Item] = deque()
         self.max_workers = max_workers
-        self.add_worker = add_worker
         self.workers = 0
         self.admitted = 0
         self.starved = False
@@ -292,7 +297,7 @@ class _Lane:
         if self.wants_worker():
             if run.slots.free > 0:
                 self.workers += 1
-                self.add_worker(self)
+                run.add_worker(self)
             elif not self.starved:
                 self.starved = True
                 run.starved.append(self)
@@ -533,6 +538,8 @@ class BatchExecutor:
         def add_worker(lane: _Lane) -> None:
             workers.spawn(worker(lane))
 
+        run.add_worker = add_worker
+
         try:
             index = 0
             async with aclosing(_iterate(operations)) as source:
@@ -561,7 +568,7 @@ class BatchExecutor:
                     store = item.store
                     lane = lanes.get(store)
                     if lane is None:
-                        lane = lanes[store] = _Lane(min(store.rate_limit.max_in_flight, self._concurrency), add_worker)
+                        lane = lanes[store] = _Lane(min(store.rate_limit.max_in_flight, self._concurrency))
                     item.run = run
                     item.lane = lane
                     lane.queue.append(item)
