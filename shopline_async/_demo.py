@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from ._config import RateLimit, RetryPolicy
-from ._sync import run_sync
+from ._sync import cli_command, run_sync
 from .mock import Faults, MockShopline, MockStoreConfig
 from .models._product import ImageInput, ProductUpdate
 
@@ -99,11 +98,5 @@ async def run_demo(directory: Path, *, progress: bool) -> int:
         written = sum(server.stats(h).writes.total() for h in STORES.values())
     print(f"\nThe mock server accepted {written} writes. The failures:")
     print(f"  grep '\"ok\":false' {results}")
-    print(f"Check a file without sending anything:\n  {_command()} sync {catalog} --dry-run --config {stores}")
+    print(f"Check a file without sending anything:\n  {cli_command()} sync {catalog} --dry-run --config {stores}")
     return 0
-
-
-def _command() -> str:
-    """How to run this CLI again from here, whether or not its virtualenv is activated."""
-    beside = Path(sys.executable).with_name("shopline-async")
-    return str(beside) if beside.exists() else f"{sys.executable} -m shopline_async.cli"

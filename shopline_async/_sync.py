@@ -43,6 +43,7 @@ __all__ = [
     "RowKey",
     "SyncInputError",
     "SyncJob",
+    "cli_command",
     "error_text",
     "read_operations",
     "run_sync",
@@ -416,6 +417,12 @@ def count_rows(input_path: str, fmt: str) -> int | None:
     except OSError:
         return None
     return max(lines - 1, 0) if fmt == "csv" else lines
+
+
+def cli_command() -> str:
+    """How to run this CLI again from here, for hints: whether or not its virtualenv is activated."""
+    beside = Path(sys.executable).with_name("shopline-async")
+    return str(beside) if beside.exists() else f"{sys.executable} -m shopline_async.cli"
 
 
 def default_results_path(input_path: str) -> Path:

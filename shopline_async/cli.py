@@ -38,6 +38,7 @@ from ._sync import (
     EXIT_USAGE,
     STDIN_RESULTS,
     SyncInputError,
+    cli_command,
     default_results_path,
     run_sync,
 )
@@ -314,7 +315,7 @@ async def _mock_server(args: argparse.Namespace) -> int:
         if len(tokens) > len(shown):
             print(f"  ... and {len(tokens) - len(shown)} more, each with token mock-token-HANDLE", flush=True)
         print(
-            f"  e.g. shopline-async sync catalog.jsonl --base-url {server.base_url} "
+            f"  e.g. {cli_command()} sync catalog.jsonl --base-url {server.base_url} "
             f"--store {handles[0]} --token {next(iter(tokens))}",
             flush=True,
         )
