@@ -20,6 +20,7 @@ from shopline_async.mock._server import _drop_unknown
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
 TOKEN = "bench-token"
+PRODUCT_PATH = "/admin/openapi/v20260601/products/{}.json"
 STORE = "bench"
 
 

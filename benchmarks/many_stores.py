@@ -22,13 +22,12 @@ from typing import Any
 
 import aiohttp
 import msgspec
-from common import mock_server_process, rss_mb, spec_product_update
+from common import PRODUCT_PATH, mock_server_process, rss_mb, spec_product_update
 
 from shopline_async import BatchExecutor, RateLimit, ShoplineClient, UpdateProduct
 from shopline_async._codec import encode_product_update
 from shopline_async._constants import DEFAULT_RATE
 
-PRODUCT_PATH = "/admin/openapi/v20260601/products/{}.json"
 _answer = msgspec.json.Decoder()
 
 

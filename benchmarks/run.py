@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import aiohttp
 import msgspec
 from common import (
+    PRODUCT_PATH,
     STORE,
     cpu_seconds,
     mock_server_command,
@@ -55,7 +56,6 @@ from shopline_async import (
 )
 from shopline_async._codec import decode_product, encode_product_update
 
-PRODUCT_PATH = "/admin/openapi/v20260601/products/{}.json"
 HEADERS = {"Authorization": f"Bearer {mock_token()}", "Content-Type": "application/json; charset=utf-8"}
 
 
