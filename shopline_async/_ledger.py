@@ -11,7 +11,7 @@ rows are then simply sent again). Results are committed every ``commit_every`` r
 ``commit_interval`` seconds, on the event loop: a lookup is one primary-key read and a commit
 writes to the WAL without an fsync (benchmarks/README.md, section ledger, has the cost).
 
-One process at a time: the database file is locked (``flock``) while a ``Ledger`` is open, and
+One process at a time: ``PATH.lock`` beside the database is locked (``flock``, POSIX only) while a ``Ledger`` is open, and
 a second one is refused with ``LedgerBusyError``.
 """
 
