@@ -11,8 +11,8 @@ rows are then simply sent again). Results are committed every ``commit_every`` r
 ``commit_interval`` seconds, on the event loop: a lookup is one primary-key read and a commit
 writes to the WAL without an fsync (benchmarks/README.md, section ledger, has the cost).
 
-One process at a time: ``PATH.lock`` beside the database is locked (``flock``, POSIX only) while a ``Ledger`` is open, and
-a second one is refused with ``LedgerBusyError``.
+One process at a time: ``PATH.lock`` beside the database is locked (``flock``, POSIX only)
+while a ``Ledger`` is open, and a second one is refused with ``LedgerBusyError``.
 """
 
 from __future__ import annotations
