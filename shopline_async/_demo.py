@@ -52,7 +52,7 @@ def write_catalog(path: Path) -> int:
             lines.append(json.dumps(row))
     # the rows a real feed gets wrong, each reported with its line and JSON path
     lines.append(
-        json.dumps({"store": "demo-east", "product_id": "9001", "product": {"variants": [{"price": "12.345"}]}})
+        json.dumps({"store": "demo-east", "product_id": "9001", "product": {"variants": [{"price": "-12.34"}]}})
     )
     lines.append(json.dumps({"store": "demo-east", "product_id": "9002", "product": {"status": "live"}}))
     lines.append(json.dumps({"store": "demo-west", "product_id": "9003", "product": {"title": "x" * 300}}))

@@ -86,7 +86,7 @@ async def test_invalid_items_fail_at_once_and_cost_no_request(mock_server: MockS
         ops = [
             product_op("alpha", 1),
             UpdateProduct("alpha", "p2", {"title": "x" * 256}, key="long"),
-            UpdateProduct("alpha", "p3", ProductUpdate(variants=[VariantInput(price="1.234")]), key="price"),
+            UpdateProduct("alpha", "p3", ProductUpdate(variants=[VariantInput(price="-1")]), key="price"),
             UpdateImage("alpha", "p1", "..", {"alt": "a"}, key="bad-id"),
             UpdateProduct("nowhere", "p4", {"title": "x"}, key="no-store"),
             product_op("alpha", 5),

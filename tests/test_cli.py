@@ -132,7 +132,7 @@ def test_csv_sync(mock: MockShopline, tmp_path: Path) -> None:
 def test_invalid_rows_are_recorded_and_skipped(mock: MockShopline, config_file: Path, tmp_path: Path, capsys) -> None:
     rows: list[Any] = product_rows(3)
     rows.insert(1, '{"store": "east", "product_id": "broken", "product": {')
-    rows.insert(3, {"store": "east", "product_id": "x", "product": {"variants": [{"price": "1.234"}]}})
+    rows.insert(3, {"store": "east", "product_id": "x", "product": {"variants": [{"price": "-1.5"}]}})
     rows.append({"store": "east", "product_id": "y", "product": {"titel": "typo"}})
     rows.append({"store": "mars", "product_id": "z", "product": {}})
     rows.append({"store": "east", "product_id": "i", "image": {"alt": "no image id"}})
@@ -142,7 +142,7 @@ def test_invalid_rows_are_recorded_and_skipped(mock: MockShopline, config_file: 
     assert len(results) == len(rows)
     assert [line for line, r in sorted(results.items()) if r["ok"]] == [1, 3, 5]
     assert "not valid JSON" in results[2]["error"]
-    assert results[4]["error"] == "$.product.variants[0].price: must have at most two decimal places, got '1.234'"
+    assert results[4]["error"] == "$.product.variants[0].price: must not be negative, got '-1.5'"
     assert "unknown field `titel`" in results[6]["error"] and "$.product" in results[6]["error"]
     assert "unknown store 'mars'" in results[7]["error"]
     assert "$.image_id" in results[8]["error"]

@@ -310,7 +310,7 @@ async def test_impossible_ids_are_refused_before_sending(product_id, client, moc
 
 async def test_invalid_body_is_refused_before_sending(client: ShoplineClient, mock_server: MockShopline) -> None:
     with pytest.raises(ValidationError, match=r"\$\.product\.variants\[0\]\.price"):
-        await client.store("alpha", "token-alpha").products.update("p", {"variants": [{"price": "1.999"}]})
+        await client.store("alpha", "token-alpha").products.update("p", {"variants": [{"price": "-1.99"}]})
     assert mock_server.stats("alpha").requests == 0
 
 

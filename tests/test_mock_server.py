@@ -75,6 +75,15 @@ async def test_upsert_then_partial_merge(http: aiohttp.ClientSession) -> None:
             assert resp.status == 404 and "errors" in await resp.json()
 
 
+async def test_money_is_rounded_to_two_places_as_the_reference_says(http: aiohttp.ClientSession) -> None:
+    async with server(rate=None) as s:
+        variants = [{"price": "1.995", "compare_at_price": "2.004", "weight": "0.001"}, {"price": "3.10"}]
+        _, body, _ = await put(http, s, PRODUCT.format("p"), {"product": {"variants": variants}})
+    sent = [(v["price"], v["compare_at_price"], v["weight"]) for v in body["product"]["variants"]]
+    # prices "rounded to two decimal places"; a weight "rounded up if it exceeds two decimal places"
+    assert sent == [("2.00", "2.00", "0.01"), ("3.10", "0.00", None)]
+
+
 async def test_response_has_the_full_documented_shape(http: aiohttp.ClientSession) -> None:
     async with server(rate=None) as s:
         _, body, _ = await put(http, s, PRODUCT.format("p"), spec_example("product_request_example.json"))
@@ -115,7 +124,7 @@ async def test_image_update(http: aiohttp.ClientSession) -> None:
         (AUTH, b"{not json", 400, "Invalid JSON"),
         (AUTH, {"title": "no envelope"}, 422, "product is required"),
         (AUTH, {"product": {"title": "x" * 256}}, 422, "$.product.title"),
-        (AUTH, {"product": {"variants": [{"price": "1.999"}]}}, 422, "$.product.variants[0].price"),
+        (AUTH, {"product": {"variants": [{"price": "-1.99"}]}}, 422, "$.product.variants[0].price"),
         (AUTH, {"product": {"status": "live"}}, 422, "$.product.status"),
     ],
 )

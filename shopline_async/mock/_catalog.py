@@ -6,6 +6,7 @@ import itertools
 import re
 import time
 from datetime import datetime, timedelta, timezone
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Context, Decimal
 from typing import Any
 
 from msgspec import UNSET
@@ -45,10 +46,20 @@ _VARIANT_SCALARS = (
     "weight",
     "weight_unit",
 )
+# prices are "rounded to two decimal places", a weight "rounded up if it exceeds two decimal places"
+_MONEY = {"compare_at_price": ROUND_HALF_UP, "price": ROUND_HALF_UP, "weight": ROUND_CEILING}
+_CENT = Decimal("0.01")
 _OPTION_KEYS = ("option1", "option2", "option3", "option4", "option5")
 
 
 _clock: tuple[int, str] = (0, "")
+
+
+def _rounded(name: str, value: str) -> str:
+    """Money as the server keeps it: two places. Validation has made it a plain decimal string."""
+    if len(value) - value.find(".") == 3:  # already two places: the common case, no Decimal
+        return value
+    return str(Decimal(value).quantize(_CENT, rounding=_MONEY[name], context=Context(prec=len(value) + 3)))
 
 
 def _now() -> str:
@@ -199,7 +210,7 @@ class Catalog:
         for name in _VARIANT_SCALARS:
             value = getattr(variant, name)
             if value is not None and value is not UNSET:
-                merged[name] = value
+                merged[name] = _rounded(name, value) if name in _MONEY else value
         if isinstance(variant.image, ImageInput):
             merged["image"] = self._embedded(self._merge_image(product["images"], variant.image))
         values = [merged[k] for k in _OPTION_KEYS if merged[k] is not None]

@@ -71,8 +71,8 @@ class OptionInput(_Request):
 class VariantInput(_Request):
     """A product variant in a product update (``product.variants[]``).
 
-    Prices and weight accept ``Decimal``, ``int``, ``float`` or a decimal
-    string with at most two places; they are sent as strings such as ``"90.22"``.
+    Prices and weight accept ``Decimal``, ``int``, ``float`` or a decimal string; they are sent as
+    strings with two places (``"90.22"``), or with more exactly as given, for the server to round.
     """
 
     barcode: Str255 | UnsetType | None = UNSET

@@ -46,6 +46,8 @@ Path = str | tuple[Any, str | int]
 Checker = Callable[[Any, Path, list[FieldError]], Any]
 
 _CENT = Decimal("0.01")
+# what a money string may hold: a sign, digits, one optional point (no exponent, no other digits)
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)")
 # already what the API wants ("90.22"): the common case, answered without Decimal
 _CANONICAL_MONEY = re.compile(r"(?:0|[1-9][0-9]{0,14})\.[0-9]{2}")
 # the same as msgspec patterns (which it applies with re.search), for the wire form; positive: not 0.00
@@ -161,15 +163,19 @@ def _wire_struct(cls: type[msgspec.Struct]) -> type[msgspec.Struct]:
 
 
 def normalise_money(value: object, *, positive: bool = False) -> str:
-    """``value`` (Decimal, int, float or str) as a decimal string with two places.
+    """``value`` (Decimal, int, float or str) as a plain decimal string: two places, or more if given.
 
-    Raises ``ValueError`` with the rule broken: not a number, NaN/infinite,
-    negative (or not > 0 when ``positive``), or more than two decimal places.
+    The reference pages say the server rounds prices and weights to two places, so a value with
+    more places is sent exactly as given (``"19.999"``) for the server to round; one with fewer is
+    padded (``"5"`` -> ``"5.00"``). Raises ``ValueError`` with the rule broken: not a number (an
+    exponent such as ``"1e3"`` included), NaN/infinite, negative, or not > 0 when ``positive``.
     """
     if type(value) is str and _CANONICAL_MONEY.fullmatch(value) and (not positive or value.strip("0.")):
         return value
     if isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal)):
         raise ValueError(f"expected a decimal number or string, got {type(value).__name__}")
+    if isinstance(value, str) and not _DECIMAL_TEXT.fullmatch(value.strip()):
+        raise ValueError(f"expected a decimal number such as 19.99, got {value!r}")
     try:
         # repr() gives a float's shortest round-trip form: 19.99 -> "19.99", not 19.989999...
         number = Decimal(repr(value) if isinstance(value, float) else str(value).strip())
@@ -182,10 +188,10 @@ def normalise_money(value: object, *, positive: bool = False) -> str:
     if number < 0:
         raise ValueError(f"must not be negative, got {value!r}")
     # a context as wide as the number: the default 28 digits would refuse a large one the page allows
-    rounded = number.quantize(_CENT, context=Context(prec=max(28, number.adjusted() + 3)))
-    if rounded != number:
-        raise ValueError(f"must have at most two decimal places, got {value!r}")
-    return f"{rounded.copy_abs():f}"  # exact (abs() would round to 28 digits); "-0" must not go out as "-0.00"
+    context = Context(prec=max(28, number.adjusted() + 3))
+    rounded = number.quantize(_CENT, context=context)
+    exact = rounded if rounded == number else number.normalize(context)
+    return f"{exact.copy_abs():f}"  # exact (abs() would round to 28 digits); "-0" must not go out as "-0.00"
 
 
 def _render(path: Path) -> str:
