@@ -8,7 +8,7 @@ import re
 import time
 
 import pytest
-from conftest import FAST_RETRY, TOKENS, mock_answer
+from conftest import FAST_RETRY, TOKENS, mock_answer, spec_example
 
 from shopline_async import (
     AiohttpSender,
@@ -350,3 +350,19 @@ async def test_plain_http_only_on_loopback(base_url: str, allowed: bool) -> None
 async def test_plain_http_when_explicitly_allowed() -> None:
     async with ShoplineClient(base_url="http://{handle}.internal", allow_insecure_http=True) as client:
         assert client.store("shop", "t").base_url == "http://shop.internal"
+
+
+async def test_the_reference_example_request_is_sent_as_is_and_round_trips(
+    client: ShoplineClient, mock_server: MockShopline
+) -> None:
+    products = client.store("alpha", "token-alpha").products
+    example = spec_example("product_request_example.json")["product"]  # read-only fields and all
+    created = await products.update("16069938731613985273252340", example)
+    assert created.title == "A product title" and created.tags == ["tag1", "tag2"]
+    assert created.variants[0].price == "10.11" and created.variants[0].title == "Red · L"  # type: ignore[index]
+    # fetch, change, send back: what the API returned goes back as it is
+    update = ProductUpdate.from_product(created)
+    update.title = "Renamed"
+    again = await products.update("16069938731613985273252340", update)
+    assert again.title == "Renamed" and again.variants[0].id == created.variants[0].id  # type: ignore[index]
+    assert mock_server.stats("alpha").writes == {"16069938731613985273252340": 2}

@@ -45,6 +45,20 @@ def test_explicit_null_is_sent_only_when_asked() -> None:
     }
 
 
+# in the reference page's example request and in every response, but not among the request fields
+PRODUCT_READ_ONLY = {
+    "activated_at",
+    "created_at",
+    "id",
+    "image",
+    "product_behavior",
+    "product_type",
+    "published_at",
+    "updated_at",
+}
+VARIANT_READ_ONLY = {"created_at", "inventory_item_id", "inventory_quantity", "product_id", "title", "updated_at"}
+
+
 def test_every_documented_field_encodes() -> None:
     update = ProductUpdate(
         body_html="<p>d</p>",
@@ -84,8 +98,8 @@ def test_every_documented_field_encodes() -> None:
         vendor="SHOPLINE",
     )
     body = json.loads(encode_product_update(update))["product"]
-    assert set(body) == {f for f in ProductUpdate.__struct_fields__}
-    assert set(body["variants"][0]) == set(VariantInput.__struct_fields__)
+    assert set(body) == set(ProductUpdate.__struct_fields__) - PRODUCT_READ_ONLY
+    assert set(body["variants"][0]) == set(VariantInput.__struct_fields__) - VARIANT_READ_ONLY
     assert body["variants"][0]["price"] == "90.22"
     assert body["tags"] == ["a", "b"]
 
@@ -347,3 +361,56 @@ def test_a_plain_dict_reports_all_its_errors_as_a_model_does() -> None:
         "$.product.variants[1]",  # an unknown field is reported at its object, as msgspec does
         "$.product",
     ]
+
+
+# --- round trips with the API's own data -------------------------------------
+
+
+def test_the_reference_example_request_is_accepted_and_only_writable_fields_are_sent(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    example = spec_example("product_request_example.json")["product"]
+    with caplog.at_level("DEBUG", logger="shopline_async"):
+        body = json.loads(encode_product_update(coerce_update(example, ProductUpdate, "$.product")))["product"]
+    expected = {k: v for k, v in example.items() if k not in PRODUCT_READ_ONLY}
+    expected["options"] = [{"name": o["name"], "values_images": o["values_images"]} for o in example["options"]]
+    expected["variants"] = [{k: v for k, v in example["variants"][0].items() if k not in VARIANT_READ_ONLY}]
+    assert body == expected
+    (line,) = [r.getMessage() for r in caplog.records if "read-only" in r.getMessage()]
+    assert line.startswith("20 read-only values not sent") and "$.product.created_at" in line
+    assert "$.product.variants[].title" in line and "$.product.options[].id" in line
+
+
+def test_read_only_fields_set_in_python_are_dropped_too() -> None:
+    update = ProductUpdate(title="t", id="16", created_at="2024-01-01", variants=[VariantInput(title="Red", sku="s")])
+    assert encode_product_update(update) == b'{"product":{"title":"t","variants":[{"sku":"s"}]}}'
+    # and the rules still hold beside them: a read-only field hides no error
+    with pytest.raises(ValidationError) as exc:
+        encode_product_update(ProductUpdate(id="16", title="x" * 256))
+    assert paths(exc) == ["$.product.title"]
+
+
+def test_from_product_round_trips_what_the_api_returned() -> None:
+    returned = decode_product(json.dumps(spec_example("product_response_example.json")).encode())
+    update = ProductUpdate.from_product(returned)
+    body = json.loads(encode_product_update(update))["product"]
+    assert body["tags"] == ["tag1", "tag2"]  # the API's "tag1,tag2", as the request wants it
+    assert body["variants"][0]["id"] == "18069938731621367248362340" and body["variants"][0]["price"] == "10.11"
+    assert body["variants"][0]["image"]["id"] == "7354715709157154478"
+    assert body["options"][0] == {"name": "Color", "values_images": {"Red": returned.options[0].values_images["Red"]}}  # type: ignore[index]
+    assert "template_path" not in body  # null in the answer: not sent, so a round trip clears nothing
+    assert not set(body) & PRODUCT_READ_ONLY and not set(body["variants"][0]) & VARIANT_READ_ONLY
+    assert ProductUpdate.from_product(Product()) == ProductUpdate()
+
+
+def test_from_image_round_trips_what_the_api_returned() -> None:
+    returned = decode_image(json.dumps(spec_example("image_response_example.json")).encode())
+    update = ImageUpdate.from_image(returned)
+    assert encode_image_update(update) == b'{"image":{"alt":"This is a image alt","position":1}}'
+
+
+def test_the_reference_example_image_request_is_sent_as_the_api_reads_it() -> None:
+    example = spec_example("image_request_example.json")["image"]  # "position": "1", a string
+    assert encode_image_update(coerce_update(example, ImageUpdate, "$.image")) == (
+        b'{"image":{"alt":"This is a image alt","position":1}}'
+    )

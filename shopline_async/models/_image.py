@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from ._types import Id, Str512
+from ._types import Id, ReadOnly, Str512
 
 __all__ = ["ImageUpdate", "ProductImage"]
 
@@ -20,6 +20,26 @@ class ImageUpdate(Struct, forbid_unknown_fields=True, omit_defaults=True, kw_onl
     alt: Str512 | UnsetType | None = UNSET
     position: Annotated[int, Meta(ge=1)] | UnsetType | None = UNSET
     sku_id: Id | UnsetType | None = UNSET
+    # returned by the API, not taken: accepted for round trips, never sent
+    create_time: ReadOnly | UnsetType = UNSET
+    height: ReadOnly | UnsetType = UNSET
+    id: ReadOnly | UnsetType = UNSET
+    product_id: ReadOnly | UnsetType = UNSET
+    src: ReadOnly | UnsetType = UNSET
+    update_time: ReadOnly | UnsetType = UNSET
+    width: ReadOnly | UnsetType = UNSET
+
+    @classmethod
+    def from_image(cls, image: ProductImage) -> ImageUpdate:
+        """The update that sets what ``image`` has (alt, position, sku_id), for a round trip.
+
+        Fields the API returned as null or left out are not sent.
+        """
+        return cls(**_given(image, ("alt", "position", "sku_id")))
+
+
+def _given(source: Struct, names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: value for name in names if (value := getattr(source, name)) is not None}
 
 
 class ProductImage(Struct, kw_only=True, gc=False):  # only scalars: nothing for the GC to walk

@@ -8,7 +8,7 @@ be missing or null, and enum-like fields stay plain strings.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
@@ -21,6 +21,7 @@ from ._types import (
     PositiveMoney,
     ProductStatus,
     PublishedScope,
+    ReadOnly,
     Str255,
     Str400,
     Str512,
@@ -66,6 +67,11 @@ class OptionInput(_Request):
 
     name: Str255 | UnsetType | None = UNSET
     values_images: dict[Str255, str] | UnsetType | None = UNSET
+    # returned by the API, not taken: accepted for round trips, never sent
+    id: ReadOnly | UnsetType = UNSET
+    option_value: ReadOnly | UnsetType = UNSET
+    product_id: ReadOnly | UnsetType = UNSET
+    values: ReadOnly | UnsetType = UNSET
 
 
 class VariantInput(_Request):
@@ -92,6 +98,13 @@ class VariantInput(_Request):
     taxable: bool | UnsetType | None = UNSET
     weight: PositiveMoney | UnsetType | None = UNSET
     weight_unit: WeightUnit | UnsetType | None = UNSET
+    # returned by the API, not taken: accepted for round trips, never sent
+    created_at: ReadOnly | UnsetType = UNSET
+    inventory_item_id: ReadOnly | UnsetType = UNSET
+    inventory_quantity: ReadOnly | UnsetType = UNSET
+    product_id: ReadOnly | UnsetType = UNSET
+    title: ReadOnly | UnsetType = UNSET
+    updated_at: ReadOnly | UnsetType = UNSET
 
 
 class ProductUpdate(_Request):
@@ -115,6 +128,38 @@ class ProductUpdate(_Request):
     title: Str255 | UnsetType | None = UNSET
     variants: Annotated[list[VariantInput], Meta(max_length=500)] | UnsetType | None = UNSET
     vendor: Str255 | UnsetType | None = UNSET
+    # returned by the API, not taken: accepted so that a product the API returned can be sent back
+    # as it is (the reference page's own example request carries them), and never sent
+    activated_at: ReadOnly | UnsetType = UNSET
+    created_at: ReadOnly | UnsetType = UNSET
+    id: ReadOnly | UnsetType = UNSET
+    image: ReadOnly | UnsetType = UNSET
+    product_behavior: ReadOnly | UnsetType = UNSET
+    product_type: ReadOnly | UnsetType = UNSET
+    published_at: ReadOnly | UnsetType = UNSET
+    updated_at: ReadOnly | UnsetType = UNSET
+
+    @classmethod
+    def from_product(cls, product: Product) -> ProductUpdate:
+        """The update that sets everything writable ``product`` has, for a fetch-change-send round trip.
+
+        >>> update = ProductUpdate.from_product(product)
+        >>> update.title = "New title"
+
+        Fields the API returned as null or left out are not sent (a round trip never clears one);
+        read-only fields (ids of options, timestamps, a variant's title) are not copied. Tags
+        come back as one comma-separated string and go out as a list.
+        """
+        fields = _given(product, _PRODUCT_WRITABLE)
+        if product.tags_raw is not None:
+            fields["tags"] = product.tags
+        if product.images is not None:
+            fields["images"] = [ImageInput(**_given(image, _IMAGE_WRITABLE)) for image in product.images]
+        if product.options is not None:
+            fields["options"] = [OptionInput(**_given(option, ("name", "values_images"))) for option in product.options]
+        if product.variants is not None:
+            fields["variants"] = [_variant_input(variant) for variant in product.variants]
+        return cls(**fields)
 
 
 # --- response --------------------------------------------------------------
@@ -207,3 +252,47 @@ class Product(_Response):
             return []
         parts = raw.split(",") if isinstance(raw, str) else raw
         return [tag.strip() for tag in parts if tag and tag.strip()]
+
+
+_PRODUCT_WRITABLE = (
+    "body_html",
+    "handle",
+    "product_category",
+    "published_scope",
+    "spu",
+    "status",
+    "subtitle",
+    "template_path",
+    "title",
+    "vendor",
+)
+_IMAGE_WRITABLE = ("alt", "id", "src")
+_VARIANT_WRITABLE = (
+    "barcode",
+    "compare_at_price",
+    "id",
+    "inventory_policy",
+    "inventory_tracker",
+    "option1",
+    "option2",
+    "option3",
+    "option4",
+    "option5",
+    "price",
+    "required_shipping",
+    "sku",
+    "taxable",
+    "weight",
+    "weight_unit",
+)
+
+
+def _given(source: msgspec.Struct, names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: value for name in names if (value := getattr(source, name)) is not None}
+
+
+def _variant_input(variant: Variant) -> VariantInput:
+    fields = _given(variant, _VARIANT_WRITABLE)
+    if variant.image is not None:
+        fields["image"] = ImageInput(**_given(variant.image, _IMAGE_WRITABLE))
+    return VariantInput(**fields)

@@ -8,7 +8,7 @@ limits, JSON input (the CLI's JSONL) is checked while it is decoded, and
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from msgspec import Meta
 
@@ -16,6 +16,7 @@ __all__ = [
     "Id",
     "Money",
     "PositiveMoney",
+    "ReadOnly",
     "Str255",
     "Str400",
     "Str512",
@@ -36,6 +37,10 @@ if TYPE_CHECKING:
 else:
     Money = Annotated[str | int | float, Meta(extra={"money": "non-negative"})]
     PositiveMoney = Annotated[str | int | float, Meta(extra={"money": "positive"})]
+
+# A field the API returns but does not take (``created_at``, a variant's ``title``...): accepted so
+# that a product fetched from the API can be sent back as it is, and never sent (dropped on encoding).
+ReadOnly = Annotated[Any, Meta(extra={"read_only": True})]
 
 ProductStatus = Literal["active", "draft", "archived"]
 InventoryPolicy = Literal["deny", "continue"]

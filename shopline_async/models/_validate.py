@@ -24,6 +24,7 @@ Money given as the API documents it (``"90.22"``) takes the shortcut; other form
 from __future__ import annotations
 
 import functools
+import logging
 import operator
 import re
 import types
@@ -34,8 +35,9 @@ from typing import Annotated, Any, TypeVar, Union, get_args, get_origin, get_typ
 
 import msgspec
 import msgspec.inspect as mi
-from msgspec import UNSET
+from msgspec import UNSET, UnsetType
 
+from .._constants import LOGGER_NAME
 from .._errors import FieldError, ValidationError
 
 __all__ = ["normalise_money", "validate", "validate_and_encode"]
@@ -44,6 +46,8 @@ S = TypeVar("S", bound=msgspec.Struct)
 # A JSON path, built only if an error needs it: the root string, or (parent, ".name" | index).
 Path = str | tuple[Any, str | int]
 Checker = Callable[[Any, Path, list[FieldError]], Any]
+
+logger = logging.getLogger(LOGGER_NAME)
 
 _CENT = Decimal("0.01")
 # what a money string may hold: a sign, digits, one optional point (no exponent, no other digits)
@@ -68,11 +72,13 @@ def validate(value: S, path: str = "$", *, decoded: bool = False) -> S:
             _decoder_for(cls).decode(_copy.encode(value))
     except _CHECK_FAILED as exc:
         _checker_for(cls)(value, path, errors)
+        errors = _without_not_sent(errors)
         if not errors:  # msgspec saw something the walk does not model: say what msgspec said
             errors.append(FieldError(_render(path), str(exc)))
         raise ValidationError(errors) from None
     extras = _extras_checker_for(cls)
     result: S = extras(value, path, errors) if extras is not None else value
+    errors = _without_not_sent(errors)
     if errors:
         raise ValidationError(errors)
     return result
@@ -91,6 +97,7 @@ def validate_and_encode(value: msgspec.Struct, path: str = "$") -> bytes:
     errors: list[FieldError] = []
     extras = _extras_checker_for(cls)
     normalised = extras(value, path, errors) if extras is not None else value
+    errors = _without_not_sent(errors)
     if not errors:
         try:
             # money was all that could differ: the copy made above still serves when none changed
@@ -101,6 +108,26 @@ def validate_and_encode(value: msgspec.Struct, path: str = "$") -> bytes:
     return _encoder.encode(validate(value, path))  # raises, listing every problem
 
 
+class _NotSent(FieldError):
+    """Not an error: a read-only field the checkers dropped, reported in the same pass."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, "read-only, not sent")
+
+
+def _without_not_sent(found: list[FieldError]) -> list[FieldError]:
+    """The errors among ``found``; the read-only fields dropped are logged, once per body."""
+    dropped = [e.path for e in found if type(e) is _NotSent]
+    if not dropped:
+        return found
+    if logger.isEnabledFor(logging.DEBUG):
+        # by field, not by item: a product with 500 variants names each field once
+        fields = dict.fromkeys(_ITEM_INDEX.sub("[]", path) for path in dropped)
+        logger.debug("%d read-only values not sent: %s", len(dropped), ", ".join(fields))
+    return [e for e in found if type(e) is not _NotSent]
+
+
+_ITEM_INDEX = re.compile(r"\[\d+\]")
 _encoder = msgspec.json.Encoder()
 _copy = msgspec.msgpack.Encoder()
 # what the copy-and-check can raise: MessagePack refuses ints beyond 64 bits with OverflowError
@@ -128,6 +155,8 @@ def _wire_type(tp: Any) -> Any:
         for meta in metas:
             extra.update(getattr(meta, "extra", None) or {})
         wired: Any
+        if "read_only" in extra:  # never sent: a model that holds one takes the two passes, which drop it
+            return UnsetType
         if "money" in extra:
             pattern = _WIRE_POSITIVE_MONEY if extra["money"] == "positive" else _WIRE_MONEY
             wired = Annotated[str, msgspec.Meta(pattern=pattern)]
@@ -226,6 +255,13 @@ def _compile(t: mi.Type, *, extras_only: bool) -> Checker | None:  # noqa: C901 
 
     if isinstance(t, mi.Metadata):
         extra = t.extra or {}
+        if "read_only" in extra:
+
+            def drop_read_only(value: Any, path: Path, errors: list[FieldError]) -> Any:
+                errors.append(_NotSent(_render(path)))
+                return UNSET
+
+            return drop_read_only
         if "money" in extra:
             positive = extra["money"] == "positive"
 
