@@ -47,7 +47,15 @@ from ._constants import (
     DEFAULT_MAX_PENDING_BYTES,
     STORE_STOPPING_STATUSES,
 )
-from ._errors import APIError, APIStatusError, ClientClosedError, ConfigError, ShoplineError, StoreUnavailableError
+from ._errors import (
+    APIError,
+    APIStatusError,
+    AppliedWithoutBodyError,
+    ClientClosedError,
+    ConfigError,
+    ShoplineError,
+    StoreUnavailableError,
+)
 from ._ledger import Ledger, LedgerEntry, body_hash
 from ._resources import Images, Products
 from ._response import Response
@@ -68,7 +76,7 @@ __all__ = [
 
 _DISPATCH_BATCH = 32
 
-Outcome = Literal["ok", "unchanged", "failed", "invalid", "not_attempted", "cancelled"]
+Outcome = Literal["ok", "applied_without_body", "unchanged", "failed", "invalid", "not_attempted", "cancelled"]
 
 
 class UpdateProduct(msgspec.Struct, frozen=True):
@@ -100,11 +108,12 @@ Operation = UpdateProduct | UpdateImage
 class Result(msgspec.Struct, frozen=True, kw_only=True):
     """What became of one operation.
 
-    ``outcome``: ``ok``; ``unchanged`` (not sent: the executor's ledger shows this very body
-    acknowledged for this target before; ``status`` and ``trace_id`` are that write's, and
-    ``ok`` is true); ``failed`` (the API or the network said no; with ``attempts == 0`` it
-    was not sent, because an earlier response showed that its store cannot be written:
-    ``error`` is then a StoreUnavailableError carrying that response's status and trace id);
+    ``outcome``: ``ok``; ``applied_without_body`` (a 2xx, so written, but the answer was ``{}``
+    or ``{"product": null}``: ``data`` is None, ``ok`` is true); ``unchanged`` (not sent: the
+    executor's ledger shows this very body acknowledged for this target before; ``status`` and
+    ``trace_id`` are that write's, and ``ok`` is true); ``failed`` (the API or the network said
+    no; with ``attempts == 0`` it was not sent, because an earlier response showed that its
+    store cannot be written: ``error`` is then a StoreUnavailableError carrying that response's status and trace id);
     ``invalid`` (refused before sending); ``not_attempted`` (the batch stopped first);
     ``cancelled`` (stopped mid-request: it may or may not have been applied). ``trace_id`` is
     the final attempt's, ``trace_ids`` every attempt's.
@@ -127,7 +136,7 @@ class Result(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def ok(self) -> bool:
         """The target holds this update: written now, or found unchanged in the ledger."""
-        return self.outcome == "ok" or self.outcome == "unchanged"
+        return self.outcome == "ok" or self.outcome == "unchanged" or self.outcome == "applied_without_body"
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +171,8 @@ class BatchSummary:
 
     @property
     def ok(self) -> int:
-        return self.outcomes["ok"]
+        """Written now: ``ok`` and ``applied_without_body``."""
+        return self.outcomes["ok"] + self.outcomes["applied_without_body"]
 
     @property
     def unchanged(self) -> int:
@@ -171,7 +181,7 @@ class BatchSummary:
 
     @property
     def failed(self) -> int:
-        return self.total - self.outcomes["ok"] - self.outcomes["unchanged"]
+        return self.total - self.ok - self.unchanged
 
 
 @dataclass
@@ -495,7 +505,7 @@ class BatchExecutor:
                     item.prepared.path,
                     result.kind,
                     item.body_hash,
-                    ok=result.outcome == "ok",
+                    ok=result.ok,
                     status=result.status,
                     trace_id=result.trace_id,
                 )
@@ -520,6 +530,8 @@ class BatchExecutor:
                                 response = await item.resource.send(item.prepared, retry=self._retry, gate=item)
                             except _Refused:
                                 result = _refused(item, lane)
+                            except AppliedWithoutBodyError as exc:
+                                result = _result(item, "applied_without_body", applied=exc)
                             except Exception as exc:  # one odd failure must not sink the batch
                                 if isinstance(exc, APIStatusError) and exc.status in STORE_STOPPING_STATUSES:
                                     lane.blocked_by = lane.blocked_by or exc
@@ -652,6 +664,7 @@ def _result(
     *,
     response: Response[Any] | None = None,
     error: Exception | None = None,
+    applied: AppliedWithoutBodyError | None = None,
     elapsed: float = 0.0,
 ) -> Result:
     """The one place a Result is made: from the response, from the error, or from neither."""
@@ -659,6 +672,9 @@ def _result(
     if response is not None:
         status, trace_id, trace_ids = response.status, response.trace_id, response.trace_ids
         attempts, elapsed, network_time = response.attempts, response.elapsed, response.network_time
+    elif applied is not None:
+        status, trace_id, trace_ids = applied.status, applied.trace_id, tuple(applied.trace_ids)
+        attempts, network_time = applied.attempts, applied.network_time
     elif isinstance(error, APIError):
         status, trace_id, trace_ids = error.status, error.trace_id, tuple(error.trace_ids)
         attempts, network_time = error.attempts, error.network_time

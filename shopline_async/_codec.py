@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
-from typing import Any, TypeVar, get_args
+from typing import Any, NoReturn, TypeVar, get_args
 
 import msgspec
+import msgspec.inspect as mi
+from msgspec import UNSET, UnsetType
 
 from ._errors import FieldError, ValidationError
 from .models._image import ImageUpdate, ProductImage
@@ -14,6 +17,7 @@ from .models._product import Product, ProductUpdate
 from .models._validate import validate_and_encode
 
 __all__ = [
+    "BodyMissing",
     "coerce_update",
     "decode_error_body",
     "decode_image",
@@ -29,18 +33,24 @@ U = TypeVar("U", ProductUpdate, ImageUpdate)
 _encoder = msgspec.json.Encoder()
 
 
+class BodyMissing(Exception):
+    """A 2xx answer without the resource: ``{}`` or ``{"product": null}``. The write was applied."""
+
+
 class _ProductEnvelope(msgspec.Struct):
-    product: Product
+    product: Product | UnsetType | None = UNSET
 
 
 class _ImageEnvelope(msgspec.Struct):
-    image: ProductImage
+    image: ProductImage | UnsetType | None = UNSET
 
 
 # strict=False: tolerate "1" for 1 and the like; unknown fields are ignored by default.
 _product_decoder = msgspec.json.Decoder(_ProductEnvelope, strict=False)
 _image_decoder = msgspec.json.Decoder(_ImageEnvelope, strict=False)
 _any_decoder = msgspec.json.Decoder()
+# floats as their text: a price sent as the number 10.10 becomes "10.10", not "10.1"
+_exact_decoder = msgspec.json.Decoder(float_hook=str)
 
 
 def coerce_update(value: U | Mapping[str, Any], cls: type[U], root: str) -> U:
@@ -114,11 +124,76 @@ def encode_image_update(update: ImageUpdate) -> bytes:
 
 
 def decode_product(body: bytes) -> Product:
-    return _product_decoder.decode(body).product
+    """The product of a 2xx body. Raises BodyMissing, or msgspec's errors for what is not a product."""
+    try:
+        product = _product_decoder.decode(body).product
+    except msgspec.ValidationError:
+        product = _decode_leniently(body, _ProductEnvelope).product
+    if product is None or product is UNSET:
+        _body_missing(body, "product")
+    return product
 
 
 def decode_image(body: bytes) -> ProductImage:
-    return _image_decoder.decode(body).image
+    """The image of a 2xx body. Raises BodyMissing, or msgspec's errors for what is not an image."""
+    try:
+        image = _image_decoder.decode(body).image
+    except msgspec.ValidationError:
+        image = _decode_leniently(body, _ImageEnvelope).image
+    if image is None or image is UNSET:
+        _body_missing(body, "image")
+    return image
+
+
+def _body_missing(body: bytes, key: str) -> NoReturn:
+    """BodyMissing for ``{}`` or an explicit ``{key: null}``; for an object without ``key`` that
+    holds something else, the error it is: not this endpoint's answer."""
+    document = _any_decoder.decode(body)
+    if document == {} or (key in document and document[key] is None):
+        raise BodyMissing
+    raise msgspec.ValidationError(f"Object missing required field `{key}`")
+
+
+E = TypeVar("E", _ProductEnvelope, _ImageEnvelope)
+
+
+def _decode_leniently(body: bytes, envelope: type[E]) -> E:
+    """The second try, for an answer the models do not fit as they are: a number where a string
+    is expected (``"id": 16``, ``"price": 10.1``) becomes its decimal text, ``null`` where a list
+    is expected an empty list. Anything else still raises msgspec's ValidationError."""
+    return msgspec.convert(_loosen(_exact_decoder.decode(body), _type_info(envelope)), envelope, strict=False)
+
+
+@functools.cache
+def _type_info(envelope: type[msgspec.Struct]) -> mi.Type:
+    return mi.type_info(envelope)
+
+
+def _loosen(value: Any, t: mi.Type) -> Any:
+    if isinstance(t, mi.Metadata):
+        t = t.type
+    if isinstance(t, mi.UnionType):
+        if value is None:
+            return None
+        members = [m for m in t.types if not isinstance(m, mi.NoneType)]
+        if len(members) != 1:  # tags: a string or a list of them
+            return str(value) if _is_number(value) and any(isinstance(m, mi.StrType) for m in members) else value
+        t = members[0]
+    if isinstance(t, mi.StructType) and isinstance(value, dict):
+        fields = {f.encode_name: f.type for f in t.fields}
+        return {k: _loosen(v, fields[k]) if k in fields else v for k, v in value.items()}
+    if isinstance(t, mi.ListType):
+        if value is None:
+            return []
+        if isinstance(value, list):
+            return [_loosen(item, t.item_type) for item in value]
+    if isinstance(t, mi.StrType) and _is_number(value):
+        return str(value)
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def decode_error_body(body: bytes) -> Any:

@@ -5,6 +5,7 @@ ShoplineError
 ├── ClientClosedError           a call on a client (or a store handle of one) that was closed
 ├── ValidationError             bad input caught before any request (also a ValueError)
 ├── StoreUnavailableError       not sent: an earlier answer showed the store cannot be written
+├── AppliedWithoutBodyError     the write was applied (2xx) but the answer held no resource
 └── APIError                    a request was attempted: method, url, trace_id, attempts
     ├── APIConnectionError      no HTTP response (refused, reset, dropped)
     │   └── APITimeoutError     an attempt timed out
@@ -26,7 +27,7 @@ no secret), status, trace id and the API's own ``errors`` payload are.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "APIError",
     "APIStatusError",
     "APITimeoutError",
+    "AppliedWithoutBodyError",
     "AuthenticationError",
     "ClientClosedError",
     "ConfigError",
@@ -119,6 +121,7 @@ class APIError(ShoplineError):
         status: int | None = None,
         attempts: int = 1,
         trace_ids: Sequence[str] = (),
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -131,11 +134,44 @@ class APIError(ShoplineError):
         self.trace_ids: list[str] = list(trace_ids)
         # seconds the attempts spent on the wire (not waiting for the rate limiter or a retry)
         self.network_time = 0.0
+        # the final response's headers (case-insensitive), empty if none arrived
+        self.headers: Mapping[str, str] = headers if headers is not None else {}
 
     def __str__(self) -> str:
         status = f"HTTP {self.status} " if self.status is not None else ""
         attempts = f", {self.attempts} attempts" if self.attempts > 1 else ""
         return f"{status}{self.message} ({self.method} {self.url}, traceId={self.trace_id or '-'}{attempts})"
+
+
+class AppliedWithoutBodyError(ShoplineError):
+    """The API answered 2xx, so the write was applied, but with ``{}`` or ``{"product": null}``
+    instead of the resource: there is no model to return. Not a failure of the write (a batch
+    reports it as outcome ``applied_without_body``, ``ok`` true); it carries the call's facts.
+    """
+
+    def __init__(
+        self,
+        *,
+        method: str,
+        url: str,
+        status: int,
+        trace_id: str | None,
+        trace_ids: Sequence[str],
+        attempts: int,
+        network_time: float,
+        headers: Mapping[str, str],
+    ) -> None:
+        super().__init__(
+            f"HTTP {status}: applied, but the answer held no resource ({method} {url}, traceId={trace_id or '-'})"
+        )
+        self.method = method
+        self.url = url
+        self.status = status
+        self.trace_id = trace_id
+        self.trace_ids = list(trace_ids)
+        self.attempts = attempts
+        self.network_time = network_time
+        self.headers = headers
 
 
 class APIConnectionError(APIError):

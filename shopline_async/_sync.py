@@ -381,6 +381,8 @@ def format_summary(
         f"({summary.throughput:.1f}/s): {ok:,} ok, {total - ok - unchanged:,} not ok"
         + (f", {unchanged:,} unchanged, skipped (`--full` sends everything)" if unchanged else ""),
     ]
+    if applied := summary.outcomes["applied_without_body"]:
+        lines.append(f"  {_count(applied, 'row')} applied (HTTP 2xx) with no product or image in the answer")
     if job.reasons:
         reasons = ", ".join(f"{reason} {count}" for reason, count in job.reasons.most_common())
         lines.append(f"  not ok by reason: {reasons}")

@@ -22,13 +22,14 @@ from urllib.parse import quote
 import msgspec
 from yarl import URL
 
-from ._codec import decode_error_body
+from ._codec import BodyMissing, decode_error_body
 from ._config import RateLimit, RetryPolicy, Timeout
 from ._constants import LOGGER_NAME
 from ._errors import (
     APIConnectionError,
     APIError,
     APITimeoutError,
+    AppliedWithoutBodyError,
     ClientClosedError,
     ConfigError,
     FieldError,
@@ -253,6 +254,7 @@ class StoreTransport:
                     if trace_id:
                         trace_ids.append(trace_id)
                     failure = _send_failure(exc, method, url, trace_id)
+                    failure.headers = exc.headers
                 else:
                     status = response.status
                     trace_id = response.headers.get("traceId")
@@ -281,6 +283,17 @@ class StoreTransport:
             if failure is None and status is not None and 200 <= status < 300:
                 try:
                     data = prepared.decode(payload)
+                except BodyMissing:
+                    raise AppliedWithoutBodyError(
+                        method=method,
+                        url=url,
+                        status=status,
+                        trace_id=trace_id,
+                        trace_ids=trace_ids,
+                        attempts=attempt,
+                        network_time=network_time,
+                        headers=response.headers,
+                    ) from None
                 except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                     raise self._finish(
                         ResponseDecodeError(
@@ -291,6 +304,7 @@ class StoreTransport:
                             status=status,
                             trace_id=trace_id,
                             body=payload,
+                            headers=response.headers,
                         ),
                         attempt,
                         trace_ids,
@@ -312,6 +326,7 @@ class StoreTransport:
             if failure is None:
                 assert status is not None
                 failure = self._status_error(status, payload, method=method, url=url, trace_id=trace_id)
+                failure.headers = response.headers
                 retryable = should_retry_status(policy, status)
             else:
                 retryable = isinstance(failure, APIConnectionError)

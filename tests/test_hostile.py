@@ -17,16 +17,22 @@ from hypothesis import strategies as st
 from spec_oracle import image_update_violations, product_update_violations
 
 from shopline_async import (
+    APIError,
     APIStatusError,
     APITimeoutError,
+    AppliedWithoutBodyError,
+    BatchExecutor,
     ImageInput,
     ImageUpdate,
     OptionInput,
+    Product,
     ProductUpdate,
     ResponseDecodeError,
     RetryPolicy,
     ShoplineClient,
     Timeout,
+    UpdateImage,
+    UpdateProduct,
     ValidationError,
     VariantInput,
 )
@@ -272,7 +278,8 @@ async def call(base_url: str, **client: object) -> object:
         b"<html><body>Bad Gateway</body></html>",
         b'{"product": {"id": "1", "title": ',
         b'{"product": {"variants": "not a list"}}',
-        b'{"product": {"tags": 42}}',
+        b'{"product": {"tags": {"a": 1}}}',
+        b'{"product": {"title": ["not", "text"]}}',
         b"",
         b"null",
         b"\xff\xfe\x00garbage",
@@ -283,6 +290,39 @@ async def test_undecodable_2xx_is_a_decode_error(hostile, body: bytes) -> None:
     with pytest.raises(ResponseDecodeError) as exc:
         await call(base_url)
     assert exc.value.status == 200 and exc.value.trace_id == "tr-1" and exc.value.attempts == 1
+
+
+async def test_lenient_answers_decode_into_the_model(hostile) -> None:
+    body = (
+        b'{"product": {"id": 16069938731613985273252340, "tags": null, "images": null, "options": null,'
+        b' "variants": [{"id": 18, "price": 10.10, "weight": 1, "compare_at_price": null, "image": null}]}}'
+    )
+    product = await call(await hostile(fixed(200, body)))
+    assert isinstance(product, Product)
+    assert product.id == "16069938731613985273252340" and product.tags == []
+    assert product.images == [] and product.options == []
+    (variant,) = product.variants
+    assert (variant.id, variant.price, variant.weight, variant.compare_at_price) == ("18", "10.10", "1", None)
+
+
+@pytest.mark.parametrize("body", [b"{}", b'{"product": null}', b' {"product" : null, "other": 1} '])
+async def test_a_2xx_without_the_product_is_applied_without_a_body(hostile, body: bytes) -> None:
+    base_url = await hostile(fixed(200, body, traceId="tr-9"))
+    with pytest.raises(AppliedWithoutBodyError) as exc:
+        await call(base_url)
+    assert not isinstance(exc.value, APIError)  # not a failure: the write was applied
+    assert (exc.value.status, exc.value.trace_id, exc.value.attempts) == (200, "tr-9", 1)
+    assert exc.value.headers["traceid"] == "tr-9"
+    async with ShoplineClient(base_url=base_url) as client:
+        ops = [UpdateProduct("shop", "1", {"title": "x"})]
+        if body == b"{}":  # the image endpoint's own empty answer
+            ops.append(UpdateImage("shop", "1", "2", {"alt": "a"}))
+        client.store("shop", "token")
+        report = await BatchExecutor(client).gather(ops)
+    assert [(r.outcome, r.ok, r.data, r.trace_id) for r in report.results] == [
+        ("applied_without_body", True, None, "tr-9")
+    ] * len(ops)
+    assert report.summary.ok == len(ops) and report.summary.failed == 0
 
 
 async def test_oversized_body_is_refused_not_read(hostile) -> None:

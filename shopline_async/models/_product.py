@@ -2,8 +2,9 @@
 
 Request models send only what the caller set: every field defaults to
 ``UNSET`` and is left out of the JSON; pass ``None`` to send an explicit null.
-Response models decode leniently: unknown fields are ignored, every field may
-be missing or null, and enum-like fields stay plain strings.
+Response models decode leniently: unknown fields are ignored, a field may be missing or null
+(a list then reads as empty), a number where text is expected (``"id": 16``, ``"price": 10.10``)
+reads as its decimal text, and enum-like fields stay plain strings.
 """
 
 from __future__ import annotations
@@ -153,11 +154,12 @@ class ProductUpdate(_Request):
         fields = _given(product, _PRODUCT_WRITABLE)
         if product.tags_raw is not None:
             fields["tags"] = product.tags
-        if product.images is not None:
+        # an empty list is what a missing one reads as: not sent, as a null field is not
+        if product.images:
             fields["images"] = [ImageInput(**_given(image, _IMAGE_WRITABLE)) for image in product.images]
-        if product.options is not None:
+        if product.options:
             fields["options"] = [OptionInput(**_given(option, ("name", "values_images"))) for option in product.options]
-        if product.variants is not None:
+        if product.variants:
             fields["variants"] = [_variant_input(variant) for variant in product.variants]
         return cls(**fields)
 
@@ -185,9 +187,9 @@ class Option(_Response):
 
     id: str | None = None
     name: str | None = None
-    option_value: list[OptionValue] | None = None
+    option_value: list[OptionValue] = msgspec.field(default_factory=list)
     product_id: str | None = None
-    values: list[str] | None = None
+    values: list[str] = msgspec.field(default_factory=list)
     values_images: dict[str, str] | None = None
 
 
@@ -227,8 +229,8 @@ class Product(_Response):
     handle: str | None = None
     id: str | None = None
     image: Image | None = None
-    images: list[Image] | None = None
-    options: list[Option] | None = None
+    images: list[Image] = msgspec.field(default_factory=list)
+    options: list[Option] = msgspec.field(default_factory=list)
     product_behavior: str | None = None
     product_category: str | None = None
     product_type: str | None = None
@@ -241,7 +243,7 @@ class Product(_Response):
     template_path: str | None = None
     title: str | None = None
     updated_at: str | None = None
-    variants: list[Variant] | None = None
+    variants: list[Variant] = msgspec.field(default_factory=list)
     vendor: str | None = None
 
     @property
