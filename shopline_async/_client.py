@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from ssl import SSLContext
 from types import TracebackType
+
+import aiohttp
 
 from ._config import RateLimit, RetryPolicy, Timeout
 from ._constants import (
@@ -21,6 +25,7 @@ from ._transport import (
     StoreTransport,
     TransportSettings,
     check_api_version,
+    check_extra_headers,
     check_handle,
     check_token,
     resolve_base_url,
@@ -74,6 +79,10 @@ class ShoplineClient:
     ``max_connections`` sockets idle ones included; see :class:`AiohttpSender`. ``sender``
     replaces the network layer (a :class:`MockSender` in tests); the client closes it on exit.
     Leaving the ``async with`` block closes everything, and the store handles with it.
+
+    ``extra_headers`` go with every request (never Authorization, Content-Type, Content-Length,
+    Host or Transfer-Encoding, which the SDK sets). Networking (``trust_env``, ``proxy``, ``ssl``,
+    ``session``) is passed to :class:`AiohttpSender`; see there what an app's own session takes over.
     """
 
     def __init__(
@@ -90,6 +99,11 @@ class ShoplineClient:
         user_agent: str | None = None,
         allow_insecure_http: bool = False,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        extra_headers: Mapping[str, str] | None = None,
+        trust_env: bool = False,
+        proxy: str | None = None,
+        ssl: SSLContext | bool = True,
+        session: aiohttp.ClientSession | None = None,
         sender: Sender | None = None,
     ) -> None:
         agent = user_agent or f"shopline-async/{__version__}"
@@ -97,24 +111,73 @@ class ShoplineClient:
             raise ConfigError("user_agent must not contain line breaks or NUL")
         # fail at construction, not at the first request, on a bad template
         resolve_base_url(base_url, "1", allow_insecure_http=allow_insecure_http)  # a handle fit for host or port
-        settings = TransportSettings(
+        self._settings = TransportSettings(
             base_url=base_url,
             timeout=timeout or Timeout(),
             retry=retry or RetryPolicy(),
             user_agent=agent,
             allow_insecure_http=allow_insecure_http,
+            extra_headers=check_extra_headers(extra_headers, "extra_headers"),
         )
         if sender is None:
             sender = AiohttpSender(
                 max_connections=max_connections,
                 keepalive_timeout=keepalive_timeout,
                 max_response_bytes=max_response_bytes,
+                trust_env=trust_env,
+                proxy=proxy,
+                ssl=ssl,
+                session=session,
             )
-        self._state = ClientState(settings, sender)
+        elif trust_env or proxy is not None or ssl is not True or session is not None:
+            raise ConfigError("trust_env, proxy, ssl and session configure the default sender: pass them to it")
+        self._state = ClientState(sender)
         self._products_api_version = check_api_version(products_api_version)
         self._images_api_version = check_api_version(images_api_version)
         self._rate_limit = rate_limit or RateLimit()
         self._stores: dict[str, Store] = {}
+
+    def with_options(
+        self,
+        *,
+        timeout: Timeout | None = None,
+        retry: RetryPolicy | None = None,
+        rate_limit: RateLimit | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> ShoplineClient:
+        """A copy with other settings that shares this client's connections and its stores' limiters.
+
+        >>> patient = client.with_options(timeout=Timeout(total=120), retry=RetryPolicy(max_attempts=8))
+        >>> await patient.store("open001", token).products.update(...)
+
+        Every store already handed out is in the copy too, with its token. A store is one
+        SHOPLINE bucket however many copies send to it, so they share one limiter: ``rate_limit``
+        applies to stores first created by the copy. ``extra_headers`` replace this client's.
+        Closing any copy closes the connections of all; close the client you created.
+        """
+        copy = object.__new__(ShoplineClient)
+        settings = self._settings
+        copy._settings = TransportSettings(
+            base_url=settings.base_url,
+            timeout=timeout or settings.timeout,
+            retry=retry or settings.retry,
+            user_agent=settings.user_agent,
+            allow_insecure_http=settings.allow_insecure_http,
+            extra_headers=settings.extra_headers
+            if extra_headers is None
+            else check_extra_headers(extra_headers, "extra_headers"),
+        )
+        copy._state = self._state
+        copy._products_api_version = self._products_api_version
+        copy._images_api_version = self._images_api_version
+        copy._rate_limit = rate_limit or self._rate_limit
+        copy._stores = {
+            handle: Store(
+                store._transport.with_settings(copy._settings), self._products_api_version, self._images_api_version
+            )
+            for handle, store in self._stores.items()
+        }
+        return copy
 
     @property
     def sender(self) -> Sender:
@@ -138,7 +201,11 @@ class ShoplineClient:
                 raise ConfigError(f"store {key!r} already exists with {existing.rate_limit}")
             existing.set_access_token(access_token)
             return existing
-        transport = StoreTransport(key, access_token, self._state, rate_limit or self._rate_limit)
+        shared = self._state.limiters.get(key)  # a copy of this client (with_options) sent to it first
+        if shared is not None and rate_limit is not None and rate_limit != shared.rate_limit:
+            raise ConfigError(f"store {key!r} already exists with {shared.rate_limit}")
+        chosen = shared.rate_limit if shared is not None else rate_limit or self._rate_limit
+        transport = StoreTransport(key, access_token, self._state, self._settings, chosen)
         store = Store(transport, self._products_api_version, self._images_api_version)
         self._stores[key] = store
         return store
@@ -166,4 +233,4 @@ class ShoplineClient:
         await self.aclose()
 
     def __repr__(self) -> str:
-        return f"ShoplineClient(base_url={self._state.settings.base_url!r}, stores={len(self._stores)})"
+        return f"ShoplineClient(base_url={self._settings.base_url!r}, stores={len(self._stores)})"

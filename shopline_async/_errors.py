@@ -3,6 +3,7 @@
 ShoplineError
 ├── ConfigError                 bad client configuration (also a ValueError)
 ├── ClientClosedError           a call on a client (or a store handle of one) that was closed
+├── EventLoopError              a client used from an event loop other than the first it ran in
 ├── ValidationError             bad input caught before any request (also a ValueError)
 ├── StoreUnavailableError       not sent: an earlier answer showed the store cannot be written
 ├── AppliedWithoutBodyError     the write was applied (2xx) but the answer held no resource
@@ -39,6 +40,7 @@ __all__ = [
     "AuthenticationError",
     "ClientClosedError",
     "ConfigError",
+    "EventLoopError",
     "FieldError",
     "InvalidRequestError",
     "NotFoundError",
@@ -66,6 +68,11 @@ class ConfigError(ShoplineError, ValueError):
 class ClientClosedError(ShoplineError, RuntimeError):
     """The client was closed (its ``async with`` block ended, or ``aclose()``): nothing was sent.
     A store handle belongs to its client; create a new client to go on."""
+
+
+class EventLoopError(ShoplineError, RuntimeError):
+    """A client (or a store handle of one) was used from an event loop other than the one it
+    first ran in: its connections and limiters belong to that loop."""
 
 
 class FieldError:

@@ -70,6 +70,7 @@ class StoreLimiter:
 
     def __init__(self, config: RateLimit, *, clock: Clock | None = None, sleep: Sleep = asyncio.sleep) -> None:
         self._clock = clock or asyncio.get_running_loop().time
+        self.rate_limit = config
         self.sleep = sleep
         rate = config.paced_rate
         self._pacer = Pacer(rate, config.burst, self._clock, sleep) if rate is not None else None

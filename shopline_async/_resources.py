@@ -9,7 +9,7 @@ from ._codec import coerce_update, decode_image, decode_product, encode_image_up
 from ._config import RetryPolicy, Timeout
 from ._errors import ConfigError
 from ._response import Response
-from ._transport import Gate, PreparedRequest, StoreTransport, check_api_version, path_segment
+from ._transport import Gate, PreparedRequest, StoreTransport, check_api_version, check_extra_headers, path_segment
 from .models._image import ImageUpdate, ProductImage
 from .models._product import Product, ProductUpdate
 
@@ -28,6 +28,16 @@ class _Resource(Generic[M]):
 
     def _version(self, api_version: str | None) -> str:
         return self._api_version if api_version is None else check_api_version(api_version)
+
+    def _request(
+        self,
+        prepared: PreparedRequest[M],
+        timeout: Timeout | None,
+        retry: RetryPolicy | None,
+        extra_headers: Mapping[str, str] | None,
+    ) -> Coroutine[Any, Any, Response[M]]:
+        headers = check_extra_headers(extra_headers, "extra_headers") if extra_headers else None
+        return self._transport.request(prepared, timeout=timeout, retry=retry, extra_headers=headers)
 
     def send(
         self,
@@ -65,13 +75,16 @@ class Products(_Resource[Product]):
         api_version: str | None = None,
         timeout: Timeout | None = None,
         retry: RetryPolicy | None = None,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> Product:
         """Update the product, creating it if it does not exist (upsert). Returns the product.
 
-        Raises ValidationError (nothing sent) or an APIError subclass.
+        ``extra_headers`` go with this call's requests (they cannot replace Authorization,
+        Content-Type and the other headers the SDK sets). Raises ValidationError (nothing
+        sent), an APIError subclass, or AppliedWithoutBodyError.
         """
         prepared = self.prepare(product_id, product, api_version=api_version)
-        return (await self._transport.request(prepared, timeout=timeout, retry=retry)).data
+        return (await self._request(prepared, timeout, retry, extra_headers)).data
 
     async def update_with_response(
         self,
@@ -81,10 +94,11 @@ class Products(_Resource[Product]):
         api_version: str | None = None,
         timeout: Timeout | None = None,
         retry: RetryPolicy | None = None,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> Response[Product]:
         """As :meth:`update`, returning the product with status, trace id, attempts and timing."""
         prepared = self.prepare(product_id, product, api_version=api_version)
-        return await self._transport.request(prepared, timeout=timeout, retry=retry)
+        return await self._request(prepared, timeout, retry, extra_headers)
 
     def prepare(
         self, product_id: str, product: ProductUpdate | Mapping[str, Any], *, api_version: str | None = None
@@ -113,14 +127,15 @@ class Images(_Resource[ProductImage]):
         api_version: str | None = None,
         timeout: Timeout | None = None,
         retry: RetryPolicy | None = None,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> ProductImage:
         """Update the image's alt, position or variant. Returns the image.
 
         Raises ValidationError (nothing sent), NotFoundError if the image is not on the product,
-        or another APIError subclass.
+        another APIError subclass, or AppliedWithoutBodyError. ``extra_headers`` as for products.
         """
         prepared = self.prepare(product_id, image_id, image, api_version=api_version)
-        return (await self._transport.request(prepared, timeout=timeout, retry=retry)).data
+        return (await self._request(prepared, timeout, retry, extra_headers)).data
 
     async def update_with_response(
         self,
@@ -131,10 +146,11 @@ class Images(_Resource[ProductImage]):
         api_version: str | None = None,
         timeout: Timeout | None = None,
         retry: RetryPolicy | None = None,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> Response[ProductImage]:
         """As :meth:`update`, returning the image with status, trace id, attempts and timing."""
         prepared = self.prepare(product_id, image_id, image, api_version=api_version)
-        return await self._transport.request(prepared, timeout=timeout, retry=retry)
+        return await self._request(prepared, timeout, retry, extra_headers)
 
     def prepare(
         self,

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
+from ssl import SSLContext
 from typing import Protocol
 
 import aiohttp
@@ -159,6 +160,14 @@ class AiohttpSender:
     Idle sockets close after ``keepalive_timeout`` seconds, and a pool with nothing in flight for
     that long closes as a whole. Create it (or let ``ShoplineClient`` create it) anywhere; its
     sessions are opened inside the running loop on first use. Redirects are never followed.
+
+    Networking as aiohttp has it: ``trust_env=True`` takes proxies from ``HTTPS_PROXY``/``HTTP_PROXY``
+    (and ``NO_PROXY``, ``~/.netrc``); ``proxy`` names one explicitly (credentials in its URL are
+    never logged); ``ssl`` is an ``SSLContext`` (a private CA, client certificates) or ``False``
+    to skip verification. ``session`` is an app's own ``aiohttp.ClientSession``, used for every
+    request: its connector then owns the sockets (its ``limit``, keep-alive, ``ssl``, proxies
+    and ``trust_env``), so ``max_connections``, ``keepalive_timeout``, ``trust_env`` and ``ssl``
+    do not apply here, and the app closes it (the sender never does). ``proxy`` still applies.
     """
 
     def __init__(
@@ -167,6 +176,10 @@ class AiohttpSender:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        trust_env: bool = False,
+        proxy: str | None = None,
+        ssl: SSLContext | bool = True,
+        session: aiohttp.ClientSession | None = None,
     ) -> None:
         if not isinstance(max_connections, int) or max_connections < 1:
             raise ConfigError("max_connections must be an int >= 1")
@@ -174,9 +187,17 @@ class AiohttpSender:
             raise ConfigError("keepalive_timeout must be > 0")
         if not isinstance(max_response_bytes, int) or max_response_bytes < 1024:
             raise ConfigError("max_response_bytes must be an int >= 1024")
+        if session is not None and (trust_env or ssl is not True):
+            raise ConfigError("with session=, trust_env and ssl are the session's own settings: set them on it")
+        if proxy is not None and URL(proxy).scheme not in ("http", "https"):
+            raise ConfigError("proxy must be an http:// or https:// URL")
         self.max_connections = max_connections
         self.keepalive_timeout = keepalive_timeout
         self.max_response_bytes = max_response_bytes
+        self._trust_env = trust_env
+        self._proxy = proxy
+        self._ssl = ssl
+        self._session = session
         self._free = max_connections
         self._pools: dict[tuple[str, str], _Pool] = {}
         self._idle: OrderedDict[tuple[str, str], _Pool] = OrderedDict()  # pools with nothing in flight, oldest first
@@ -201,6 +222,8 @@ class AiohttpSender:
     async def send(self, request: HTTPRequest) -> HTTPResponse:
         if self.closed:
             raise ClientClosedError("the client is closed; create a new ShoplineClient")
+        if self._session is not None:  # the app's own: its connector counts the sockets
+            return await self._exchange(self._session, request, request.headers)
         url = request.url
         key = (url.scheme, url.raw_authority)
         pool = self._pools.get(key)
@@ -217,16 +240,25 @@ class AiohttpSender:
         headers = request.headers
         if reclaim:
             headers = {**headers, "Connection": "close"}
+        try:
+            return await self._exchange(pool.session, request, headers)
+        finally:
+            self._release(pool, reclaim)
+
+    async def _exchange(
+        self, session: aiohttp.ClientSession, request: HTTPRequest, headers: Mapping[str, str]
+    ) -> HTTPResponse:
         status: int | None = None
         response_headers: Mapping[str, str] | None = None
         try:
-            async with pool.session.request(
+            async with session.request(
                 request.method,
-                url,
+                request.url,
                 data=request.body,
                 headers=headers,
                 timeout=self._client_timeout(request.timeout),
                 allow_redirects=False,
+                proxy=self._proxy,
             ) as resp:
                 status = resp.status
                 response_headers = resp.headers
@@ -239,11 +271,12 @@ class AiohttpSender:
         except asyncio.TimeoutError:
             raise SendTimeout("request timed out", status=status, headers=response_headers) from None
         except aiohttp.ClientError as exc:
+            # a proxy error's text may hold the proxy's URL, and with it its credentials
+            proxy_failed = isinstance(exc, aiohttp.ClientProxyConnectionError | aiohttp.ClientHttpProxyError)
+            detail = "the proxy refused or failed" if proxy_failed else str(exc)
             raise ConnectFailed(
-                f"connection failed: {type(exc).__name__}: {exc}", status=status, headers=response_headers
+                f"connection failed: {type(exc).__name__}: {detail}", status=status, headers=response_headers
             ) from None
-        finally:
-            self._release(pool, reclaim)
 
     async def aclose(self) -> None:
         """Close every pool. Requests still under way fail. Safe to call twice."""
@@ -263,9 +296,12 @@ class AiohttpSender:
     def _open_pool(self, key: tuple[str, str]) -> _Pool:
         session = aiohttp.ClientSession(
             # no aiohttp limit: the budget below is the limit, and it counts idle sockets too
-            connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=self.keepalive_timeout),
+            connector=aiohttp.TCPConnector(
+                limit=0, limit_per_host=0, keepalive_timeout=self.keepalive_timeout, ssl=self._ssl
+            ),
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=True,
+            trust_env=self._trust_env,
         )
         pool = _Pool(key, session)
         self._pools[key] = pool

@@ -9,12 +9,13 @@ once. Statuses and send errors become the documented exceptions here, nowhere el
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import re
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Generic, Protocol, TypeVar
 from urllib.parse import quote
@@ -32,6 +33,7 @@ from ._errors import (
     AppliedWithoutBodyError,
     ClientClosedError,
     ConfigError,
+    EventLoopError,
     FieldError,
     ResponseDecodeError,
     ValidationError,
@@ -43,7 +45,16 @@ from ._response import Response
 from ._retry import parse_retry_after, retry_delay, should_retry_status
 from ._sender import ConnectFailed, HTTPRequest, ResponseTooLarge, Sender, SendError, SendTimeout
 
-__all__ = ["Gate", "PreparedRequest", "StoreTransport", "TransportSettings", "path_segment", "resolve_base_url"]
+__all__ = [
+    "ClientState",
+    "Gate",
+    "PreparedRequest",
+    "StoreTransport",
+    "TransportSettings",
+    "check_extra_headers",
+    "path_segment",
+    "resolve_base_url",
+]
 
 T = TypeVar("T")
 
@@ -59,24 +70,40 @@ _TOKEN = re.compile(r"[\x21-\x7e]+")
 
 @dataclass(frozen=True)
 class TransportSettings:
-    """Client-wide settings every store's transport shares."""
+    """One client's settings, which its stores' transports read (a copy from ``with_options`` has its own)."""
 
     base_url: str
     timeout: Timeout
     retry: RetryPolicy
     user_agent: str
     allow_insecure_http: bool
+    extra_headers: Mapping[str, str] = field(default_factory=dict)
 
 
 class ClientState:
-    """What a client and its stores share and may change: the sender, and whether it is closed."""
+    """What a client, its copies and their stores share: the sender, each store's limiter (one
+    per store handle, however many copies send to it: SHOPLINE's bucket is one), the event loop
+    they run in, and whether they are closed."""
 
-    __slots__ = ("closed", "sender", "settings")
+    __slots__ = ("closed", "limiters", "loop", "sender")
 
-    def __init__(self, settings: TransportSettings, sender: Sender) -> None:
-        self.settings = settings
+    def __init__(self, sender: Sender) -> None:
         self.sender = sender
+        self.limiters: dict[str, StoreLimiter] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
+
+    def check_loop(self) -> None:
+        """Refuse a second event loop: the sender's connections and the limiters belong to the first
+        (even once it has ended: they cannot move)."""
+        loop = asyncio.get_running_loop()
+        if self.loop is None:
+            self.loop = loop
+        elif loop is not self.loop:
+            raise EventLoopError(
+                "this client was first used in another event loop; its connections and rate limiters "
+                "belong to that loop. Create the ShoplineClient inside the loop that uses it (one per loop)"
+            )
 
 
 class PreparedRequest(msgspec.Struct, Generic[T], frozen=True, gc=False):
@@ -116,6 +143,27 @@ def check_token(token: str) -> str:
         # never echo the token, not even a bad one
         raise ConfigError("invalid access token: expected a non-empty string of visible ASCII characters")
     return token
+
+
+# set by the SDK from what it sends; a caller's header must not change what the body or the token mean
+_RESERVED_HEADERS = frozenset({"authorization", "content-type", "content-length", "host", "transfer-encoding"})
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def check_extra_headers(headers: Mapping[str, str] | None, where: str) -> dict[str, str]:
+    """``headers`` as a plain dict, or ConfigError naming the header that may not be sent."""
+    if not headers:
+        return {}
+    checked: dict[str, str] = {}
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+            raise ConfigError(f"{where}: invalid header name {name!r}")
+        if name.lower() in _RESERVED_HEADERS:
+            raise ConfigError(f"{where}: {name} is set by the SDK and cannot be overridden")
+        if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
+            raise ConfigError(f"{where}: the value of {name} must be a string without line breaks or NUL")
+        checked[name] = value
+    return checked
 
 
 def check_api_version(version: str) -> str:
@@ -169,19 +217,37 @@ def _safe_excerpt(body: bytes) -> str:
 class StoreTransport:
     """One store: its limiter, its credentials and the retry loop; the client's sender does the I/O."""
 
-    __slots__ = ("_base", "_base_path", "_headers", "_limiter", "_state", "base_url", "handle", "rate_limit")
+    __slots__ = (
+        "_base",
+        "_base_path",
+        "_headers",
+        "_limiter",
+        "_settings",
+        "_state",
+        "_token",
+        "base_url",
+        "handle",
+        "rate_limit",
+    )
 
-    def __init__(self, handle: str, access_token: str, state: ClientState, rate_limit: RateLimit) -> None:
-        settings = state.settings
+    def __init__(
+        self, handle: str, access_token: str, state: ClientState, settings: TransportSettings, rate_limit: RateLimit
+    ) -> None:
         self.handle = handle
         self.base_url = resolve_base_url(settings.base_url, handle, allow_insecure_http=settings.allow_insecure_http)
         self._base = URL(self.base_url)
         self._base_path = self._base.raw_path.rstrip("/")
         self._state = state
+        self._settings = settings
         self.rate_limit = rate_limit
         self._limiter: StoreLimiter | None = None
         self._headers: dict[str, str] = {}
+        self._token = ""
         self.set_access_token(access_token)
+
+    def with_settings(self, settings: TransportSettings) -> StoreTransport:
+        """The same store (token, limiter) under another client copy's settings."""
+        return StoreTransport(self.handle, self._token, self._state, settings, self.rate_limit)
 
     def __repr__(self) -> str:
         return f"StoreTransport(handle={self.handle!r}, base_url={self.base_url!r})"
@@ -189,23 +255,31 @@ class StoreTransport:
     def set_access_token(self, access_token: str) -> None:
         """Use a new token from the next attempt on (OAuth tokens last about 10 hours)."""
         # a new dict, not an update: an attempt already handed to the sender keeps what it had
+        self._token = check_token(access_token)
         self._headers = {
-            "User-Agent": self._state.settings.user_agent,
+            "User-Agent": self._settings.user_agent,
             "Accept": "application/json",
+            **self._settings.extra_headers,
             "Content-Type": "application/json; charset=utf-8",
-            "Authorization": f"Bearer {check_token(access_token)}",
+            "Authorization": f"Bearer {self._token}",
         }
 
     @property
     def limiter(self) -> StoreLimiter:
         if self._limiter is None:
-            self._limiter = StoreLimiter(self.rate_limit)
+            # one per handle across the client's copies: they all draw on the store's one bucket
+            limiters = self._state.limiters
+            limiter = limiters.get(self.handle)
+            if limiter is None:
+                limiter = limiters[self.handle] = StoreLimiter(self.rate_limit)
+            self._limiter = limiter
         return self._limiter
 
     @property
     def rate_limited(self) -> int:
         """429s this store has answered so far."""
-        return self._limiter.rate_limited if self._limiter is not None else 0
+        limiter = self._limiter or self._state.limiters.get(self.handle)
+        return limiter.rate_limited if limiter is not None else 0
 
     async def request(
         self,
@@ -214,12 +288,18 @@ class StoreTransport:
         timeout: Timeout | None = None,
         retry: RetryPolicy | None = None,
         gate: Gate | None = None,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> Response[T]:
-        """Send with retries; return the decoded response or raise an APIError subclass."""
+        """Send with retries; return the decoded response or raise an APIError subclass.
+
+        ``extra_headers`` must have been checked (:func:`check_extra_headers`).
+        """
         state = self._state
         if state.closed:
             raise ClientClosedError("the client is closed; create a new ShoplineClient")
-        settings = state.settings
+        if state.loop is not asyncio.get_running_loop():
+            state.check_loop()
+        settings = self._settings
         policy = retry or settings.retry
         method, path = prepared.method, prepared.path
         url = self.base_url + path
@@ -246,7 +326,8 @@ class StoreTransport:
                     await gate.enter()
                 attempt_started = time.monotonic()
                 # a request per attempt, read from the store now: a refreshed token applies to retries
-                request = HTTPRequest(method, request_url, self._headers, prepared.body, attempt_timeout)
+                headers = self._headers if not extra_headers else {**self._headers, **extra_headers}
+                request = HTTPRequest(method, request_url, headers, prepared.body, attempt_timeout)
                 try:
                     response = await sender.send(request)
                 except SendError as exc:

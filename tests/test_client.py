@@ -240,6 +240,8 @@ async def test_errors_carry_status_trace_id_and_payload(mock_server: MockShoplin
     with pytest.raises(NotFoundError) as exc:
         await store.images.update("p", "missing-image", {"alt": "x"})
     assert exc.value.status == 404 and exc.value.trace_id and "missing-image" in exc.value.errors
+    assert exc.value.headers["traceid"] == exc.value.trace_id  # the response's headers, case-insensitive
+    assert exc.value.headers["Content-Type"].startswith("application/json")
     bad = client.store("beta", "wrong-token")
     with pytest.raises(AuthenticationError) as auth:
         await bad.products.update("p", update())
