@@ -51,6 +51,8 @@ money = st.one_of(
     st.from_regex(r"(0|[1-9][0-9]{0,3})\.[0-9]{2}", fullmatch=True),  # the API's own form
     st.from_regex(r"-?[0-9]{1,3}(\.[0-9]{0,3})?", fullmatch=True),  # and its near misses
 )
+# what the API returns and the SDK accepts but never sends
+read_only = st.one_of(st.just(msgspec.UNSET), st.none(), st.integers(), text)
 images = st.builds(ImageInput, alt=maybe(text), id=maybe(st.text(max_size=70)), src=maybe(text))
 variants = st.builds(
     VariantInput,
@@ -62,6 +64,8 @@ variants = st.builds(
     inventory_policy=maybe(st.sampled_from(["deny", "continue", "maybe"])),
     option1=maybe(text),
     image=maybe(images),
+    title=read_only,
+    inventory_quantity=read_only,
 )
 products = st.builds(
     ProductUpdate,
@@ -72,12 +76,15 @@ products = st.builds(
     options=maybe(st.lists(st.builds(OptionInput, name=maybe(text)), max_size=7)),
     variants=maybe(st.lists(variants, max_size=3)),
     published_scope=maybe(st.sampled_from(["web", "pos"])),
+    id=read_only,
+    created_at=read_only,
 )
 image_updates = st.builds(
     ImageUpdate,
     alt=maybe(st.text(max_size=520)),
     position=maybe(st.one_of(st.integers(min_value=-2, max_value=10), st.integers(min_value=2**63 - 2))),
     sku_id=maybe(st.text(max_size=70)),
+    src=read_only,
 )
 
 

@@ -18,6 +18,7 @@ with its JSON path instead of msgspec's first one.
 The send path (``validate_and_encode``) first tries a shortcut: pass 1 against a "wire form" of
 the model, where money must already be a two-place string and HTML short enough that its UTF-8
 size cannot exceed the limit, so that msgspec checks every rule and pass 2 has nothing to do.
+The wire form has no read-only fields: their values are left behind by the decode, in C.
 Money given as the API documents it (``"90.22"``) takes the shortcut; other forms take both passes.
 """
 
@@ -71,8 +72,10 @@ def validate(value: S, path: str = "$", *, decoded: bool = False) -> S:
         if not decoded:
             _decoder_for(cls).decode(_copy.encode(value))
     except _CHECK_FAILED as exc:
-        _checker_for(cls)(value, path, errors)
+        without_read_only: S = _checker_for(cls)(value, path, errors)
         errors = _without_not_sent(errors)
+        if not errors and without_read_only is not value:
+            return validate(without_read_only, path)  # a read-only value msgspec could not copy: not sent
         if not errors:  # msgspec saw something the walk does not model: say what msgspec said
             errors.append(FieldError(_render(path), str(exc)))
         raise ValidationError(errors) from None
@@ -90,8 +93,10 @@ def validate_and_encode(value: msgspec.Struct, path: str = "$") -> bytes:
     copy = b""
     try:
         copy = _copy.encode(value)
-        _wire_decoder_for(cls).decode(copy)
-        return _encoder.encode(value)
+        wire = _wire_decoder_for(cls).decode(copy)  # read-only values are left behind here, in C
+        if logger.isEnabledFor(logging.DEBUG):
+            _log_read_only(value, path)
+        return _encoder.encode(wire)
     except _CHECK_FAILED:
         pass  # not in wire form (money as a number, say) or invalid: the two passes say which
     errors: list[FieldError] = []
@@ -127,6 +132,15 @@ def _without_not_sent(found: list[FieldError]) -> list[FieldError]:
     return [e for e in found if type(e) is not _NotSent]
 
 
+def _log_read_only(value: msgspec.Struct, path: str) -> None:
+    """The DEBUG line for the read-only values the wire form left behind (a second walk, DEBUG only)."""
+    extras = _extras_checker_for(type(value))
+    if extras is not None:
+        found: list[FieldError] = []
+        extras(value, path, found)
+        _without_not_sent(found)
+
+
 _ITEM_INDEX = re.compile(r"\[\d+\]")
 _encoder = msgspec.json.Encoder()
 _copy = msgspec.msgpack.Encoder()
@@ -144,6 +158,18 @@ def _wire_decoder_for(cls: type[msgspec.Struct]) -> msgspec.msgpack.Decoder[Any]
     return msgspec.msgpack.Decoder(_wire_type(cls))
 
 
+def _extra_of(tp: Any) -> dict[str, Any]:
+    """The ``Meta(extra=...)`` of an ``Annotated`` type, merged; of ``T | UnsetType``, of ``T``."""
+    if get_origin(tp) in (Union, types.UnionType):
+        members = [m for m in get_args(tp) if m is not UnsetType and m is not type(None)]
+        return _extra_of(members[0]) if len(members) == 1 else {}
+    extra: dict[str, Any] = {}
+    if get_origin(tp) is Annotated:
+        for meta in get_args(tp)[1:]:
+            extra.update(getattr(meta, "extra", None) or {})
+    return extra
+
+
 def _wire_type(tp: Any) -> Any:
     """``tp`` with every struct replaced by its wire form (see the module docstring)."""
     if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
@@ -151,12 +177,8 @@ def _wire_type(tp: Any) -> Any:
     origin = get_origin(tp)
     if origin is Annotated:
         base, *metas = get_args(tp)
-        extra: dict[str, Any] = {}
-        for meta in metas:
-            extra.update(getattr(meta, "extra", None) or {})
+        extra = _extra_of(tp)
         wired: Any
-        if "read_only" in extra:  # never sent: a model that holds one takes the two passes, which drop it
-            return UnsetType
         if "money" in extra:
             pattern = _WIRE_POSITIVE_MONEY if extra["money"] == "positive" else _WIRE_MONEY
             wired = Annotated[str, msgspec.Meta(pattern=pattern)]
@@ -177,13 +199,18 @@ def _wire_type(tp: Any) -> Any:
 @cache
 def _wire_struct(cls: type[msgspec.Struct]) -> type[msgspec.Struct]:
     hints = get_type_hints(cls, include_extras=True)
-    fields = msgspec.structs.fields(cls)
-    config = cls.__struct_config__  # what decoding depends on, as the model has it
+    all_fields = msgspec.structs.fields(cls)
+    # Read-only fields are absent from the wire form, which ignores unknown fields: decoding the
+    # model's copy leaves their values behind, and the decoded wire struct is what gets encoded.
+    # The copy holds only the model's own fields, so nothing else can be ignored.
+    fields = [f for f in all_fields if "read_only" not in _extra_of(hints[f.name])]
+    config = cls.__struct_config__  # what decoding and encoding depend on, as the model has it
     return msgspec.defstruct(
         f"Wire{cls.__name__}",
         [(f.name, _wire_type(hints[f.name]), f.default) for f in fields],
         kw_only=True,
-        forbid_unknown_fields=config.forbid_unknown_fields,
+        omit_defaults=config.omit_defaults,
+        forbid_unknown_fields=config.forbid_unknown_fields and len(fields) == len(all_fields),
         array_like=config.array_like,
         tag=config.tag,
         tag_field=config.tag_field,
@@ -255,13 +282,6 @@ def _compile(t: mi.Type, *, extras_only: bool) -> Checker | None:  # noqa: C901 
 
     if isinstance(t, mi.Metadata):
         extra = t.extra or {}
-        if "read_only" in extra:
-
-            def drop_read_only(value: Any, path: Path, errors: list[FieldError]) -> Any:
-                errors.append(_NotSent(_render(path)))
-                return UNSET
-
-            return drop_read_only
         if "money" in extra:
             positive = extra["money"] == "positive"
 
@@ -391,7 +411,11 @@ def _compile(t: mi.Type, *, extras_only: bool) -> Checker | None:  # noqa: C901 
         # per field on the hot path.
         compiled = []
         nullable: set[str] = set()
+        read_only: list[tuple[str, str]] = []
         for f in t.fields:
+            if isinstance(f.type, mi.Metadata) and "read_only" in (f.type.extra or {}):
+                read_only.append((f.name, "." + f.encode_name))
+                continue
             field_type = f.type
             if isinstance(field_type, mi.UnionType) and any(isinstance(m, mi.NoneType) for m in field_type.types):
                 nullable.add(f.name)
@@ -402,14 +426,22 @@ def _compile(t: mi.Type, *, extras_only: bool) -> Checker | None:  # noqa: C901 
             checker = _compile(field_type, extras_only=extras_only)
             if checker is not None:
                 compiled.append((f.name, "." + f.encode_name, checker))
-        if extras_only and not compiled:
+        if extras_only and not compiled and not read_only:
             return None
+        # all read-only fields fetched in one C call, as they are almost always unset; "__class__"
+        # makes it a tuple even for one name
+        read_only_values = operator.attrgetter(*(name for name, _ in read_only), "__class__")
 
         def check_struct(value: Any, path: Path, errors: list[FieldError]) -> Any:
             if not isinstance(value, cls):
                 errors.append(FieldError(_render(path), f"expected {cls.__name__}, got {_type_name(value)}"))
                 return value
             changes: dict[str, Any] = {}
+            if read_only and read_only_values(value).count(UNSET) != len(read_only):
+                for name, segment in read_only:
+                    if getattr(value, name) is not UNSET:
+                        errors.append(_NotSent(_render((path, segment))))
+                        changes[name] = UNSET
             for name, segment, check in compiled:
                 current = getattr(value, name)
                 if current is UNSET or (current is None and name in nullable):
