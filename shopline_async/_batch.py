@@ -30,9 +30,9 @@ from collections.abc import (
     Iterable,
     Mapping,
 )
-from contextlib import aclosing, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Generic, Literal, TypeVar, overload
 
 import anyio
 import msgspec
@@ -103,9 +103,11 @@ class UpdateImage(msgspec.Struct, frozen=True):
 
 
 Operation = UpdateProduct | UpdateImage
+# what a result's ``data`` is: the product for an UpdateProduct, the image for an UpdateImage
+ModelT = TypeVar("ModelT", bound=Product | ProductImage, covariant=True)
 
 
-class Result(msgspec.Struct, frozen=True, kw_only=True):
+class Result(msgspec.Struct, Generic[ModelT], frozen=True, kw_only=True):
     """What became of one operation.
 
     ``outcome``: ``ok``; ``applied_without_body`` (a 2xx, so written, but the answer was ``{}``
@@ -124,7 +126,7 @@ class Result(msgspec.Struct, frozen=True, kw_only=True):
     store: str
     kind: str
     outcome: Outcome
-    data: Product | ProductImage | None = None
+    data: ModelT | None = None
     error: Exception | None = None
     status: int | None = None
     trace_id: str | None = None
@@ -137,6 +139,9 @@ class Result(msgspec.Struct, frozen=True, kw_only=True):
     def ok(self) -> bool:
         """The target holds this update: written now, or found unchanged in the ledger."""
         return self.outcome == "ok" or self.outcome == "unchanged" or self.outcome == "applied_without_body"
+
+
+AnyResult = Result[Product | ProductImage]
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,10 +190,10 @@ class BatchSummary:
 
 
 @dataclass
-class BatchReport:
+class BatchReport(Generic[ModelT]):
     """Every result in input order, and the summary."""
 
-    results: list[Result]
+    results: list[Result[ModelT]]
     summary: BatchSummary
 
 
@@ -333,7 +338,7 @@ class _Item(msgspec.Struct):
     error: ShoplineError | None = None
     running: bool = False
     """Handed to the sender at least once: it may have been applied."""
-    result: Result | None = None
+    result: AnyResult | None = None
     charged: int = 0
     """Bytes of ``max_pending_bytes`` it holds until its result is handed over."""
     body_hash: bytes | None = None
@@ -434,7 +439,7 @@ class BatchExecutor:
         Nothing is sent: this is the batch's own preparation step, for dry runs."""
         return self._prepare(-1, operation).error
 
-    def unreported(self) -> list[Result]:
+    def unreported(self) -> list[AnyResult]:
         """After a batch was cancelled from outside: a result for every operation taken but not reported
         (``cancelled`` if its request was under way, else ``not_attempted``)."""
         return [
@@ -442,10 +447,24 @@ class BatchExecutor:
             for item in sorted(self._open.values(), key=lambda item: item.index)
         ]
 
+    # Typed by input: a batch of product updates gives Result[Product], of image updates
+    # Result[ProductImage], of both Result[Product | ProductImage].
+    @overload
+    def stream(
+        self, operations: Iterable[UpdateProduct] | AsyncIterable[UpdateProduct]
+    ) -> AbstractAsyncContextManager[AsyncIterator[Result[Product]]]: ...
+    @overload
+    def stream(
+        self, operations: Iterable[UpdateImage] | AsyncIterable[UpdateImage]
+    ) -> AbstractAsyncContextManager[AsyncIterator[Result[ProductImage]]]: ...
+    @overload
+    def stream(
+        self, operations: Iterable[Operation] | AsyncIterable[Operation]
+    ) -> AbstractAsyncContextManager[AsyncIterator[AnyResult]]: ...
     @asynccontextmanager
     async def stream(
         self, operations: Iterable[Operation] | AsyncIterable[Operation]
-    ) -> AsyncIterator[AsyncIterator[Result]]:
+    ) -> AsyncIterator[AsyncIterator[Result[Any]]]:
         """Run a batch; yields an async iterator of results in completion order.
 
         Leaving the block early cancels the batch; ``unreported()`` then lists what was left.
@@ -458,7 +477,7 @@ class BatchExecutor:
         self._reset()
         # asyncio-level primitives (see _channels), not anyio streams: aiohttp ties us to asyncio
         # anyway, and on the per-operation path anyio's checkpoints and cancel scopes cost more
-        results: Channel[Result | None] = Channel()
+        results: Channel[AnyResult | None] = Channel()
         # taken from the input and not yet handed to the caller: bounds memory however long the input
         pending = Slots(self._max_pending)
         pending_bytes = ByteBudget(self._max_pending_bytes)
@@ -470,9 +489,21 @@ class BatchExecutor:
                 tg.cancel_scope.cancel()
                 self._running = False
 
-    async def gather(self, operations: Iterable[Operation] | AsyncIterable[Operation]) -> BatchReport:
+    @overload
+    async def gather(
+        self, operations: Iterable[UpdateProduct] | AsyncIterable[UpdateProduct]
+    ) -> BatchReport[Product]: ...
+    @overload
+    async def gather(
+        self, operations: Iterable[UpdateImage] | AsyncIterable[UpdateImage]
+    ) -> BatchReport[ProductImage]: ...
+    @overload
+    async def gather(
+        self, operations: Iterable[Operation] | AsyncIterable[Operation]
+    ) -> BatchReport[Product | ProductImage]: ...
+    async def gather(self, operations: Iterable[Operation] | AsyncIterable[Operation]) -> BatchReport[Any]:
         """Run a batch to the end; every result in input order, and the summary."""
-        results: list[Result] = []
+        results: list[AnyResult] = []
         async with self.stream(operations) as stream:
             async for result in stream:
                 results.append(result)
@@ -484,7 +515,7 @@ class BatchExecutor:
     async def _run(
         self,
         operations: Iterable[Operation] | AsyncIterable[Operation],
-        results: Channel[Result | None],
+        results: Channel[AnyResult | None],
         pending: Slots,
         pending_bytes: ByteBudget,
     ) -> None:
@@ -494,7 +525,7 @@ class BatchExecutor:
 
         ledger = self._ledger
 
-        def emit(item: _Item, result: Result) -> None:
+        def emit(item: _Item, result: AnyResult) -> None:
             item.result = result
             if item.body_hash is not None and result.attempts and item.store is not None and item.prepared is not None:
                 assert ledger is not None  # body_hash is set only with one
@@ -629,7 +660,7 @@ class BatchExecutor:
             return self._client.get_store(store)
         return None
 
-    def _account(self, result: Result) -> None:
+    def _account(self, result: AnyResult) -> None:
         s = self._summary
         s.total += 1
         s.outcomes[result.outcome] += 1
@@ -647,11 +678,11 @@ class BatchExecutor:
             self._on_progress(self.progress)
 
 
-def _unchanged(item: _Item, last: LedgerEntry) -> Result:
+def _unchanged(item: _Item, last: LedgerEntry) -> AnyResult:
     return replace(_result(item, "unchanged"), status=last.status, trace_id=last.trace_id)
 
 
-def _refused(item: _Item, lane: _Lane) -> Result:
+def _refused(item: _Item, lane: _Lane) -> AnyResult:
     """The result of an operation turned away before it was ever sent."""
     if lane.blocked_by is not None:
         return _result(item, "failed", error=StoreUnavailableError(item.store_name, lane.blocked_by))
@@ -666,7 +697,7 @@ def _result(
     error: Exception | None = None,
     applied: AppliedWithoutBodyError | None = None,
     elapsed: float = 0.0,
-) -> Result:
+) -> AnyResult:
     """The one place a Result is made: from the response, from the error, or from neither."""
     status: int | None
     if response is not None:
@@ -746,7 +777,11 @@ class _Delivered:
     its place among the ``max_pending`` operations taken from the input."""
 
     def __init__(
-        self, results: Channel[Result | None], open_items: dict[int, _Item], pending: Slots, pending_bytes: ByteBudget
+        self,
+        results: Channel[AnyResult | None],
+        open_items: dict[int, _Item],
+        pending: Slots,
+        pending_bytes: ByteBudget,
     ) -> None:
         self._results = results
         self._open = open_items
@@ -756,7 +791,7 @@ class _Delivered:
     def __aiter__(self) -> _Delivered:
         return self
 
-    async def __anext__(self) -> Result:
+    async def __anext__(self) -> AnyResult:
         result = await self._results.get()
         if result is None:
             raise StopAsyncIteration

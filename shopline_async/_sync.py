@@ -26,7 +26,7 @@ from typing import IO, Any, NamedTuple
 import msgspec
 from msgspec import UNSET, Struct, UnsetType
 
-from ._batch import BatchExecutor, BatchSummary, Operation, Progress, Result, UpdateImage, UpdateProduct
+from ._batch import AnyResult, BatchExecutor, BatchSummary, Operation, Progress, UpdateImage, UpdateProduct
 from ._client import ShoplineClient
 from ._codec import mapping_errors, msgspec_error_to_field_error
 from ._config import RateLimit, RetryPolicy
@@ -298,7 +298,7 @@ class SyncJob:
         self.reasons["invalid"] += 1
         self._write(_ResultLine(key=key, line=line, store=store, kind=None, ok=False, outcome="invalid", error=message))
 
-    def record(self, result: Result) -> None:
+    def record(self, result: AnyResult) -> None:
         line, key = result.key if isinstance(result.key, RowKey) else (0, result.key)
         if not result.ok:
             self.reasons[_reason(result)] += 1
@@ -351,7 +351,7 @@ class SyncJob:
         stream.flush()
 
 
-def _reason(result: Result) -> str:
+def _reason(result: AnyResult) -> str:
     if result.outcome != "failed":
         return result.outcome
     if isinstance(result.error, APIStatusError):
