@@ -6,6 +6,7 @@ from ._batch import BatchExecutor, BatchReport, BatchSummary, Operation, Progres
 from ._client import ShoplineClient, Store
 from ._config import RateLimit, RetryPolicy, Timeout
 from ._errors import (
+    APICertificateError,
     APIConnectionError,
     APIError,
     APIStatusError,
@@ -34,6 +35,7 @@ from ._logging import setup_logging
 from ._response import Response
 from ._sender import (
     AiohttpSender,
+    CertificateRefused,
     ConnectFailed,
     HTTPRequest,
     HTTPResponse,
@@ -61,6 +63,7 @@ from .models import (
 
 __all__ = [
     "UNSET",
+    "APICertificateError",
     "APIConnectionError",
     "APIError",
     "APIStatusError",
@@ -71,6 +74,7 @@ __all__ = [
     "BatchExecutor",
     "BatchReport",
     "BatchSummary",
+    "CertificateRefused",
     "ClientClosedError",
     "ConfigError",
     "ConnectFailed",

@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = [
+    "APICertificateError",
     "APIConnectionError",
     "APIError",
     "APIStatusError",
@@ -183,6 +184,11 @@ class AppliedWithoutBodyError(ShoplineError):
 
 class APIConnectionError(APIError):
     """No HTTP response: connection refused, reset or dropped."""
+
+
+class APICertificateError(APIConnectionError):
+    """The server's TLS certificate failed verification (a private CA? pass ``ssl=`` a context
+    that trusts it). Not retried: it would fail the same way again."""
 
 
 class APITimeoutError(APIConnectionError):

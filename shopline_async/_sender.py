@@ -41,6 +41,7 @@ from ._errors import ClientClosedError, ConfigError
 
 __all__ = [
     "AiohttpSender",
+    "CertificateRefused",
     "ConnectFailed",
     "HTTPRequest",
     "HTTPResponse",
@@ -93,6 +94,10 @@ class SendError(Exception):
 
 class ConnectFailed(SendError):
     """The connection could not be made, or broke before the response was complete."""
+
+
+class CertificateRefused(ConnectFailed):
+    """The server's TLS certificate failed verification: trying again cannot help."""
 
 
 class SendTimeout(SendError):
@@ -274,7 +279,8 @@ class AiohttpSender:
             # a proxy error's text may hold the proxy's URL, and with it its credentials
             proxy_failed = isinstance(exc, aiohttp.ClientProxyConnectionError | aiohttp.ClientHttpProxyError)
             detail = "the proxy refused or failed" if proxy_failed else str(exc)
-            raise ConnectFailed(
+            failed = CertificateRefused if isinstance(exc, aiohttp.ClientConnectorCertificateError) else ConnectFailed
+            raise failed(
                 f"connection failed: {type(exc).__name__}: {detail}", status=status, headers=response_headers
             ) from None
 

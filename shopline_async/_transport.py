@@ -27,6 +27,7 @@ from ._codec import BodyMissing, decode_error_body
 from ._config import RateLimit, RetryPolicy, Timeout
 from ._constants import LOGGER_NAME
 from ._errors import (
+    APICertificateError,
     APIConnectionError,
     APIError,
     APITimeoutError,
@@ -43,7 +44,7 @@ from ._errors import (
 from ._ratelimit import StoreLimiter
 from ._response import Response
 from ._retry import parse_retry_after, retry_delay, should_retry_status
-from ._sender import ConnectFailed, HTTPRequest, ResponseTooLarge, Sender, SendError, SendTimeout
+from ._sender import CertificateRefused, ConnectFailed, HTTPRequest, ResponseTooLarge, Sender, SendError, SendTimeout
 
 __all__ = [
     "ClientState",
@@ -410,7 +411,7 @@ class StoreTransport:
                 failure.headers = response.headers
                 retryable = should_retry_status(policy, status)
             else:
-                retryable = isinstance(failure, APIConnectionError)
+                retryable = isinstance(failure, APIConnectionError) and not isinstance(failure, APICertificateError)
 
             if not retryable or attempt >= policy.max_attempts:
                 raise self._finish(failure, attempt, trace_ids, network_time)
@@ -449,6 +450,8 @@ def _send_failure(exc: SendError, method: str, url: str, trace_id: str | None) -
         return APITimeoutError(str(exc), method=method, url=url, trace_id=trace_id)
     if isinstance(exc, ResponseTooLarge):
         return ResponseDecodeError(str(exc), method=method, url=url, status=exc.status, trace_id=trace_id)
+    if isinstance(exc, CertificateRefused):
+        return APICertificateError(str(exc), method=method, url=url, trace_id=trace_id)
     if isinstance(exc, ConnectFailed):
         return APIConnectionError(str(exc), method=method, url=url, trace_id=trace_id)
     return APIConnectionError(f"{type(exc).__name__}: {exc}", method=method, url=url, trace_id=trace_id)

@@ -4,14 +4,17 @@ options, proxies and an app's own session, one event loop per client."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+import trustme
 from aiohttp import web
 from conftest import FAST_RETRY
 
 from shopline_async import (
+    APICertificateError,
     APIConnectionError,
     ClientClosedError,
     ConfigError,
@@ -188,3 +191,24 @@ async def test_an_apps_own_session_is_used_and_left_open(mock_server: MockShopli
             assert resp.status == 401  # the session works, and carries no token of ours
     with pytest.raises(ConfigError, match="session's own settings"):
         ShoplineClient(session=session, trust_env=True)
+
+
+# --- TLS ------------------------------------------------------------------------------------------
+
+
+async def test_a_custom_ssl_context_trusts_a_private_ca() -> None:
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    async with MockShopline({"token-alpha": "alpha"}, ssl=server_context) as server:
+        assert server.base_url.startswith("https://")
+        async with ShoplineClient(base_url=server.base_url, ssl=trusting) as client:
+            product = await client.store("alpha", "token-alpha").products.update("p1", {"title": "over TLS"})
+        assert product.title == "over TLS"
+        # the default context does not know the private CA: refused at once, as retrying cannot help
+        async with ShoplineClient(base_url=server.base_url) as client:
+            with pytest.raises(APICertificateError, match="CERTIFICATE_VERIFY_FAILED") as exc:
+                await client.store("alpha", "token-alpha").products.update("p1", {"title": "x"})
+        assert isinstance(exc.value, APIConnectionError) and exc.value.attempts == 1

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
+from ssl import SSLContext
 from typing import cast
 
 import httptools
@@ -303,9 +304,9 @@ class HttpServer:
         self.tasks: set[asyncio.Task[Reply]] = set()
         self._server: asyncio.Server | None = None
 
-    async def start(self, sock: socket.socket) -> None:
+    async def start(self, sock: socket.socket, ssl: SSLContext | None = None) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Connection(self), sock=sock)
+        self._server = await loop.create_server(lambda: _Connection(self), sock=sock, ssl=ssl)
 
     async def stop(self) -> None:
         server, self._server = self._server, None

@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
+from ssl import SSLContext
 from types import TracebackType
 from typing import Any, NamedTuple
 from urllib.parse import unquote
@@ -165,6 +166,7 @@ class MockShopline:
         port: int = 0,
         validate_bodies: bool = True,
         record_traces: bool = False,
+        ssl: SSLContext | None = None,
     ) -> None:
         self.tokens = dict(tokens or {"mock-token": "mock-store"})
         default = config or MockStoreConfig()
@@ -177,6 +179,7 @@ class MockShopline:
         self.port = port
         self.validate_bodies = validate_bodies
         self.record_traces = record_traces
+        self.ssl = ssl  # a server-side context: HTTPS, for clients' TLS settings
         self._trace_prefix = os.urandom(4).hex()
         self._trace_numbers = itertools.count(1)
         self._http: HttpServer | None = None
@@ -184,14 +187,14 @@ class MockShopline:
     # --- running ---------------------------------------------------------
 
     async def start(self) -> str:
-        """Start listening; returns the base URL (``http://127.0.0.1:PORT``)."""
+        """Start listening; returns the base URL (``http://127.0.0.1:PORT``, ``https://`` with ``ssl``)."""
         sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((self.host, self.port))
             self.port = sock.getsockname()[1]
             self._http = HttpServer(self._handle, self._protocol_error, max_body=_MAX_BODY)
-            await self._http.start(sock)
+            await self._http.start(sock, self.ssl)
         except BaseException:
             sock.close()
             await self.stop()
@@ -215,7 +218,7 @@ class MockShopline:
     @property
     def base_url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.ssl is not None else 'http'}://{host}:{self.port}"
 
     # --- inspection ------------------------------------------------------
 
