@@ -1,0 +1,139 @@
+"""What travels through Temporal: operations in chunks, results, a store workflow's state.
+
+Plain dataclasses of JSON types, so Temporal's default converter carries them and the workflow
+sandbox can import this module. Nothing here is secret: tokens stay in each worker's own
+configuration, and an operation names its store by handle only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "Chunk",
+    "DrainInput",
+    "DrainOutcome",
+    "FleetOperation",
+    "OperationResult",
+    "StoreProgress",
+    "StoreSettings",
+    "StoreState",
+    "SubmissionTotals",
+    "workflow_id",
+]
+
+WORKFLOW_NAME = "shopline-store"
+ACTIVITY_NAME = "shopline-drain-chunk"
+SUBMIT_SIGNAL = "submit"
+PROGRESS_QUERY = "progress"
+
+
+def workflow_id(app: str, store: str) -> str:
+    """The one workflow of ``store`` for ``app``: Temporal runs at most one per id, so one drain loop per store."""
+    return f"shopline-store/{app}/{store}"
+
+
+@dataclass
+class FleetOperation:
+    """One product or image update, validated by the submitter. ``body`` is the update as it will be sent.
+
+    ``seq`` numbers the submission's operations (what a heartbeat checkpoints); ``line`` is the
+    input file's line, if it came from one.
+    """
+
+    seq: int
+    line: int | None
+    key: str
+    kind: str  # "product" or "image"
+    product_id: str
+    body: dict[str, Any]
+    image_id: str | None = None
+
+
+@dataclass
+class Chunk:
+    """Operations of one submission for one store; ``number`` orders the submission's chunks for that store."""
+
+    submission: str
+    number: int
+    operations: list[FleetOperation]
+
+
+@dataclass
+class OperationResult:
+    """What became of one operation, as the SDK's ``Result`` says it (the error as one line of text)."""
+
+    submission: str
+    store: str
+    seq: int
+    line: int | None
+    key: str
+    kind: str
+    ok: bool
+    outcome: str
+    status: int | None = None
+    trace_id: str | None = None
+    trace_ids: list[str] = field(default_factory=list)
+    attempts: int = 0
+    error: str | None = None
+
+
+@dataclass
+class StoreSettings:
+    """How a store's drain activities run. Seconds, as floats: JSON carries them as they are."""
+
+    heartbeat_timeout: float = 30.0
+    chunk_timeout: float = 3600.0  # start to close, a chunk of a few hundred at 4/s takes minutes
+    chunks_per_run: int = 20  # then continue-as-new, so a run's history stays far below Temporal's caps
+    bucket_capacity: int = 40  # what a worker taking the store over assumes the bucket holds
+    bucket_rate: float = 4.0
+
+
+@dataclass
+class SubmissionTotals:
+    submitted: int = 0
+    done: int = 0
+    ok: int = 0
+    failed: int = 0
+
+
+@dataclass
+class StoreState:
+    """A store workflow's state, carried from run to run by continue-as-new."""
+
+    app: str
+    store: str
+    settings: StoreSettings = field(default_factory=StoreSettings)
+    queued: list[Chunk] = field(default_factory=list)
+    totals: dict[str, SubmissionTotals] = field(default_factory=dict)
+    seen_chunks: dict[str, list[int]] = field(default_factory=dict)  # a chunk signalled twice runs once
+    last_drainer: str | None = None
+    last_drain_end: float | None = None  # the drainer's wall clock, seconds since the epoch
+
+
+@dataclass
+class DrainInput:
+    store: str
+    chunk: Chunk
+    settings: StoreSettings
+    last_drainer: str | None
+    last_drain_end: float | None
+
+
+@dataclass
+class DrainOutcome:
+    results: list[OperationResult]
+    drainer: str
+    ended_at: float
+    attempt: int = 1
+    resumed: int = 0  # results taken from an earlier attempt's last heartbeat, not sent again
+
+
+@dataclass
+class StoreProgress:
+    store: str
+    queued_chunks: int
+    queued_operations: int
+    draining: bool
+    totals: dict[str, SubmissionTotals]

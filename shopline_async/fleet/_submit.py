@@ -1,0 +1,225 @@
+"""Submitting work to the fleet, and reading back its progress and results.
+
+A submission is validated here, where the rows are read (an invalid row is reported at once and
+never reaches Temporal), cut into chunks per store, and each chunk is signalled to its store's
+workflow with signal-with-start: the workflow starts if it is not running, and joins otherwise.
+A store takes at most ``max_queued_chunks`` chunks ahead of its drain, so the queue a workflow
+carries from run to run stays far below Temporal's 2 MB payload cap; past that the submitter
+waits for the store's workers.
+
+Results are durable in Temporal: every drained chunk's results are its activity's result, in
+the store workflow's history (and its earlier runs'), so they are read back from there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+
+import msgspec
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from .._batch import Operation, UpdateImage
+from .._codec import coerce_update, encode_image_update, encode_product_update
+from .._errors import ValidationError
+from .._sync import RowKey
+from ..models import ImageUpdate, ProductUpdate
+from ._model import (
+    PROGRESS_QUERY,
+    SUBMIT_SIGNAL,
+    WORKFLOW_NAME,
+    Chunk,
+    DrainOutcome,
+    FleetOperation,
+    OperationResult,
+    StoreProgress,
+    StoreSettings,
+    StoreState,
+    workflow_id,
+)
+from ._worker import DEFAULT_TASK_QUEUE
+
+__all__ = ["Invalid", "SubmitReport", "fetch_progress", "fetch_results", "submit"]
+
+DEFAULT_CHUNK_SIZE = 200  # at 4 requests/s, under a minute of a store's bucket
+DEFAULT_CHUNK_BYTES = 256 * 1024
+DEFAULT_MAX_QUEUED_CHUNKS = 4  # 4 x 256 KiB queued: what continue-as-new carries stays below 2 MB
+_SIGNALS_AT_ONCE = 32
+
+
+@dataclass(frozen=True)
+class Invalid:
+    line: int | None
+    key: str
+    store: str | None
+    message: str
+
+
+@dataclass
+class SubmitReport:
+    submission: str
+    operations: int = 0
+    chunks: int = 0
+    stores: set[str] = field(default_factory=set)
+    invalid: list[Invalid] = field(default_factory=list)
+
+
+def _line_and_key(op: Operation, seq: int) -> tuple[int | None, str]:
+    """The CLI's rows carry (line, key); an operation built in Python its own key, else its number."""
+    if isinstance(op.key, RowKey):
+        return op.key.line, str(op.key.key)
+    return None, str(op.key) if op.key is not None else str(seq)
+
+
+def _fleet_operation(op: Operation, seq: int) -> FleetOperation:
+    """The operation as it travels: validated here, its body exactly what the worker will send."""
+    line, key = _line_and_key(op, seq)
+    if isinstance(op, UpdateImage):
+        image = coerce_update(op.image, ImageUpdate, "$.image")
+        body = msgspec.json.decode(encode_image_update(image))["image"]
+        return FleetOperation(seq, line, key, "image", op.product_id, body, op.image_id)
+    product = coerce_update(op.product, ProductUpdate, "$.product")
+    body = msgspec.json.decode(encode_product_update(product))["product"]
+    return FleetOperation(seq, line, key, "product", op.product_id, body)
+
+
+def _chunks(submission: str, ops: list[FleetOperation], size: int, max_bytes: int) -> list[Chunk]:
+    chunks: list[Chunk] = []
+    current: list[FleetOperation] = []
+    current_bytes = 0
+    for op in ops:
+        op_bytes = len(msgspec.json.encode(op.body)) + 100
+        if current and (len(current) >= size or current_bytes + op_bytes > max_bytes):
+            chunks.append(Chunk(submission, len(chunks), current))
+            current, current_bytes = [], 0
+        current.append(op)
+        current_bytes += op_bytes
+    if current:
+        chunks.append(Chunk(submission, len(chunks), current))
+    return chunks
+
+
+async def submit(
+    temporal: Client,
+    operations: Iterable[Operation],
+    *,
+    app: str = "default",
+    task_queue: str = DEFAULT_TASK_QUEUE,
+    submission: str | None = None,
+    settings: StoreSettings | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    max_queued_chunks: int = DEFAULT_MAX_QUEUED_CHUNKS,
+    on_invalid: Callable[[Invalid], None] | None = None,
+    on_waiting: Callable[[str, int], None] | None = None,
+) -> SubmitReport:
+    """Validate ``operations`` and hand them to their stores' workflows; returns once all are queued.
+
+    ``settings`` apply to a store workflow that this call starts (a running one keeps its own).
+    ``on_waiting(store, queued_chunks)`` is called when a store's queue is full and the
+    submitter waits for its workers.
+    """
+    report = SubmitReport(submission or uuid.uuid4().hex[:12])
+    by_store: dict[str, list[FleetOperation]] = {}
+    for seq, op in enumerate(operations):
+        store = op.store if isinstance(op.store, str) else op.store.handle
+        try:
+            fleet_op = _fleet_operation(op, seq)
+        except ValidationError as exc:
+            line, key = _line_and_key(op, seq)
+            invalid = Invalid(line, key, store, "; ".join(str(e) for e in exc.errors))
+            report.invalid.append(invalid)
+            if on_invalid is not None:
+                on_invalid(invalid)
+            continue
+        by_store.setdefault(store, []).append(fleet_op)
+
+    gate = asyncio.Semaphore(_SIGNALS_AT_ONCE)
+    state_settings = settings or StoreSettings()
+
+    async def send_store(store: str, ops: list[FleetOperation]) -> None:
+        chunks = _chunks(report.submission, ops, chunk_size, chunk_bytes)
+        for number, chunk in enumerate(chunks):
+            if number >= max_queued_chunks:
+                await _wait_for_room(temporal, workflow_id(app, store), max_queued_chunks, store, on_waiting)
+            async with gate:
+                await temporal.start_workflow(
+                    WORKFLOW_NAME,
+                    StoreState(app, store, state_settings),
+                    id=workflow_id(app, store),
+                    task_queue=task_queue,
+                    start_signal=SUBMIT_SIGNAL,
+                    start_signal_args=[chunk],
+                )
+            report.chunks += 1
+        report.operations += len(ops)
+        report.stores.add(store)
+
+    await asyncio.gather(*(send_store(store, ops) for store, ops in by_store.items()))
+    return report
+
+
+async def _wait_for_room(
+    temporal: Client, wid: str, limit: int, store: str, on_waiting: Callable[[str, int], None] | None
+) -> None:
+    handle = temporal.get_workflow_handle(wid)
+    told = False
+    while True:
+        try:
+            progress = await handle.query(PROGRESS_QUERY, result_type=StoreProgress)
+            if progress.queued_chunks < limit:
+                return
+            queued = progress.queued_chunks
+        except RPCError:  # no worker answering queries yet: wait for one
+            queued = -1
+        if on_waiting is not None and not told:
+            on_waiting(store, queued)
+            told = True
+        await asyncio.sleep(1.0)
+
+
+def _app_prefix(app: str) -> str:
+    return workflow_id(app, "")
+
+
+async def fetch_progress(temporal: Client, *, app: str = "default") -> list[StoreProgress | str]:
+    """Each running store workflow's progress; a store whose workflow no worker answers for, by name."""
+    found: list[StoreProgress | str] = []
+    prefix = _app_prefix(app)
+    query = f'WorkflowType = "{WORKFLOW_NAME}" AND ExecutionStatus = "Running"'
+    async for execution in temporal.list_workflows(query):
+        if not execution.id.startswith(prefix):
+            continue
+        try:
+            handle = temporal.get_workflow_handle(execution.id)
+            found.append(await handle.query(PROGRESS_QUERY, result_type=StoreProgress))
+        except RPCError:
+            found.append(execution.id[len(prefix) :])
+    return sorted(found, key=lambda p: p if isinstance(p, str) else p.store)
+
+
+async def fetch_results(
+    temporal: Client, *, app: str = "default", submission: str | None = None, store: str | None = None
+) -> AsyncIterator[OperationResult]:
+    """Every result recorded for ``app`` (one submission's, one store's), read from the histories of
+    the store workflows and all their earlier runs."""
+    prefix = _app_prefix(app)
+    query = f'WorkflowType = "{WORKFLOW_NAME}"'
+    if store is not None:
+        query += f' AND WorkflowId = "{workflow_id(app, store)}"'
+    async for execution in temporal.list_workflows(query):
+        if not execution.id.startswith(prefix):
+            continue
+        handle = temporal.get_workflow_handle(execution.id, run_id=execution.run_id)
+        async for event in handle.fetch_history_events():
+            if event.event_type != EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+                continue
+            payloads = event.activity_task_completed_event_attributes.result.payloads
+            (outcome,) = await temporal.data_converter.decode(payloads, [DrainOutcome])
+            for result in outcome.results:
+                if submission is None or result.submission == submission:
+                    yield result

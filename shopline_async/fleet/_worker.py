@@ -1,0 +1,196 @@
+"""A fleet worker: runs store workflows and their drain activities through the SDK's own client.
+
+Each worker process has one ``ShoplineClient`` holding the stores of its own configuration (the
+tokens never leave the process), so a store's limiter, pool and retries are the SDK's. A drain
+activity sends one chunk of one store through a ``BatchExecutor`` and heartbeats the results it
+has so far: a retried activity (its worker died, or lost Temporal) starts after the last
+acknowledged heartbeat, so a crash re-sends at most one heartbeat window of idempotent PUTs.
+
+A worker that did not send the store's last chunk cannot see SHOPLINE's bucket: the other worker
+may have left it full. It waits what a full bucket takes to drain (capacity / rate, less the time
+since that worker finished), and the SDK retries any 429 that still comes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from .._batch import AnyResult, BatchExecutor, Operation, UpdateImage, UpdateProduct
+from .._client import ShoplineClient
+from .._config import RateLimit, RetryPolicy
+from .._constants import DEFAULT_BATCH_CONCURRENCY
+from .._errors import APIStatusError, ValidationError
+from ._model import ACTIVITY_NAME, DrainInput, DrainOutcome, FleetOperation, OperationResult
+from ._workflow import StoreWorkflow
+
+__all__ = ["DEFAULT_TASK_QUEUE", "FleetWorker", "StoreConfig", "run_worker"]
+
+DEFAULT_TASK_QUEUE = "shopline-fleet"
+# Our own pace for heartbeats: each one encodes every result so far, so not one per result.
+# Temporal's worker sends the newest at most every 0.8 x heartbeat timeout; that is the window.
+_HEARTBEAT_EVERY = 1.0
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """A store as this worker knows it: its token (never sent to Temporal) and its rate limit."""
+
+    token: str
+    rate_limit: RateLimit | None = None
+
+    def __repr__(self) -> str:
+        return f"StoreConfig(token=<hidden>, rate_limit={self.rate_limit!r})"
+
+
+class FleetWorker:
+    """The drain activity, bound to this process's client. ``identity`` names the process to the
+    store workflows, which pass on who drained a store last."""
+
+    def __init__(self, client: ShoplineClient, *, concurrency: int = DEFAULT_BATCH_CONCURRENCY) -> None:
+        self.client = client
+        self.concurrency = concurrency
+        self.identity = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    @activity.defn(name=ACTIVITY_NAME)
+    async def drain(self, job: DrainInput) -> DrainOutcome:
+        info = activity.info()
+        results = _checkpoint(info.heartbeat_details)
+        resumed = len(results)
+        done = {r.seq for r in results}
+        store = self.client.get_store(job.store)
+        todo = [op for op in job.chunk.operations if op.seq not in done]
+        if store is None:
+            message = f"store {job.store!r} has no token on worker {self.identity}: add it to the worker's --config"
+            results += [_not_sent(job, op, message) for op in todo]
+            return DrainOutcome(results, self.identity, time.time(), info.attempt, resumed)
+
+        await self._wait_for_bucket(job, info.attempt, results)
+        executor = BatchExecutor(self.client, concurrency=self.concurrency)
+        last_beat = time.monotonic()
+        async with executor.stream(_operations(job.store, todo)) as stream:
+            async for result in stream:
+                results.append(_result(job, todo[result.index], result))  # index: position in todo
+                if time.monotonic() - last_beat >= _HEARTBEAT_EVERY:
+                    activity.heartbeat(results)
+                    last_beat = time.monotonic()
+        activity.heartbeat(results)
+        return DrainOutcome(results, self.identity, time.time(), info.attempt, resumed)
+
+    async def _wait_for_bucket(self, job: DrainInput, attempt: int, results: list[OperationResult]) -> None:
+        """Wait until SHOPLINE's bucket is surely empty, unless this process sent the store's last chunk."""
+        full = job.settings.bucket_capacity / job.settings.bucket_rate
+        if attempt > 1:  # the attempt before may have sent up to the moment it died
+            wait = full
+        elif job.last_drainer is None or job.last_drainer == self.identity or job.last_drain_end is None:
+            return  # never drained, or by us: our own limiter knows what we sent
+        else:
+            wait = full - (time.time() - job.last_drain_end)
+        deadline = time.monotonic() + wait
+        while (left := deadline - time.monotonic()) > 0:
+            activity.heartbeat(results)
+            await asyncio.sleep(min(left, _HEARTBEAT_EVERY))
+
+
+def _operations(store: str, todo: list[FleetOperation]) -> list[Operation]:
+    ops: list[Operation] = []
+    for op in todo:
+        if op.kind == "image":
+            ops.append(UpdateImage(store, op.product_id, op.image_id or "", op.body, key=op.seq))
+        else:
+            ops.append(UpdateProduct(store, op.product_id, op.body, key=op.seq))
+    return ops
+
+
+def _result(job: DrainInput, op: FleetOperation, result: AnyResult) -> OperationResult:
+    return OperationResult(
+        submission=job.chunk.submission,
+        store=job.store,
+        seq=op.seq,
+        line=op.line,
+        key=op.key,
+        kind=op.kind,
+        ok=result.ok,
+        outcome=result.outcome,
+        status=result.status,
+        trace_id=result.trace_id,
+        trace_ids=list(result.trace_ids),
+        attempts=result.attempts,
+        error=_error_text(result.error) if result.error is not None else None,
+    )
+
+
+def _not_sent(job: DrainInput, op: FleetOperation, message: str) -> OperationResult:
+    return OperationResult(
+        submission=job.chunk.submission,
+        store=job.store,
+        seq=op.seq,
+        line=op.line,
+        key=op.key,
+        kind=op.kind,
+        ok=False,
+        outcome="failed",
+        error=message,
+    )
+
+
+def _error_text(error: Exception) -> str:
+    if isinstance(error, ValidationError):
+        return "; ".join(str(e) for e in error.errors)
+    if isinstance(error, APIStatusError):
+        return f"HTTP {error.status}: {error}"
+    return f"{type(error).__name__}: {error}"
+
+
+def _checkpoint(details: Any) -> list[OperationResult]:
+    """The results an earlier attempt heartbeated (Temporal hands them back as plain JSON)."""
+    if not details:
+        return []
+    return msgspec.convert(details[0], list[OperationResult])
+
+
+async def run_worker(
+    temporal: Client,
+    stores: Mapping[str, StoreConfig],
+    *,
+    task_queue: str = DEFAULT_TASK_QUEUE,
+    base_url: str | None = None,
+    max_concurrent_stores: int = 100,
+    concurrency: int = DEFAULT_BATCH_CONCURRENCY,
+    retry: RetryPolicy | None = None,
+    allow_insecure_http: bool = False,
+    ready: asyncio.Event | None = None,
+) -> None:
+    """Serve ``task_queue`` until cancelled: up to ``max_concurrent_stores`` stores drained at once."""
+    options: dict[str, Any] = {"allow_insecure_http": allow_insecure_http}
+    if base_url is not None:
+        options["base_url"] = base_url
+    if retry is not None:
+        options["retry"] = retry
+    async with ShoplineClient(**options) as client:
+        for handle, config in stores.items():
+            client.store(handle, config.token, rate_limit=config.rate_limit)
+        fleet = FleetWorker(client, concurrency=concurrency)
+        worker = Worker(
+            temporal,
+            task_queue=task_queue,
+            workflows=[StoreWorkflow],
+            activities=[fleet.drain],
+            max_concurrent_activities=max_concurrent_stores,
+            identity=fleet.identity,
+        )
+        async with worker:
+            if ready is not None:
+                ready.set()
+            await asyncio.Event().wait()

@@ -1,0 +1,90 @@
+"""The store workflow: one per store, the only thing that drains that store's operations.
+
+Its id is the store's (``workflow_id``), so Temporal runs at most one: submitters reach it by
+signal-with-start, however many there are, and it runs one drain activity at a time. It never
+ends by itself (an idle workflow costs Temporal nothing but a row), so what it knows of the last
+drain, who and when, is there for the next one; it continues-as-new every ``chunks_per_run``
+chunks, or when Temporal suggests it, carrying only its queue and its counters.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from ._model import (
+        ACTIVITY_NAME,
+        PROGRESS_QUERY,
+        SUBMIT_SIGNAL,
+        WORKFLOW_NAME,
+        Chunk,
+        DrainInput,
+        DrainOutcome,
+        StoreProgress,
+        StoreState,
+        SubmissionTotals,
+    )
+
+__all__ = ["StoreWorkflow"]
+
+# A drain that fails is retried until it succeeds: its operations' own failures are results, so
+# what fails an activity is a lost worker or a bug, and neither is the operations' fault.
+_DRAIN_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+
+
+@workflow.defn(name=WORKFLOW_NAME)
+class StoreWorkflow:
+    @workflow.init
+    def __init__(self, state: StoreState) -> None:
+        self._state = state
+        self._draining = False
+
+    @workflow.run
+    async def run(self, state: StoreState) -> None:
+        settings = state.settings
+        for _ in range(settings.chunks_per_run):
+            await workflow.wait_condition(lambda: bool(self._state.queued))
+            chunk = self._state.queued[0]
+            self._draining = True
+            outcome = await workflow.execute_activity(
+                ACTIVITY_NAME,
+                DrainInput(state.store, chunk, settings, state.last_drainer, state.last_drain_end),
+                result_type=DrainOutcome,
+                start_to_close_timeout=timedelta(seconds=settings.chunk_timeout),
+                heartbeat_timeout=timedelta(seconds=settings.heartbeat_timeout),
+                retry_policy=_DRAIN_RETRY,
+            )
+            self._draining = False
+            self._state.queued.pop(0)
+            totals = self._state.totals.setdefault(chunk.submission, SubmissionTotals())
+            for result in outcome.results:
+                totals.done += 1
+                totals.ok += result.ok
+                totals.failed += not result.ok
+            self._state.last_drainer, self._state.last_drain_end = outcome.drainer, outcome.ended_at
+            if workflow.info().is_continue_as_new_suggested():
+                break
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.continue_as_new(self._state)
+
+    @workflow.signal(name=SUBMIT_SIGNAL)
+    def submit(self, chunk: Chunk) -> None:
+        seen = self._state.seen_chunks.setdefault(chunk.submission, [])
+        if chunk.number in seen:  # a submitter that retried: the chunk is queued or done already
+            return
+        seen.append(chunk.number)
+        self._state.queued.append(chunk)
+        self._state.totals.setdefault(chunk.submission, SubmissionTotals()).submitted += len(chunk.operations)
+
+    @workflow.query(name=PROGRESS_QUERY)
+    def progress(self) -> StoreProgress:
+        return StoreProgress(
+            store=self._state.store,
+            queued_chunks=len(self._state.queued),
+            queued_operations=sum(len(c.operations) for c in self._state.queued),
+            draining=self._draining,
+            totals=self._state.totals,
+        )
