@@ -46,4 +46,10 @@ DEFAULT_MAX_PENDING = 10_000
 # holds about 650 at a time instead of max_pending's 10,000 (half a gigabyte)
 DEFAULT_MAX_PENDING_BYTES = 32 * 1024 * 1024
 
+# the fleet (shopline_async.fleet): its Temporal task queue, and how a drain runs
+DEFAULT_FLEET_TASK_QUEUE = "shopline-fleet"
+DEFAULT_FLEET_CHUNK_SIZE = 200  # at 4 requests/s, under a minute of a store's bucket
+DEFAULT_HEARTBEAT_TIMEOUT = 30.0
+DEFAULT_FLEET_MAX_STORES = 100  # stores one worker drains at once
+
 LOGGER_NAME = "shopline_async"

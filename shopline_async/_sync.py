@@ -47,6 +47,7 @@ __all__ = [
     "error_text",
     "read_operations",
     "run_sync",
+    "store_rate_limit",
 ]
 
 DEFAULT_LEDGER = "shopline-sync.ledger.sqlite3"
@@ -456,7 +457,7 @@ async def run_sync(
     with open_input(input_path) as source:
         async with ShoplineClient(base_url=base_url, retry=retry, allow_insecure_http=allow_insecure_http) as client:
             for handle, entry in stores.items():
-                client.store(handle, entry["token"], rate_limit=_store_rate_limit(entry, rate_limit))
+                client.store(handle, entry["token"], rate_limit=store_rate_limit(entry, rate_limit))
             if dry_run:
                 return _dry_run(client, source, fmt, default_store)
 
@@ -487,7 +488,7 @@ async def run_sync(
     return EXIT_OK if summary.failed == 0 and job.invalid == 0 else EXIT_FAILED
 
 
-def _store_rate_limit(entry: dict[str, Any], default: RateLimit) -> RateLimit:
+def store_rate_limit(entry: dict[str, Any], default: RateLimit) -> RateLimit:
     """A store's own rate/burst from --config, else the command line's."""
     if "rate" not in entry and "burst" not in entry:
         return default

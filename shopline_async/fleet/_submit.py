@@ -25,6 +25,7 @@ from temporalio.service import RPCError
 
 from .._batch import Operation, UpdateImage
 from .._codec import coerce_update, encode_image_update, encode_product_update
+from .._constants import DEFAULT_FLEET_CHUNK_SIZE
 from .._errors import ValidationError
 from .._sync import RowKey
 from ..models import ImageUpdate, ProductUpdate
@@ -45,7 +46,6 @@ from ._worker import DEFAULT_TASK_QUEUE
 
 __all__ = ["Invalid", "SubmitReport", "fetch_progress", "fetch_results", "submit"]
 
-DEFAULT_CHUNK_SIZE = 200  # at 4 requests/s, under a minute of a store's bucket
 DEFAULT_CHUNK_BYTES = 256 * 1024
 DEFAULT_MAX_QUEUED_CHUNKS = 4  # 4 x 256 KiB queued: what continue-as-new carries stays below 2 MB
 _SIGNALS_AT_ONCE = 32
@@ -111,7 +111,7 @@ async def submit(
     task_queue: str = DEFAULT_TASK_QUEUE,
     submission: str | None = None,
     settings: StoreSettings | None = None,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int = DEFAULT_FLEET_CHUNK_SIZE,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     max_queued_chunks: int = DEFAULT_MAX_QUEUED_CHUNKS,
     on_invalid: Callable[[Invalid], None] | None = None,

@@ -30,14 +30,15 @@ from temporalio.worker import Worker
 from .._batch import AnyResult, BatchExecutor, Operation, UpdateImage, UpdateProduct
 from .._client import ShoplineClient
 from .._config import RateLimit, RetryPolicy
-from .._constants import DEFAULT_BATCH_CONCURRENCY
+from .._constants import DEFAULT_BATCH_CONCURRENCY, DEFAULT_FLEET_MAX_STORES, DEFAULT_FLEET_TASK_QUEUE
 from .._errors import APIStatusError, ValidationError
 from ._model import ACTIVITY_NAME, DrainInput, DrainOutcome, FleetOperation, OperationResult
 from ._workflow import StoreWorkflow
 
-__all__ = ["DEFAULT_TASK_QUEUE", "FleetWorker", "StoreConfig", "run_worker"]
+__all__ = ["DEFAULT_TASK_QUEUE", "WORKER_HEADER", "FleetWorker", "StoreConfig", "new_identity", "run_worker"]
 
-DEFAULT_TASK_QUEUE = "shopline-fleet"
+DEFAULT_TASK_QUEUE = DEFAULT_FLEET_TASK_QUEUE
+WORKER_HEADER = "X-Shopline-Fleet-Worker"
 # Our own pace for heartbeats: each one encodes every result so far, so not one per result.
 # Temporal's worker sends the newest at most every 0.8 x heartbeat timeout; that is the window.
 _HEARTBEAT_EVERY = 1.0
@@ -54,14 +55,21 @@ class StoreConfig:
         return f"StoreConfig(token=<hidden>, rate_limit={self.rate_limit!r})"
 
 
+def new_identity() -> str:
+    """This process, uniquely: host, pid and a random part (a pid is reused after a restart)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
 class FleetWorker:
     """The drain activity, bound to this process's client. ``identity`` names the process to the
     store workflows, which pass on who drained a store last."""
 
-    def __init__(self, client: ShoplineClient, *, concurrency: int = DEFAULT_BATCH_CONCURRENCY) -> None:
+    def __init__(
+        self, client: ShoplineClient, *, identity: str | None = None, concurrency: int = DEFAULT_BATCH_CONCURRENCY
+    ) -> None:
         self.client = client
         self.concurrency = concurrency
-        self.identity = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.identity = identity or new_identity()
 
     @activity.defn(name=ACTIVITY_NAME)
     async def drain(self, job: DrainInput) -> DrainOutcome:
@@ -166,14 +174,22 @@ async def run_worker(
     *,
     task_queue: str = DEFAULT_TASK_QUEUE,
     base_url: str | None = None,
-    max_concurrent_stores: int = 100,
+    max_concurrent_stores: int = DEFAULT_FLEET_MAX_STORES,
     concurrency: int = DEFAULT_BATCH_CONCURRENCY,
     retry: RetryPolicy | None = None,
     allow_insecure_http: bool = False,
+    send_identity: bool = False,
     ready: asyncio.Event | None = None,
 ) -> None:
-    """Serve ``task_queue`` until cancelled: up to ``max_concurrent_stores`` stores drained at once."""
+    """Serve ``task_queue`` until cancelled: up to ``max_concurrent_stores`` stores drained at once.
+
+    ``send_identity``: every request carries ``X-Shopline-Fleet-Worker: host:pid:random``, which
+    tells a server (our mock, a proxy's log) which worker sent it.
+    """
+    identity = new_identity()
     options: dict[str, Any] = {"allow_insecure_http": allow_insecure_http}
+    if send_identity:
+        options["extra_headers"] = {WORKER_HEADER: identity}
     if base_url is not None:
         options["base_url"] = base_url
     if retry is not None:
@@ -181,7 +197,7 @@ async def run_worker(
     async with ShoplineClient(**options) as client:
         for handle, config in stores.items():
             client.store(handle, config.token, rate_limit=config.rate_limit)
-        fleet = FleetWorker(client, concurrency=concurrency)
+        fleet = FleetWorker(client, identity=identity, concurrency=concurrency)
         worker = Worker(
             temporal,
             task_queue=task_queue,

@@ -77,6 +77,12 @@ class StoreStats:
     """Client addresses seen: one per TCP connection the store's clients opened."""
     traces: dict[str, list[str]] = field(default_factory=dict)
     """traceIds sent, by request path (only with ``record_traces=True``)."""
+    senders: Counter[str] = field(default_factory=Counter)
+    """Requests by the value of the server's ``sender_header`` (a fleet worker's identity, say);
+    counted for requests that wait (a bucket or faults), as are the overlaps."""
+    sender_overlaps: int = 0
+    """Requests that arrived while another sender's request to this store was in flight."""
+    _in_flight_by_sender: Counter[str] = field(default_factory=Counter, repr=False)
 
 
 class _Store:
@@ -167,6 +173,7 @@ class MockShopline:
         validate_bodies: bool = True,
         record_traces: bool = False,
         ssl: SSLContext | None = None,
+        sender_header: str | None = None,
     ) -> None:
         self.tokens = dict(tokens or {"mock-token": "mock-store"})
         default = config or MockStoreConfig()
@@ -180,6 +187,7 @@ class MockShopline:
         self.validate_bodies = validate_bodies
         self.record_traces = record_traces
         self.ssl = ssl  # a server-side context: HTTPS, for clients' TLS settings
+        self.sender_header = sender_header.lower() if sender_header is not None else None
         self._trace_prefix = os.urandom(4).hex()
         self._trace_numbers = itertools.count(1)
         self._http: HttpServer | None = None
@@ -276,6 +284,12 @@ class MockShopline:
         stats = store.stats
         stats.in_flight += 1
         stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+        sender = request.headers.get(self.sender_header) if self.sender_header is not None else None
+        if sender is not None:
+            stats.senders[sender] += 1
+            if stats._in_flight_by_sender.total() > stats._in_flight_by_sender[sender]:
+                stats.sender_overlaps += 1
+            stats._in_flight_by_sender[sender] += 1
         try:
             route = self._route(request)
             bucket = store.bucket
@@ -292,6 +306,8 @@ class MockShopline:
             return self._failure(request, store, trace_id, exc)
         finally:
             stats.in_flight -= 1
+            if sender is not None:
+                stats._in_flight_by_sender[sender] -= 1
 
     def _answer(self, request: Request, store: _Store, trace_id: str, serve: Callable[[], tuple[int, bytes]]) -> Reply:
         try:
