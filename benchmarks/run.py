@@ -8,7 +8,8 @@
    vs json + dicts;
 5. mock_server: the mock under wrk, beside a minimal aiohttp app;
 6. many_stores: 10,000 stores x 5 operations in one process (many_stores.py);
-7. ledger: a rerun of 100,000 rows with 1% changed (ledger.py).
+7. ledger: a rerun of 100,000 rows with 1% changed (ledger.py);
+8. fleet: 1, 2 and 4 worker processes on Temporal's dev server, bound by their sockets (fleet.py).
 Ratios are what to compare: the machine is shared and absolute numbers move.
 """
 
@@ -46,6 +47,7 @@ from common import (
     spec_response_bytes,
     spec_round_trip_update,
 )
+from fleet import bench_fleet
 from ledger import bench_ledger
 from many_stores import bench_many_stores
 
@@ -483,7 +485,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes: about a minute")
     parser.add_argument("--json", type=Path, metavar="OUT", help="write the numbers as JSON")
     parser.add_argument("--plot", type=Path, metavar="PNG", help="throughput against concurrency")
-    names = ["throughput", "ratelimit", "memory", "codec", "mock_server", "many_stores", "ledger"]
+    names = ["throughput", "ratelimit", "memory", "codec", "mock_server", "many_stores", "ledger", "fleet"]
     parser.add_argument("--only", choices=names, action="append")
     args = parser.parse_args()
     chosen = args.only or names
@@ -506,6 +508,7 @@ def main() -> int:
         "codec": bench_codec,
         "many_stores": bench_many_stores,
         "ledger": bench_ledger,
+        "fleet": bench_fleet,
     }
     for name in chosen:
         print(f"{name}:", flush=True)

@@ -30,6 +30,7 @@ from ._constants import (
     DEFAULT_FLEET_TASK_QUEUE,
     DEFAULT_HEARTBEAT_TIMEOUT,
     DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_RATE,
 )
@@ -233,6 +234,9 @@ def _add_fleet_parser(commands: Any) -> None:
     )
     worker.add_argument("--allow-insecure-http", action="store_true", help=argparse.SUPPRESS)
     worker.add_argument(
+        "--max-connections", type=int, help=f"open sockets, all stores (default: {DEFAULT_MAX_CONNECTIONS})"
+    )
+    worker.add_argument(
         "--send-identity",
         action="store_true",
         help="send X-Shopline-Fleet-Worker: host:pid:random with every request (for a proxy's log or the mock)",
@@ -391,6 +395,7 @@ async def _fleet(args: argparse.Namespace) -> int:
             concurrency=args.concurrency,
             allow_insecure_http=args.allow_insecure_http,
             send_identity=args.send_identity,
+            max_connections=args.max_connections,
         )
     if action == "submit":
         return await _commands.submit_command(

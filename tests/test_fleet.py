@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
@@ -33,7 +32,7 @@ from shopline_async.fleet import (
     submit,
     workflow_id,
 )
-from shopline_async.fleet._model import Chunk, DrainInput, FleetOperation
+from shopline_async.fleet._model import Chunk, DrainInput, FleetOperation, decode_results, encode_results
 from shopline_async.fleet._worker import WORKER_HEADER
 from shopline_async.mock import MockShopline, MockStoreConfig
 
@@ -46,7 +45,7 @@ def ops(n: int) -> list[FleetOperation]:
 
 def drain_input(n: int, **fields: Any) -> DrainInput:
     settings = StoreSettings(bucket_capacity=2, bucket_rate=10.0)  # a full bucket drains in 0.2 s
-    return DrainInput("shop", Chunk("sub", 0, ops(n)), settings, fields.get("last_drainer"), fields.get("last_end"))
+    return DrainInput("shop", Chunk.of("sub", 0, ops(n)), settings, fields.get("last_drainer"), fields.get("last_end"))
 
 
 async def run_drain(job: DrainInput, *, attempt: int = 1, checkpoint: list[OperationResult] | None = None) -> Any:
@@ -55,27 +54,27 @@ async def run_drain(job: DrainInput, *, attempt: int = 1, checkpoint: list[Opera
         client.store("shop", "tok")
         worker = FleetWorker(client, identity="me")
         env = ActivityEnvironment()
-        details = [msgspec.to_builtins(checkpoint)] if checkpoint else []
+        details = [encode_results(checkpoint)] if checkpoint else []
         env.info = dataclasses.replace(env.info, attempt=attempt, heartbeat_details=details)
         beats: list[Any] = []
         env.on_heartbeat = lambda *d: beats.append(d)
         started = time.monotonic()
         outcome = await env.run(worker.drain, job)
-        return outcome, sender, beats, time.monotonic() - started
+        return outcome, decode_results(outcome.results), sender, beats, time.monotonic() - started
 
 
 async def test_a_drain_sends_every_operation_and_heartbeats_its_results() -> None:
-    outcome, sender, beats, _ = await run_drain(drain_input(5))
-    assert sorted(r.seq for r in outcome.results) == [0, 1, 2, 3, 4] and all(r.ok for r in outcome.results)
-    assert {r.trace_id for r in outcome.results} == {"t"} and outcome.drainer == "me"
+    outcome, results, sender, beats, _ = await run_drain(drain_input(5))
+    assert sorted(r.seq for r in results) == [0, 1, 2, 3, 4] and all(r.ok for r in results)
+    assert {r.trace_id for r in results} == {"t"} and outcome.drainer == "me" and outcome.ok == 5
     assert len(sender.requests) == 5
-    assert len(beats[-1][0]) == 5  # the last heartbeat holds every result: a retry would send nothing
+    assert len(decode_results(beats[-1][0])) == 5  # the last heartbeat holds every result: a retry sends nothing
 
 
 async def test_a_retried_drain_resumes_after_its_checkpoint() -> None:
-    first, *_ = await run_drain(drain_input(3))
-    outcome, sender, _, _ = await run_drain(drain_input(5), attempt=2, checkpoint=first.results)
-    assert sorted(r.seq for r in outcome.results) == [0, 1, 2, 3, 4] and outcome.resumed == 3
+    _, first, *_ = await run_drain(drain_input(3))
+    outcome, results, sender, _, _ = await run_drain(drain_input(5), attempt=2, checkpoint=first)
+    assert sorted(r.seq for r in results) == [0, 1, 2, 3, 4] and outcome.resumed == 3
     assert sorted(str(r.url).rsplit("/", 1)[1] for r in sender.requests) == ["p3.json", "p4.json"]
 
 
@@ -86,15 +85,15 @@ async def test_a_retried_drain_resumes_after_its_checkpoint() -> None:
 async def test_a_worker_taking_a_store_over_waits_for_its_bucket(
     last_drainer: str | None, attempt: int, waits: bool
 ) -> None:
-    _, _, _, elapsed = await run_drain(drain_input(1, last_drainer=last_drainer, last_end=time.time()), attempt=attempt)
+    *_, elapsed = await run_drain(drain_input(1, last_drainer=last_drainer, last_end=time.time()), attempt=attempt)
     assert (elapsed >= 0.2) is waits, elapsed  # capacity 2 at 10/s: 0.2 s
 
 
 async def test_a_store_the_worker_has_no_token_for_fails_each_operation_unsent() -> None:
     job = dataclasses.replace(drain_input(2), store="elsewhere")
-    outcome, sender, _, _ = await run_drain(job)
-    assert not sender.requests and [r.ok for r in outcome.results] == [False, False]
-    assert "no token on worker me" in (outcome.results[0].error or "")
+    outcome, results, sender, _, _ = await run_drain(job)
+    assert not sender.requests and [r.ok for r in results] == [False, False] and outcome.failed == 2
+    assert "no token on worker me" in (results[0].error or "")
 
 
 # --- on a dev server, with worker processes ---------------------------------------------------------
@@ -136,11 +135,11 @@ class Workers:
         return process
 
     async def stop(self) -> None:
-        for process in self.processes:
-            if process.returncode is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            await asyncio.wait_for(process.wait(), 30)
+        stopping = [p for p in self.processes if p.returncode is None]
+        for process in stopping:
+            process.send_signal(signal.SIGTERM)
+        for process in stopping:
+            assert await asyncio.wait_for(process.wait(), 30) == 0  # a clean shutdown
 
 
 @pytest.fixture

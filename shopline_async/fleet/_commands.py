@@ -53,9 +53,10 @@ async def worker_command(
     concurrency: int,
     allow_insecure_http: bool,
     send_identity: bool,
+    max_connections: int | None,
 ) -> int:
     temporal = await connect(address, namespace)
-    ready = asyncio.Event()
+    ready, stop = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(
         run_worker(
             temporal,
@@ -66,7 +67,9 @@ async def worker_command(
             concurrency=concurrency,
             allow_insecure_http=allow_insecure_http,
             send_identity=send_identity,
+            max_connections=max_connections,
             ready=ready,
+            stop=stop,
         )
     )
     ready_wait = asyncio.create_task(ready.wait())
@@ -74,7 +77,10 @@ async def worker_command(
     ready_wait.cancel()
     if ready.is_set():
         print(f"fleet worker on {address} ({namespace}), task queue {task_queue}: {len(stores)} stores", flush=True)
-    await _until_signalled(task)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # a shutdown, not a cancellation, so that it completes
+        loop.add_signal_handler(sig, stop.set)
+    await task
     return EXIT_OK
 
 

@@ -70,6 +70,10 @@ class DevServer:
         self._process: asyncio.subprocess.Process | None = None
 
     @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 

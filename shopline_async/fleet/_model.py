@@ -1,14 +1,16 @@
 """What travels through Temporal: operations in chunks, results, a store workflow's state.
 
-Plain dataclasses of JSON types, so Temporal's default converter carries them and the workflow
-sandbox can import this module. Nothing here is secret: tokens stay in each worker's own
-configuration, and an operation names its store by handle only.
+Dataclasses of JSON types, so Temporal's default converter carries them and the workflow sandbox
+can import this module; operations and results inside them as JSON text. Nothing here is secret:
+tokens stay in each worker's own configuration, and an operation names its store by handle only.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from .._constants import DEFAULT_BUCKET_CAPACITY, DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_RATE
 
@@ -36,8 +38,7 @@ def workflow_id(app: str, store: str) -> str:
     return f"shopline-store/{app}/{store}"
 
 
-@dataclass
-class FleetOperation:
+class FleetOperation(msgspec.Struct, frozen=True):
     """One product or image update, validated by the submitter. ``body`` is the update as it will be sent.
 
     ``seq`` numbers the submission's operations (what a heartbeat checkpoints); ``line`` is the
@@ -53,17 +54,7 @@ class FleetOperation:
     image_id: str | None = None
 
 
-@dataclass
-class Chunk:
-    """Operations of one submission for one store; ``number`` orders the submission's chunks for that store."""
-
-    submission: str
-    number: int
-    operations: list[FleetOperation]
-
-
-@dataclass
-class OperationResult:
+class OperationResult(msgspec.Struct, frozen=True):
     """What became of one operation, as the SDK's ``Result`` says it (the error as one line of text)."""
 
     submission: str
@@ -76,9 +67,41 @@ class OperationResult:
     outcome: str
     status: int | None = None
     trace_id: str | None = None
-    trace_ids: list[str] = field(default_factory=list)
+    trace_ids: list[str] = []
     attempts: int = 0
     error: str | None = None
+
+
+# Operations and results cross Temporal as msgspec JSON text inside the dataclasses below: its
+# default converter rebuilds a dataclass per value from its type hints, which cost several times
+# the SDK's own work per request when every operation was one (benchmarks/README.md).
+_operations_decoder = msgspec.json.Decoder(list[FleetOperation])
+_results_decoder = msgspec.json.Decoder(list[OperationResult])
+
+
+def encode_results(results: list[OperationResult]) -> str:
+    return msgspec.json.encode(results).decode()
+
+
+def decode_results(text: str) -> list[OperationResult]:
+    return _results_decoder.decode(text) if text else []
+
+
+@dataclass
+class Chunk:
+    """Operations of one submission for one store; ``number`` orders the submission's chunks for that store."""
+
+    submission: str
+    number: int
+    count: int
+    operations: str  # JSON: list[FleetOperation]
+
+    @classmethod
+    def of(cls, submission: str, number: int, operations: list[FleetOperation]) -> Chunk:
+        return cls(submission, number, len(operations), msgspec.json.encode(operations).decode())
+
+    def decoded(self) -> list[FleetOperation]:
+        return _operations_decoder.decode(self.operations)
 
 
 @dataclass
@@ -125,7 +148,9 @@ class DrainInput:
 
 @dataclass
 class DrainOutcome:
-    results: list[OperationResult]
+    results: str  # JSON: list[OperationResult]
+    ok: int
+    failed: int
     drainer: str
     ended_at: float
     attempt: int = 1

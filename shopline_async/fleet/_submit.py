@@ -40,6 +40,7 @@ from ._model import (
     StoreProgress,
     StoreSettings,
     StoreState,
+    decode_results,
     workflow_id,
 )
 from ._worker import DEFAULT_TASK_QUEUE
@@ -94,12 +95,12 @@ def _chunks(submission: str, ops: list[FleetOperation], size: int, max_bytes: in
     for op in ops:
         op_bytes = len(msgspec.json.encode(op.body)) + 100
         if current and (len(current) >= size or current_bytes + op_bytes > max_bytes):
-            chunks.append(Chunk(submission, len(chunks), current))
+            chunks.append(Chunk.of(submission, len(chunks), current))
             current, current_bytes = [], 0
         current.append(op)
         current_bytes += op_bytes
     if current:
-        chunks.append(Chunk(submission, len(chunks), current))
+        chunks.append(Chunk.of(submission, len(chunks), current))
     return chunks
 
 
@@ -220,6 +221,6 @@ async def fetch_results(
                 continue
             payloads = event.activity_task_completed_event_attributes.result.payloads
             (outcome,) = await temporal.data_converter.decode(payloads, [DrainOutcome])
-            for result in outcome.results:
+            for result in decode_results(outcome.results):
                 if submission is None or result.submission == submission:
                     yield result

@@ -22,17 +22,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from .._batch import AnyResult, BatchExecutor, Operation, UpdateImage, UpdateProduct
 from .._client import ShoplineClient
 from .._config import RateLimit, RetryPolicy
 from .._constants import DEFAULT_BATCH_CONCURRENCY, DEFAULT_FLEET_MAX_STORES, DEFAULT_FLEET_TASK_QUEUE
 from .._errors import APIStatusError, ValidationError
-from ._model import ACTIVITY_NAME, DrainInput, DrainOutcome, FleetOperation, OperationResult
+from ._model import (
+    ACTIVITY_NAME,
+    DrainInput,
+    DrainOutcome,
+    FleetOperation,
+    OperationResult,
+    decode_results,
+    encode_results,
+)
 from ._workflow import StoreWorkflow
 
 __all__ = ["DEFAULT_TASK_QUEUE", "WORKER_HEADER", "FleetWorker", "StoreConfig", "new_identity", "run_worker"]
@@ -78,11 +86,11 @@ class FleetWorker:
         resumed = len(results)
         done = {r.seq for r in results}
         store = self.client.get_store(job.store)
-        todo = [op for op in job.chunk.operations if op.seq not in done]
+        todo = [op for op in job.chunk.decoded() if op.seq not in done]
         if store is None:
             message = f"store {job.store!r} has no token on worker {self.identity}: add it to the worker's --config"
             results += [_not_sent(job, op, message) for op in todo]
-            return DrainOutcome(results, self.identity, time.time(), info.attempt, resumed)
+            return self._outcome(results, info.attempt, resumed)
 
         await self._wait_for_bucket(job, info.attempt, results)
         executor = BatchExecutor(self.client, concurrency=self.concurrency)
@@ -91,10 +99,16 @@ class FleetWorker:
             async for result in stream:
                 results.append(_result(job, todo[result.index], result))  # index: position in todo
                 if time.monotonic() - last_beat >= _HEARTBEAT_EVERY:
-                    activity.heartbeat(results)
+                    activity.heartbeat(encode_results(results))
                     last_beat = time.monotonic()
-        activity.heartbeat(results)
-        return DrainOutcome(results, self.identity, time.time(), info.attempt, resumed)
+        activity.heartbeat(encode_results(results))
+        return self._outcome(results, info.attempt, resumed)
+
+    def _outcome(self, results: list[OperationResult], attempt: int, resumed: int) -> DrainOutcome:
+        ok = sum(r.ok for r in results)
+        return DrainOutcome(
+            encode_results(results), ok, len(results) - ok, self.identity, time.time(), attempt, resumed
+        )
 
     async def _wait_for_bucket(self, job: DrainInput, attempt: int, results: list[OperationResult]) -> None:
         """Wait until SHOPLINE's bucket is surely empty, unless this process sent the store's last chunk."""
@@ -107,7 +121,7 @@ class FleetWorker:
             wait = full - (time.time() - job.last_drain_end)
         deadline = time.monotonic() + wait
         while (left := deadline - time.monotonic()) > 0:
-            activity.heartbeat(results)
+            activity.heartbeat(encode_results(results))
             await asyncio.sleep(min(left, _HEARTBEAT_EVERY))
 
 
@@ -162,10 +176,8 @@ def _error_text(error: Exception) -> str:
 
 
 def _checkpoint(details: Any) -> list[OperationResult]:
-    """The results an earlier attempt heartbeated (Temporal hands them back as plain JSON)."""
-    if not details:
-        return []
-    return msgspec.convert(details[0], list[OperationResult])
+    """The results an earlier attempt heartbeated."""
+    return decode_results(details[0]) if details else []
 
 
 async def run_worker(
@@ -179,9 +191,11 @@ async def run_worker(
     retry: RetryPolicy | None = None,
     allow_insecure_http: bool = False,
     send_identity: bool = False,
+    max_connections: int | None = None,
     ready: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
 ) -> None:
-    """Serve ``task_queue`` until cancelled: up to ``max_concurrent_stores`` stores drained at once.
+    """Serve ``task_queue`` until ``stop`` is set (or cancelled): up to ``max_concurrent_stores`` stores at once.
 
     ``send_identity``: every request carries ``X-Shopline-Fleet-Worker: host:pid:random``, which
     tells a server (our mock, a proxy's log) which worker sent it.
@@ -194,6 +208,8 @@ async def run_worker(
         options["base_url"] = base_url
     if retry is not None:
         options["retry"] = retry
+    if max_connections is not None:
+        options["max_connections"] = max_connections
     async with ShoplineClient(**options) as client:
         for handle, config in stores.items():
             client.store(handle, config.token, rate_limit=config.rate_limit)
@@ -203,10 +219,16 @@ async def run_worker(
             task_queue=task_queue,
             workflows=[StoreWorkflow],
             activities=[fleet.drain],
+            # The workflow's module is this package's: importing it anew in every run's sandbox
+            # costs the SDK's whole import (aiohttp and all) every run (benchmarks/README.md). It has no
+            # side effects at import, so it is shared with the sandbox instead.
+            workflow_runner=SandboxedWorkflowRunner(
+                restrictions=SandboxRestrictions.default.with_passthrough_modules("shopline_async")
+            ),
             max_concurrent_activities=max_concurrent_stores,
             identity=fleet.identity,
         )
-        async with worker:
+        async with worker:  # leaving it shuts the worker down: its activities end, their stores move on
             if ready is not None:
                 ready.set()
-            await asyncio.Event().wait()
+            await (stop or asyncio.Event()).wait()

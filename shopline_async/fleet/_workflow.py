@@ -60,10 +60,9 @@ class StoreWorkflow:
             self._draining = False
             self._state.queued.pop(0)
             totals = self._state.totals.setdefault(chunk.submission, SubmissionTotals())
-            for result in outcome.results:
-                totals.done += 1
-                totals.ok += result.ok
-                totals.failed += not result.ok
+            totals.done += outcome.ok + outcome.failed
+            totals.ok += outcome.ok
+            totals.failed += outcome.failed
             self._state.last_drainer, self._state.last_drain_end = outcome.drainer, outcome.ended_at
             if workflow.info().is_continue_as_new_suggested():
                 break
@@ -77,14 +76,14 @@ class StoreWorkflow:
             return
         seen.append(chunk.number)
         self._state.queued.append(chunk)
-        self._state.totals.setdefault(chunk.submission, SubmissionTotals()).submitted += len(chunk.operations)
+        self._state.totals.setdefault(chunk.submission, SubmissionTotals()).submitted += chunk.count
 
     @workflow.query(name=PROGRESS_QUERY)
     def progress(self) -> StoreProgress:
         return StoreProgress(
             store=self._state.store,
             queued_chunks=len(self._state.queued),
-            queued_operations=sum(len(c.operations) for c in self._state.queued),
+            queued_operations=sum(c.count for c in self._state.queued),
             draining=self._draining,
             totals=self._state.totals,
         )
