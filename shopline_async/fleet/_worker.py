@@ -118,7 +118,7 @@ class FleetWorker:
         elif job.last_drainer is None or job.last_drainer == self.identity or job.last_drain_end is None:
             return  # never drained, or by us: our own limiter knows what we sent
         else:
-            wait = full - (time.time() - job.last_drain_end)
+            wait = min(full, full - (time.time() - job.last_drain_end))  # min: a clock ahead of ours
         deadline = time.monotonic() + wait
         while (left := deadline - time.monotonic()) > 0:
             activity.heartbeat(encode_results(results))

@@ -32,6 +32,7 @@ __all__ = ["StoreWorkflow"]
 
 # A drain that fails is retried until it succeeds: its operations' own failures are results, so
 # what fails an activity is a lost worker or a bug, and neither is the operations' fault.
+_KEPT_SUBMISSIONS = 100
 _DRAIN_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 
 
@@ -77,6 +78,16 @@ class StoreWorkflow:
         seen.append(chunk.number)
         self._state.queued.append(chunk)
         self._state.totals.setdefault(chunk.submission, SubmissionTotals()).submitted += chunk.count
+        self._forget_old_submissions()
+
+    def _forget_old_submissions(self) -> None:
+        """Keep the counters of the last ``_KEPT_SUBMISSIONS`` only, so that a workflow that lives for
+        years carries a bounded state; the results stay in the histories."""
+        totals, seen = self._state.totals, self._state.seen_chunks
+        for submission in list(totals)[: max(0, len(totals) - _KEPT_SUBMISSIONS)]:
+            if totals[submission].done >= totals[submission].submitted:
+                del totals[submission]
+                seen.pop(submission, None)
 
     @workflow.query(name=PROGRESS_QUERY)
     def progress(self) -> StoreProgress:
