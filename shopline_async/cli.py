@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import json
+import logging
 import os
 import signal
 import sys
 import tempfile
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ._config import RateLimit, RetryPolicy
 from ._constants import (
@@ -474,5 +476,20 @@ async def _mock_server(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run() -> NoReturn:
+    """The ``shopline-async`` command: :func:`main`, then exit with its code."""
+    code = main()
+    if "temporalio" in sys.modules:
+        # Temporal's native threads may call into Python while the interpreter finalizes and crash
+        # it (SIGSEGV, or SIGABRT "PyGILState_Release", temporalio/sdk-python#300), turning a clean
+        # exit into a failure. Everything is closed by now, so skip finalization.
+        logging.shutdown()
+        with contextlib.suppress(OSError):  # a closed pipe: nothing left to tell
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()
