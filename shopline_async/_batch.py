@@ -38,7 +38,7 @@ import anyio
 import msgspec
 from msgspec.structs import replace
 
-from ._channels import ByteBudget, Channel, Slots, wake_one
+from ._channels import ByteBudget, Channel, Slots
 from ._client import ShoplineClient, Store
 from ._config import RetryPolicy
 from ._constants import (
@@ -75,6 +75,7 @@ __all__ = [
 ]
 
 _DISPATCH_BATCH = 32
+_READ_AHEAD = 256
 
 Outcome = Literal["ok", "applied_without_body", "unchanged", "failed", "invalid", "not_attempted", "cancelled"]
 
@@ -225,63 +226,59 @@ class _Histogram:
         return 0.0  # pragma: no cover - rank <= count always stops the loop
 
 
-def _no_workers(lane: _Lane) -> None:  # pragma: no cover - replaced as each batch starts
+def _no_workers(lane: _Lane, holding: bool) -> None:  # pragma: no cover - replaced as each batch starts
     raise RuntimeError("no batch is running")
 
 
 class _Run:
     """One batch's shared state: the cap across stores and the counts the workers keep."""
 
-    __slots__ = ("add_worker", "feed_scheduled", "in_flight", "slot_watchers", "slots", "starved", "stopping")
+    __slots__ = ("add_worker", "granted", "in_flight", "slots", "spawn_scheduled", "stopping")
 
     def __init__(self, concurrency: int) -> None:
-        self.add_worker: Callable[[_Lane], None] = _no_workers
-        """Starts a worker task for a lane (already counted in its ``workers``); set per batch."""
+        self.add_worker: Callable[[_Lane, bool], None] = _no_workers
+        """Starts a worker task for a lane (already counted in its ``workers``), holding a slot or not."""
         self.slots = Slots(concurrency)
+        """The batch's ``concurrency``, first come first served: workers waiting for a slot and
+        lanes waiting for a worker (a claim, no task) share one queue, so a store that was
+        waiting first goes first, whatever the order of the input."""
         self.stopping = False
         self.in_flight = 0
-        self.starved: deque[_Lane] = deque()
-        """Lanes that needed a worker while every slot was taken, oldest first."""
-        self.feed_scheduled = False
-        self.slot_watchers: deque[asyncio.Future[None]] = deque()
+        self.granted: deque[_Lane] = deque()
+        """Lanes whose claim was given a slot, waiting for a worker: one that runs out of work
+        takes the next (one task for many short lanes), else a new one starts."""
+        self.spawn_scheduled = False
 
-    async def until_a_slot_is_free(self) -> None:
-        """Wait, holding nothing, until a slot is free. A worker waits here before it builds its
-        request, not at the gate after: a request waiting for a slot keeps its objects alive across
-        garbage collections, which then promote and walk them again and again (benchmarks/README.md,
-        many stores); here nothing is allocated yet."""
-        while self.slots.free <= 0:
-            watcher: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self.slot_watchers.append(watcher)
-            await watcher
+    async def slot_for(self, item: _Item, holding: bool) -> None:
+        """Take a slot for ``item``'s first attempt (``holding``: its worker has one already).
 
-    def slot_freed(self) -> None:
-        if self.slot_watchers and self.slots.free > 0:
-            wake_one(self.slot_watchers)
-        # looked at once the loop comes round, not now: the worker that freed the slot usually
-        # takes it straight back for its next item, and then no new worker is needed; if it went
-        # to wait for its store's pacer instead, the slot is still free and a starved lane gets it
-        if self.starved and not self.feed_scheduled:
-            self.feed_scheduled = True
-            asyncio.get_running_loop().call_soon(self._feed_starved)
+        Taken here, before the request is built, not at the gate after: a request waiting for a
+        slot keeps its objects alive across garbage collections, which then promote and walk them
+        again and again (benchmarks/README.md, many stores). But a request about to wait for its
+        store's pacer or cool-down must not hold one: it goes without, and takes one at the gate
+        once its store has admitted it.
+        """
+        assert item.store is not None
+        if not holding and item.store.admits_now():
+            await self.slots.take()
+            holding = True
+        if holding and not item.store.admits_now():  # again: the wait may have let its store fill up
+            self.slots.give()
+            holding = False
+        item.holds_slot = holding
 
-    def _feed_starved(self) -> None:
-        self.feed_scheduled = False
-        while self.slots.free > 0:
-            lane = self.adopt_starved()
-            if lane is None:
-                return
-            self.add_worker(lane)
+    def grant(self, lane: _Lane) -> None:
+        self.granted.append(lane)
+        # looked at once the loop comes round, not now: the worker that gave the slot usually runs
+        # out of work on its own lane a moment later, and takes this one instead of a new task
+        if not self.spawn_scheduled:
+            self.spawn_scheduled = True
+            asyncio.get_running_loop().call_soon(self._spawn_granted)
 
-    def adopt_starved(self) -> _Lane | None:
-        """A starved lane that still wants a worker, counted as having one more; None if none does."""
-        while self.starved:
-            lane = self.starved.popleft()
-            lane.starved = False
-            if lane.wants_worker():
-                lane.workers += 1
-                return lane
-        return None
+    def _spawn_granted(self) -> None:
+        self.spawn_scheduled = False
+        while self.granted:
+            self.add_worker(self.granted.popleft(), True)
 
 
 class _Lane:
@@ -290,32 +287,35 @@ class _Lane:
     A lane grows a worker only when every one it has is admitted (its request passed the store's
     limiter and the batch's cap): a worker still waiting will take the next item itself. So a
     store paced at 4/s keeps about two tasks, however long its queue, and a store whose requests
-    stay long on the wire grows up to ``max_workers``. And only while the batch has a free slot:
-    otherwise the new task would only wait for one; the lane waits in ``_Run.starved`` for a
-    worker that runs out of work, or for a slot to come free.
+    stay long on the wire grows up to ``max_workers``. A new worker starts holding a slot: while
+    none is free the lane waits for one in the batch's queue as a claim, costing no task.
     """
 
-    __slots__ = ("admitted", "blocked_by", "max_workers", "queue", "starved", "workers")
+    __slots__ = ("admitted", "blocked_by", "max_workers", "queue", "workers")
 
     def __init__(self, max_workers: int) -> None:
         self.queue: deque[_Item] = deque()
         self.max_workers = max_workers
         self.workers = 0
         self.admitted = 0
-        self.starved = False
         self.blocked_by: APIStatusError | None = None
 
-    def wants_worker(self) -> bool:
-        return bool(self.queue) and self.workers == self.admitted and self.workers < self.max_workers
-
     def grow(self, run: _Run) -> None:
-        if self.wants_worker():
-            if run.slots.free > 0:
-                self.workers += 1
-                run.add_worker(self)
-            elif not self.starved:
-                self.starved = True
-                run.starved.append(self)
+        if self.queue and self.workers == self.admitted and self.workers < self.max_workers:
+            self.workers += 1  # counted from the claim on, so that one claim is made at a time
+            if run.slots.claim(lambda: self._slot_given(run)):
+                run.add_worker(self, True)
+
+    def _slot_given(self, run: _Run) -> bool:
+        if not self.queue:  # its other workers took the queue meanwhile
+            self.workers -= 1
+            return False
+        store = self.queue[0].store
+        if store is not None and not store.admits_now():
+            run.add_worker(self, False)  # it would only wait for its store: the slot goes on
+            return False
+        run.grant(self)
+        return True
 
 
 class _Refused(Exception):
@@ -343,13 +343,21 @@ class _Item(msgspec.Struct):
     """Bytes of ``max_pending_bytes`` it holds until its result is handed over."""
     body_hash: bytes | None = None
     """With a ledger: the hash recorded for the body once its result is known."""
+    holds_slot: bool = False
+    """Its worker took a slot of the batch for its first attempt before building the request."""
 
     async def enter(self) -> None:
         run, lane = self.run, self.lane
         assert run is not None and lane is not None
         if not self.running and (run.stopping or lane.blocked_by is not None):
+            if self.holds_slot:
+                self.holds_slot = False
+                run.slots.give()
             raise _Refused  # a retry of an operation already sent goes on
-        await run.slots.take()
+        if self.holds_slot:
+            self.holds_slot = False  # taken by its worker before the request was built
+        else:
+            await run.slots.take()
         self.running = True
         run.in_flight += 1
         lane.admitted += 1
@@ -361,7 +369,6 @@ class _Item(msgspec.Struct):
         run.in_flight -= 1
         lane.admitted -= 1
         run.slots.give()
-        run.slot_freed()
 
 
 class BatchExecutor:
@@ -543,7 +550,7 @@ class BatchExecutor:
             self._account(result)
             results.put(result)
 
-        async def worker(lane: _Lane | None) -> None:
+        async def worker(lane: _Lane | None, holds_slot: bool) -> None:
             while lane is not None:
                 try:
                     while lane.queue:
@@ -551,9 +558,9 @@ class BatchExecutor:
                         if run.stopping or lane.blocked_by is not None:
                             result = _refused(item, lane)
                         else:
-                            assert item.resource is not None and item.prepared is not None  # _prepare set both
-                            if run.slots.free <= 0:
-                                await run.until_a_slot_is_free()
+                            assert item.resource is not None and item.store is not None and item.prepared is not None
+                            await run.slot_for(item, holds_slot)
+                            holds_slot = False
                             started = time.monotonic()
                             # awaited here, not in a helper: each await level is re-entered on every
                             # resume of the request, several times per operation
@@ -569,22 +576,26 @@ class BatchExecutor:
                                 result = _result(item, "failed", error=exc, elapsed=time.monotonic() - started)
                             else:
                                 result = _result(item, "ok", response=response)
+                            if item.holds_slot:  # the request never reached the gate
+                                item.holds_slot = False
+                                run.slots.give()
                         emit(item, result)
                 finally:
                     lane.workers -= 1
-                # serve a lane left without a worker while the slots were taken, rather than end
-                # here while another task is started for it
-                lane = run.adopt_starved()
+                    if holds_slot:
+                        run.slots.give()
+                lane = run.granted.popleft() if run.granted else None  # one task for many short lanes
+                holds_slot = True
 
         workers = _Workers()
 
-        def add_worker(lane: _Lane) -> None:
-            workers.spawn(worker(lane))
+        def add_worker(lane: _Lane, holding: bool) -> None:
+            workers.spawn(worker(lane, holding))
 
         run.add_worker = add_worker
 
         try:
-            index = 0
+            index = new_workers = 0
             async with aclosing(_iterate(operations)) as source:
                 async for op in source:
                     await pending.take()
@@ -615,10 +626,15 @@ class BatchExecutor:
                     item.run = run
                     item.lane = lane
                     lane.queue.append(item)
+                    had = lane.workers
                     lane.grow(run)
-                    if index % _DISPATCH_BATCH == 0:
-                        # let the workers start on what is queued; yielding per item would
-                        # cost a trip round the event loop for every operation
+                    new_workers += lane.workers - had
+                    if new_workers >= _DISPATCH_BATCH or index % _READ_AHEAD == 0:
+                        # let the new workers start; yielding per item would cost a trip round
+                        # the event loop for every operation. Counted in workers, not items: in
+                        # input sorted by store, a store's later items start none (they wait for
+                        # its pacer), and counting them would reach the last stores late
+                        new_workers = 0
                         await asyncio.sleep(0)
             await workers.wait()
         finally:
@@ -741,8 +757,12 @@ class _Workers:
         self._tasks: set[asyncio.Task[None]] = set()
         self._all_done: asyncio.Future[None] | None = None
         self._crashed: BaseException | None = None
+        self._cancelled = False
 
     def spawn(self, worker: Coroutine[Any, Any, None]) -> None:
+        if self._cancelled:  # a slot given as the batch was cancelled: its lane is not served
+            worker.close()
+            return
         task = asyncio.get_running_loop().create_task(worker)
         self._tasks.add(task)
         task.add_done_callback(self._finished)
@@ -763,6 +783,7 @@ class _Workers:
 
     async def cancel(self) -> None:
         """Cancel the workers left (the batch was cancelled) and wait for them to end."""
+        self._cancelled = True
         if not self._tasks:
             return
         for task in self._tasks:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 __all__ = ["ByteBudget", "Channel", "Slots", "wake_one"]
@@ -60,13 +61,23 @@ class Channel(Generic[T]):
 
 
 class Slots:
-    """A counting semaphore: ``await take()``, then ``give()``."""
+    """A counting semaphore: ``await take()``, then ``give()``. Or ``claim(on_slot)``: a place in
+    the same first-come queue without a task waiting in it; ``on_slot()`` is called with the slot
+    once one is given, and returns False to decline it (it then goes to the next in line)."""
 
     __slots__ = ("_waiters", "free")
 
     def __init__(self, count: int) -> None:
         self.free = count
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters: deque[asyncio.Future[None] | Callable[[], bool]] = deque()
+
+    def claim(self, on_slot: Callable[[], bool]) -> bool:
+        """Take a slot now (True: the caller holds it) or queue ``on_slot`` for one (False)."""
+        if self.free > 0:
+            self.free -= 1
+            return True
+        self._waiters.append(on_slot)
+        return False
 
     async def take(self) -> None:
         # a free slot means nobody is waiting: give() hands slots straight to waiters
@@ -83,8 +94,16 @@ class Slots:
             raise
 
     def give(self) -> None:
-        if not (self._waiters and wake_one(self._waiters)):
-            self.free += 1
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if isinstance(waiter, asyncio.Future):
+                if not waiter.done():  # else cancelled while it waited
+                    waiter.set_result(None)
+                    return
+            elif waiter():
+                return
+        self.free += 1
 
 
 class ByteBudget:

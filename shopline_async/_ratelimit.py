@@ -56,6 +56,11 @@ class Pacer:
                 self._tat = tat
             raise
 
+    def delay(self) -> float:
+        """How long an ``acquire()`` now would wait."""
+        now = self._clock()
+        return max(self._tat, now) - self._tolerance - now
+
     def hold_until(self, when: float) -> None:
         """Admit nothing before ``when`` (a 429 cool-down), then resume at ``rate`` with no burst:
         the server's bucket was full, so ours is treated as full too."""
@@ -93,6 +98,12 @@ class StoreLimiter:
             self._slots.give()
             raise
         self.in_flight += 1
+
+    def admits_now(self) -> bool:
+        """Whether an ``acquire()`` now would return without waiting."""
+        if self._slots.free <= 0 or self._clock() < self._resume_at:
+            return False
+        return self._pacer is None or self._pacer.delay() <= 0
 
     def release(self) -> None:
         self.in_flight -= 1
