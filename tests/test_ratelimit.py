@@ -160,3 +160,31 @@ async def test_a_429_during_a_wait_for_the_pacer_is_honoured(clock: FakeClock) -
     limiter.cool_down(5.0)  # another task's 429, while this one sleeps towards t=1
     await waiting
     assert clock.now - 1000.0 >= 5.0
+
+
+async def test_admits_now_tells_whether_an_acquire_would_wait(clock: FakeClock) -> None:
+    limiter = store_limiter(clock, rate=2, burst=2, headroom=0.0, max_in_flight=1)
+    assert limiter.admits_now()
+    await limiter.acquire()  # t=0: the in-flight slot is taken
+    assert not limiter.admits_now()
+    limiter.release()
+    assert limiter.admits_now()  # the burst's second token
+    await limiter.acquire()
+    limiter.release()
+    assert not limiter.admits_now()  # the pacer: next at t=0.5
+    clock.now += 0.5
+    assert limiter.admits_now()
+    limiter.cool_down(1.0)
+    assert not limiter.admits_now()  # a cool-down
+    clock.now += 1.0
+    assert limiter.admits_now()
+    for _ in range(3):  # and each time it said yes, acquire returned without time passing
+        before = clock.now
+        if limiter.admits_now():
+            await limiter.acquire()
+            limiter.release()
+            assert clock.now == before
+        else:
+            await limiter.acquire()
+            limiter.release()
+            assert clock.now > before
