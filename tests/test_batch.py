@@ -256,6 +256,33 @@ async def test_cancellation_from_outside_accounts_for_every_taken_operation(
         assert report.results[0].ok
 
 
+@pytest.mark.parametrize("after", [0.0, 0.01, 0.03, 0.07])
+async def test_cancelled_while_stores_wait_for_a_slot_nothing_more_is_sent(after: float) -> None:
+    # 20 stores, 2 slots: most lanes wait in the slots' queue (claims) when the batch is cancelled
+    tokens = {f"t{n}": f"s{n}" for n in range(20)}
+    slow = MockStoreConfig(rate=None, faults=Faults(latency_rate=1.0, latency=0.01))
+    async with MockShopline(tokens, config=slow) as server, ShoplineClient(base_url=server.base_url) as client:
+        for token, handle in tokens.items():
+            client.store(handle, token, rate_limit=RateLimit.unlimited())
+        executor = BatchExecutor(client, concurrency=2)
+        received: list[Result] = []
+        ops = (product_op(f"s{n % 20}", n) for n in range(200))
+        with anyio.move_on_after(after):
+            async with executor.stream(ops) as stream:
+                async for result in stream:
+                    received.append(result)
+        left = executor.unreported()
+        assert sorted(r.index for r in received + left) == list(range(executor.progress.taken))
+        await asyncio.sleep(0.1)  # what was on the wire at the cancel lands by now
+        written = sum(server.stats(h).writes.total() for h in tokens.values())
+        # written: the operations reported ok, and at most the 2 requests in flight at the cancel
+        assert sum(r.ok for r in received + left) <= written <= sum(r.ok for r in received + left) + 2
+        leftovers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not mock_answer(t)]
+        assert leftovers == []
+        report = await executor.gather(product_op(f"s{n}", 1000 + n) for n in range(20))
+        assert report.summary.ok == 20  # the slots all came back
+
+
 async def test_one_batch_at_a_time_per_executor(mock_server: MockShopline) -> None:
     async with ShoplineClient(base_url=mock_server.base_url) as client:
         connect(client, mock_server, RateLimit.unlimited())
