@@ -259,10 +259,10 @@ class _Run:
         once its store has admitted it.
         """
         assert item.store is not None
-        if not holding and item.store.admits_now():
+        if not holding and item.store.admission_delay() == 0.0:
             await self.slots.take()
             holding = True
-        if holding and not item.store.admits_now():  # again: the wait may have let its store fill up
+        if holding and item.store.admission_delay() != 0.0:  # again: the wait may have let it fill up
             self.slots.give()
             holding = False
         item.holds_slot = holding
@@ -291,7 +291,7 @@ class _Lane:
     none is free the lane waits for one in the batch's queue as a claim, costing no task.
     """
 
-    __slots__ = ("admitted", "blocked_by", "max_workers", "queue", "workers")
+    __slots__ = ("admitted", "blocked_by", "max_workers", "queue", "regrow", "workers")
 
     def __init__(self, max_workers: int) -> None:
         self.queue: deque[_Item] = deque()
@@ -299,19 +299,34 @@ class _Lane:
         self.workers = 0
         self.admitted = 0
         self.blocked_by: APIStatusError | None = None
+        self.regrow: asyncio.TimerHandle | None = None
 
     def grow(self, run: _Run) -> None:
-        if self.queue and self.workers == self.admitted and self.workers < self.max_workers:
-            self.workers += 1  # counted from the claim on, so that one claim is made at a time
-            if run.slots.claim(lambda: self._slot_given(run)):
-                run.add_worker(self, True)
+        if not (self.queue and self.workers == self.admitted and self.workers < self.max_workers):
+            return
+        store = self.queue[0].store
+        delay = store.admission_delay() if store is not None and self.workers else 0.0
+        if delay != 0.0:
+            # Its store would hold another request now (the pacer, a cool-down, its in-flight
+            # cap) and a worker of its own will take the next item anyway: a second one would
+            # only wait, a task per store. Look again when the store admits, if it is still busy.
+            if delay is not None and self.regrow is None:
+                self.regrow = asyncio.get_running_loop().call_later(delay, self._grow_again, run)
+            return
+        self.workers += 1  # counted from the claim on, so that one claim is made at a time
+        if run.slots.claim(lambda: self._slot_given(run)):
+            run.add_worker(self, True)
+
+    def _grow_again(self, run: _Run) -> None:
+        self.regrow = None
+        self.grow(run)
 
     def _slot_given(self, run: _Run) -> bool:
         if not self.queue:  # its other workers took the queue meanwhile
             self.workers -= 1
             return False
         store = self.queue[0].store
-        if store is not None and not store.admits_now():
+        if store is not None and store.admission_delay() != 0.0:
             run.add_worker(self, False)  # it would only wait for its store: the slot goes on
             return False
         run.grant(self)

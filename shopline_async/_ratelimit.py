@@ -99,11 +99,15 @@ class StoreLimiter:
             raise
         self.in_flight += 1
 
-    def admits_now(self) -> bool:
-        """Whether an ``acquire()`` now would return without waiting."""
-        if self._slots.free <= 0 or self._clock() < self._resume_at:
-            return False
-        return self._pacer is None or self._pacer.delay() <= 0
+    def admission_delay(self) -> float | None:
+        """Seconds an ``acquire()`` now would wait (0.0: none), or None while every in-flight slot
+        is taken (it waits for a request to end, which no clock tells)."""
+        if self._slots.free <= 0:
+            return None
+        delay = max(0.0, self._resume_at - self._clock())
+        if self._pacer is not None:
+            delay = max(delay, self._pacer.delay())
+        return delay
 
     def release(self) -> None:
         self.in_flight -= 1

@@ -162,29 +162,22 @@ async def test_a_429_during_a_wait_for_the_pacer_is_honoured(clock: FakeClock) -
     assert clock.now - 1000.0 >= 5.0
 
 
-async def test_admits_now_tells_whether_an_acquire_would_wait(clock: FakeClock) -> None:
+async def test_admission_delay_tells_how_long_an_acquire_would_wait(clock: FakeClock) -> None:
     limiter = store_limiter(clock, rate=2, burst=2, headroom=0.0, max_in_flight=1)
-    assert limiter.admits_now()
-    await limiter.acquire()  # t=0: the in-flight slot is taken
-    assert not limiter.admits_now()
+    assert limiter.admission_delay() == 0.0
+    await limiter.acquire()  # t=0: the one in-flight slot is taken
+    assert limiter.admission_delay() is None
     limiter.release()
-    assert limiter.admits_now()  # the burst's second token
+    assert limiter.admission_delay() == 0.0  # the burst's second token
     await limiter.acquire()
     limiter.release()
-    assert not limiter.admits_now()  # the pacer: next at t=0.5
+    assert limiter.admission_delay() == pytest.approx(0.5)  # the pacer: next at t=0.5
     clock.now += 0.5
-    assert limiter.admits_now()
+    assert limiter.admission_delay() == 0.0
     limiter.cool_down(1.0)
-    assert not limiter.admits_now()  # a cool-down
-    clock.now += 1.0
-    assert limiter.admits_now()
-    for _ in range(3):  # and each time it said yes, acquire returned without time passing
-        before = clock.now
-        if limiter.admits_now():
-            await limiter.acquire()
-            limiter.release()
-            assert clock.now == before
-        else:
-            await limiter.acquire()
-            limiter.release()
-            assert clock.now > before
+    assert limiter.admission_delay() == pytest.approx(1.0)  # a cool-down
+    for _ in range(3):  # and an acquire waits what it said
+        before, said = clock.now, limiter.admission_delay()
+        await limiter.acquire()
+        limiter.release()
+        assert said is not None and clock.now - before == pytest.approx(said)
