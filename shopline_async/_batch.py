@@ -285,15 +285,18 @@ class _Lane:
     """One store's queue of prepared operations and the workers draining it.
 
     A lane grows a worker only when every one it has is admitted (its request passed the store's
-    limiter and the batch's cap): a worker still waiting will take the next item itself. So a
-    store paced at 4/s keeps about two tasks, however long its queue, and a store whose requests
-    stay long on the wire grows up to ``max_workers``. A new worker starts holding a slot: while
+    limiter and the batch's cap): a worker still waiting will take the next item itself. Nor while
+    its store would hold another request (its pacer, a cool-down): the lane looks again when the
+    pacer is due. So a store paced at 4/s keeps one task while its requests take less than the
+    pacing interval, however long its queue, and a store whose requests stay long on the wire grows
+    up to ``max_workers``. A new worker starts holding a slot: while
     none is free the lane waits for one in the batch's queue as a claim, costing no task.
     """
 
-    __slots__ = ("admitted", "blocked_by", "max_workers", "queue", "regrow", "workers")
+    __slots__ = ("admitted", "blocked_by", "max_workers", "queue", "regrow", "store", "workers")
 
-    def __init__(self, max_workers: int) -> None:
+    def __init__(self, store: Store, max_workers: int) -> None:
+        self.store = store
         self.queue: deque[_Item] = deque()
         self.max_workers = max_workers
         self.workers = 0
@@ -304,8 +307,7 @@ class _Lane:
     def grow(self, run: _Run) -> None:
         if not (self.queue and self.workers == self.admitted and self.workers < self.max_workers):
             return
-        store = self.queue[0].store
-        delay = store.admission_delay() if store is not None and self.workers else 0.0
+        delay = self.store.admission_delay() if self.workers else 0.0
         if delay != 0.0:
             # Its store would hold another request now (the pacer, a cool-down, its in-flight
             # cap) and a worker of its own will take the next item anyway: a second one would
@@ -325,8 +327,7 @@ class _Lane:
         if not self.queue:  # its other workers took the queue meanwhile
             self.workers -= 1
             return False
-        store = self.queue[0].store
-        if store is not None and store.admission_delay() != 0.0:
+        if self.store.admission_delay() != 0.0:
             run.add_worker(self, False)  # it would only wait for its store: the slot goes on
             return False
         run.grant(self)
@@ -637,7 +638,7 @@ class BatchExecutor:
                     store = item.store
                     lane = lanes.get(store)
                     if lane is None:
-                        lane = lanes[store] = _Lane(min(store.rate_limit.max_in_flight, self._concurrency))
+                        lane = lanes[store] = _Lane(store, min(store.rate_limit.max_in_flight, self._concurrency))
                     item.run = run
                     item.lane = lane
                     lane.queue.append(item)
@@ -772,10 +773,10 @@ class _Workers:
         self._tasks: set[asyncio.Task[None]] = set()
         self._all_done: asyncio.Future[None] | None = None
         self._crashed: BaseException | None = None
-        self._cancelled = False
+        self._closed = False
 
     def spawn(self, worker: Coroutine[Any, Any, None]) -> None:
-        if self._cancelled:  # a slot given as the batch was cancelled: its lane is not served
+        if self._closed:  # a slot given, or a regrow timer due, once the batch has ended: start nothing
             worker.close()
             return
         task = asyncio.get_running_loop().create_task(worker)
@@ -798,7 +799,7 @@ class _Workers:
 
     async def cancel(self) -> None:
         """Cancel the workers left (the batch was cancelled) and wait for them to end."""
-        self._cancelled = True
+        self._closed = True
         if not self._tasks:
             return
         for task in self._tasks:
