@@ -2,6 +2,7 @@
 
 1. throughput, rate limiting off: the SDK's BatchExecutor vs a minimal aiohttp loop vs a minimal
    httpx loop, same mock server (a child process), same concurrency, interleaved rounds;
+   overhead: the SDK's own CPU per request with the network taken out, part by part (overhead.py);
 2. rate-limit efficiency: the mock in queue and in reject mode at a scaled rate;
 3. memory: RSS growth while streaming many operations through the executor;
 4. codec: encode a ProductUpdate, decode a Product (the spec's examples), msgspec vs pydantic v2
@@ -50,6 +51,7 @@ from common import (
 from fleet import bench_fleet
 from ledger import bench_ledger
 from many_stores import bench_many_stores
+from overhead import bench_overhead
 
 from shopline_async import (
     BatchExecutor,
@@ -115,10 +117,15 @@ async def update_loop(base_url: str, n: int, concurrency: int) -> float:
 _answer = msgspec.json.Decoder()
 
 
-async def aiohttp_loop(base_url: str, n: int, concurrency: int, *, keep: bool = False) -> float:
+async def aiohttp_loop(
+    base_url: str, n: int, concurrency: int, *, keep: bool = False, validate_each: bool = False
+) -> float:
     """A minimal hand-written loop: pre-encoded bytes out, each answer decoded with msgspec and looked
-    at; with ``keep``, every answer kept in input order, as ``gather()`` keeps every result."""
-    body = encode_product_update(spec_product_update())
+    at; with ``keep``, every answer kept in input order, as ``gather()`` keeps every result; with
+    ``validate_each``, every update checked and encoded with the SDK's encoder first, as the SDK
+    does (what is left between this loop and the SDK is everything but validation)."""
+    update = spec_product_update()
+    body = encode_product_update(update)
     connector = aiohttp.TCPConnector(limit=concurrency)
     kept: list[Any] = [None] * n if keep else []
     async with aiohttp.ClientSession(connector=connector, headers=HEADERS) as session:
@@ -126,7 +133,8 @@ async def aiohttp_loop(base_url: str, n: int, concurrency: int, *, keep: bool = 
 
         async def worker() -> None:
             for i in counter:
-                async with session.put(base_url + PRODUCT_PATH.format(f"p{i % 1000}"), data=body) as resp:
+                data = encode_product_update(update) if validate_each else body
+                async with session.put(base_url + PRODUCT_PATH.format(f"p{i % 1000}"), data=data) as resp:
                     product = _answer.decode(await resp.read())["product"]
                     assert resp.status == 200 and product["id"]
                     if keep:
@@ -163,6 +171,7 @@ CLIENTS: dict[str, Callable[[str, int, int], Any]] = {
     "update": update_loop,
     "aiohttp": aiohttp_loop,
     "aiohttp_keep": lambda url, n, c: aiohttp_loop(url, n, c, keep=True),
+    "aiohttp_validate": lambda url, n, c: aiohttp_loop(url, n, c, validate_each=True),
     "httpx": httpx_loop,
 }
 # each SDK mode against the raw loop that keeps what it keeps
@@ -172,6 +181,9 @@ PAIRS = {
     "gather": ("gather", "aiohttp_keep"),
     "gather_dict": ("gather_dict", "aiohttp_keep"),
     "update": ("update", "aiohttp"),
+    # the share of the gap that validating every update costs any loop, and what is left beside it
+    "aiohttp_validate": ("aiohttp_validate", "aiohttp"),
+    "stream_vs_validate": ("stream", "aiohttp_validate"),
 }
 HEADLINE = 50
 
@@ -184,7 +196,7 @@ def bench_throughput(quick: bool) -> dict[str, Any]:
     rounds = 6 if quick else 12
     levels = [10, HEADLINE] if quick else [1, 10, HEADLINE, 200]
     names = list(CLIENTS)
-    result: dict[str, Any] = {"rounds": rounds, "requests_per_round": n, "levels": {}}
+    result: dict[str, Any] = {"rounds": rounds, "requests_per_round": n, "levels": {}, "cpu_us_per_request": {}}
     curve: dict[str, dict[str, float]] = {name: {} for name in CLIENTS}
     with mock_server_process("--unlimited") as base_url:
         for loop in CLIENTS.values():  # warm-up: imports, compiled validators, the server's catalog
@@ -216,13 +228,17 @@ def bench_throughput(quick: bool) -> dict[str, Any]:
                     "per_round_quartiles": _quartiles(ratios),
                     "cpu_ratio": round(statistics.median(cpu_ratios), 3),
                 }
+            # client CPU per request: what a ratio's gap is in microseconds (see overhead.py)
+            cpu_us = {name: round(statistics.median(cpu[name]) * 1e6, 1) for name in CLIENTS if cpu[name]}
             result["levels"][str(concurrency)] = level
+            result["cpu_us_per_request"][str(concurrency)] = cpu_us
             print(
                 f"  concurrency {concurrency:>3}: "
                 + ", ".join(f"{name} {curve[name][str(concurrency)]:,.0f}" for name in CLIENTS if samples[name])
                 + " req/s",
                 flush=True,
             )
+            print("    client CPU per request, us: " + ", ".join(f"{k} {v}" for k, v in cpu_us.items()), flush=True)
             for pair, facts in level.items():
                 print(
                     f"    {pair} / {facts['vs']} = {facts['ratio']:.2f}x (rounds' quartiles "
@@ -485,7 +501,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes: about a minute")
     parser.add_argument("--json", type=Path, metavar="OUT", help="write the numbers as JSON")
     parser.add_argument("--plot", type=Path, metavar="PNG", help="throughput against concurrency")
-    names = ["throughput", "ratelimit", "memory", "codec", "mock_server", "many_stores", "ledger", "fleet"]
+    names = ["throughput", "overhead", "ratelimit", "memory", "codec", "mock_server", "many_stores", "ledger", "fleet"]
     parser.add_argument("--only", choices=names, action="append")
     args = parser.parse_args()
     chosen = args.only or names
@@ -502,6 +518,7 @@ def main() -> int:
     }
     runners = {
         "throughput": bench_throughput,
+        "overhead": bench_overhead,
         "ratelimit": bench_ratelimit,
         "memory": bench_memory,
         "mock_server": bench_mock_server,
