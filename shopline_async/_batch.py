@@ -76,6 +76,10 @@ __all__ = [
 
 _DISPATCH_BATCH = 32
 _READ_AHEAD = 256
+# a worker leaves a lane whose store would hold its next request longer than this (seconds); the
+# lane's timer starts the next worker this long before the store admits
+_PARK_AFTER = 0.05
+_WAKE_EARLY = 0.02
 
 Outcome = Literal["ok", "applied_without_body", "unchanged", "failed", "invalid", "not_attempted", "cancelled"]
 
@@ -226,18 +230,18 @@ class _Histogram:
         return 0.0  # pragma: no cover - rank <= count always stops the loop
 
 
-def _no_workers(lane: _Lane, holding: bool) -> None:  # pragma: no cover - replaced as each batch starts
+async def _no_worker(lane: _Lane | None, holding: bool) -> None:  # pragma: no cover - replaced per batch
     raise RuntimeError("no batch is running")
 
 
 class _Run:
     """One batch's shared state: the cap across stores and the counts the workers keep."""
 
-    __slots__ = ("add_worker", "granted", "in_flight", "slots", "spawn_scheduled", "stopping")
+    __slots__ = ("granted", "in_flight", "slots", "spawn_scheduled", "stopping", "workers")
 
     def __init__(self, concurrency: int) -> None:
-        self.add_worker: Callable[[_Lane, bool], None] = _no_workers
-        """Starts a worker task for a lane (already counted in its ``workers``), holding a slot or not."""
+        self.workers = _Workers(_no_worker)
+        """The batch's worker tasks (and the lanes parked without one)."""
         self.slots = Slots(concurrency)
         """The batch's ``concurrency``, first come first served: workers waiting for a slot and
         lanes waiting for a worker (a claim, no task) share one queue, so a store that was
@@ -278,7 +282,7 @@ class _Run:
     def _spawn_granted(self) -> None:
         self.spawn_scheduled = False
         while self.granted:
-            self.add_worker(self.granted.popleft(), True)
+            self.workers.start(self.granted.popleft(), True)
 
 
 class _Lane:
@@ -287,13 +291,14 @@ class _Lane:
     A lane grows a worker only when every one it has is admitted (its request passed the store's
     limiter and the batch's cap): a worker still waiting will take the next item itself. Nor while
     its store would hold another request (its pacer, a cool-down): the lane looks again when the
-    pacer is due. So a store paced at 4/s keeps one task while its requests take less than the
-    pacing interval, however long its queue, and a store whose requests stay long on the wire grows
-    up to ``max_workers``. A new worker starts holding a slot: while
-    none is free the lane waits for one in the batch's queue as a claim, costing no task.
+    pacer is due. A worker whose store would hold its next request for longer than ``_PARK_AFTER``
+    leaves the lane (for another lane, or to end) and the lane waits on a timer, costing no task,
+    until ``_WAKE_EARLY`` before its store admits; the worker it then starts waits the rest in the
+    store's pacer, which so keeps its reservation and its exact rate. A new worker starts holding a
+    slot: while none is free the lane waits for one in the batch's queue as a claim, costing no task.
     """
 
-    __slots__ = ("admitted", "blocked_by", "max_workers", "queue", "regrow", "store", "workers")
+    __slots__ = ("admitted", "blocked_by", "max_workers", "queue", "store", "wake", "workers")
 
     def __init__(self, store: Store, max_workers: int) -> None:
         self.store = store
@@ -302,33 +307,60 @@ class _Lane:
         self.workers = 0
         self.admitted = 0
         self.blocked_by: APIStatusError | None = None
-        self.regrow: asyncio.TimerHandle | None = None
+        self.wake: asyncio.TimerHandle | None = None
+        """While set, the lane starts no worker: it looks again when the timer fires."""
 
     def grow(self, run: _Run) -> None:
-        if not (self.queue and self.workers == self.admitted and self.workers < self.max_workers):
+        if self.wake is not None or not (
+            self.queue and self.workers == self.admitted and self.workers < self.max_workers
+        ):
             return
         delay = self.store.admission_delay() if self.workers else 0.0
         if delay != 0.0:
             # Its store would hold another request now (the pacer, a cool-down, its in-flight
             # cap) and a worker of its own will take the next item anyway: a second one would
             # only wait, a task per store. Look again when the store admits, if it is still busy.
-            if delay is not None and self.regrow is None:
-                self.regrow = asyncio.get_running_loop().call_later(delay, self._grow_again, run)
+            if delay is not None:
+                self._look_again(run, delay)
             return
         self.workers += 1  # counted from the claim on, so that one claim is made at a time
         if run.slots.claim(lambda: self._slot_given(run)):
-            run.add_worker(self, True)
+            run.workers.start(self, True)
 
-    def _grow_again(self, run: _Run) -> None:
-        self.regrow = None
-        self.grow(run)
+    def park(self, run: _Run) -> bool:
+        """Whether a worker about to take the next item should leave the lane instead: its store
+        would hold the request longer than ``_PARK_AFTER``. The lane comes back on a timer."""
+        delay = self.store.admission_delay()
+        if delay is None or delay <= _PARK_AFTER:
+            return False
+        if self.wake is not None:  # a look for a second worker, later than this one
+            self.wake.cancel()
+        self.wake = None
+        self._look_again(run, delay - _WAKE_EARLY)
+        run.workers.parked.add(self)
+        return True
+
+    def cancel_wake(self, run: _Run) -> None:
+        if self.wake is not None:
+            self.wake.cancel()
+            self.wake = None
+        run.workers.parked.discard(self)
+
+    def _look_again(self, run: _Run, delay: float) -> None:
+        if self.wake is None:
+            self.wake = asyncio.get_running_loop().call_later(delay, self._woken, run)
+
+    def _woken(self, run: _Run) -> None:
+        self.wake = None
+        self.grow(run)  # a parked lane starts its worker (or claims a slot for it) here
+        run.workers.unpark(self)
 
     def _slot_given(self, run: _Run) -> bool:
-        if not self.queue:  # its other workers took the queue meanwhile
+        if not self.queue or self.wake is not None:  # its workers took the queue, or left it parked
             self.workers -= 1
             return False
         if self.store.admission_delay() != 0.0:
-            run.add_worker(self, False)  # it would only wait for its store: the slot goes on
+            run.workers.start(self, False)  # it would only wait for its store: the slot goes on
             return False
         run.grant(self)
         return True
@@ -570,8 +602,11 @@ class BatchExecutor:
             while lane is not None:
                 try:
                     while lane.queue:
+                        refused = run.stopping or lane.blocked_by is not None
+                        if not refused and lane.park(run):
+                            break  # the lane waits on its timer: this worker is free for another
                         item = lane.queue.popleft()
-                        if run.stopping or lane.blocked_by is not None:
+                        if refused:
                             result = _refused(item, lane)
                         else:
                             assert item.resource is not None and item.store is not None and item.prepared is not None
@@ -603,12 +638,7 @@ class BatchExecutor:
                 lane = run.granted.popleft() if run.granted else None  # one task for many short lanes
                 holds_slot = True
 
-        workers = _Workers()
-
-        def add_worker(lane: _Lane, holding: bool) -> None:
-            workers.spawn(worker(lane, holding))
-
-        run.add_worker = add_worker
+        workers = run.workers = _Workers(worker)
 
         try:
             index = new_workers = 0
@@ -655,6 +685,8 @@ class BatchExecutor:
             await workers.wait()
         finally:
             await workers.cancel()
+            for lane in lanes.values():
+                lane.cancel_wake(run)
             if ledger is not None:
                 ledger.commit()
             results.put(None)
@@ -767,31 +799,41 @@ class _Workers:
     """The batch's workers, as plain asyncio tasks: anyio's ``start_soon`` cost about four times
     as much per task here (benchmarks/tasks.py), and a batch over 10,000 stores
     starts tens of thousands. A worker catches every failure of its operations; one that crashes
-    anyway is re-raised by ``wait()`` once the others are done."""
+    anyway is re-raised by ``wait()`` once the others are done. ``wait()`` also waits for the
+    lanes ``parked`` on a timer with work queued: each will start a worker when it fires."""
 
-    def __init__(self) -> None:
+    def __init__(self, worker: Callable[[_Lane | None, bool], Coroutine[Any, Any, None]]) -> None:
+        self._worker = worker
         self._tasks: set[asyncio.Task[None]] = set()
+        self.parked: set[_Lane] = set()
         self._all_done: asyncio.Future[None] | None = None
         self._crashed: BaseException | None = None
         self._closed = False
 
-    def spawn(self, worker: Coroutine[Any, Any, None]) -> None:
-        if self._closed:  # a slot given, or a regrow timer due, once the batch has ended: start nothing
-            worker.close()
+    def start(self, lane: _Lane, holding: bool) -> None:
+        """A worker task for ``lane`` (already counted in its ``workers``), holding a slot or not."""
+        if self._closed:  # a slot given, or a lane's timer due, once the batch has ended: start nothing
             return
-        task = asyncio.get_running_loop().create_task(worker)
+        task = asyncio.get_running_loop().create_task(self._worker(lane, holding))
         self._tasks.add(task)
         task.add_done_callback(self._finished)
+
+    def unpark(self, lane: _Lane) -> None:
+        self.parked.discard(lane)
+        self._check_done()
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None and self._crashed is None:
             self._crashed = task.exception()
-        if not self._tasks and self._all_done is not None and not self._all_done.done():
+        self._check_done()
+
+    def _check_done(self) -> None:
+        if not self._tasks and not self.parked and self._all_done is not None and not self._all_done.done():
             self._all_done.set_result(None)
 
     async def wait(self) -> None:
-        if self._tasks:
+        if self._tasks or self.parked:
             self._all_done = asyncio.get_running_loop().create_future()
             await self._all_done
         if self._crashed is not None:

@@ -283,6 +283,49 @@ async def test_cancelled_while_stores_wait_for_a_slot_nothing_more_is_sent(after
         assert report.summary.ok == 20  # the slots all came back
 
 
+async def test_stores_waiting_for_their_pacer_cost_no_task_and_every_operation_is_reported() -> None:
+    # 200 stores x 3, sorted by store, SHOPLINE's pacing (4/s): each store's 2nd and 3rd requests
+    # wait about 0.25 s for its pacer; the lanes wait on timers, not as tasks (the previous
+    # scheduling kept a task per store sleeping in its pacer: about 200 here)
+    tokens = {f"t{n}": f"s{n}" for n in range(200)}
+    async with MockShopline(tokens) as server, ShoplineClient(base_url=server.base_url) as client:
+        for token, handle in tokens.items():
+            client.store(handle, token)
+        executor = BatchExecutor(client)
+        loop = asyncio.get_running_loop()
+        idle_tasks: list[int] = []  # tasks that are not a request in flight, while no store is due
+
+        async def sample() -> None:
+            started = loop.time()
+            while True:
+                await asyncio.sleep(0.01)
+                # no store can be due before its first request + 0.25 s, nor woken before 0.23 s
+                if 0.08 < loop.time() - started < 0.2:
+                    tasks = [t for t in asyncio.all_tasks() if not mock_answer(t)]
+                    idle_tasks.append(len(tasks) - executor.progress.in_flight)
+
+        sampler = asyncio.create_task(sample())
+        report = await executor.gather(product_op(f"s{n // 3}", n) for n in range(600))
+        sampler.cancel()
+    assert report.summary.ok == 600 and report.summary.rate_limited == 0
+    assert idle_tasks and max(idle_tasks) <= 20, idle_tasks
+
+
+async def test_stop_while_a_store_waits_for_its_pacer_reports_the_rest() -> None:
+    async with MockShopline({"t": "solo"}) as server, ShoplineClient(base_url=server.base_url) as client:
+        client.store("solo", "t")
+        executor = BatchExecutor(client)
+        results: list[Result] = []
+        started = time.monotonic()
+        async with executor.stream(product_op("solo", n) for n in range(10)) as stream:
+            async for result in stream:
+                results.append(result)
+                executor.stop()  # the lane is parked until the pacer's next slot
+        assert time.monotonic() - started < 1.0
+        assert [r.outcome for r in sorted(results, key=lambda r: r.index)] == ["ok"] + ["not_attempted"] * 9
+        assert server.stats("solo").writes.total() == 1
+
+
 async def test_one_batch_at_a_time_per_executor(mock_server: MockShopline) -> None:
     async with ShoplineClient(base_url=mock_server.base_url) as client:
         connect(client, mock_server, RateLimit.unlimited())
