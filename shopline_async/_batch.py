@@ -253,8 +253,9 @@ class _Run:
         takes the next (one task for many short lanes), else a new one starts."""
         self.spawn_scheduled = False
 
-    async def slot_for(self, item: _Item, holding: bool) -> None:
-        """Take a slot for ``item``'s first attempt (``holding``: its worker has one already).
+    async def slot_for(self, item: _Item, holding: bool, delay: float | None) -> None:
+        """Take a slot for ``item``'s first attempt (``holding``: its worker has one already;
+        ``delay``: its store's ``admission_delay()`` now).
 
         Taken here, before the request is built, not at the gate after: a request waiting for a
         slot keeps its objects alive across garbage collections, which then promote and walk them
@@ -263,10 +264,11 @@ class _Run:
         once its store has admitted it.
         """
         assert item.store is not None
-        if not holding and item.store.admission_delay() == 0.0:
+        if not holding and delay == 0.0:
             await self.slots.take()
             holding = True
-        if holding and item.store.admission_delay() != 0.0:  # again: the wait may have let it fill up
+            delay = item.store.admission_delay()  # again: the wait may have let it fill up
+        if holding and delay != 0.0:
             self.slots.give()
             holding = False
         item.holds_slot = holding
@@ -327,10 +329,10 @@ class _Lane:
         if run.slots.claim(lambda: self._slot_given(run)):
             run.workers.start(self, True)
 
-    def park(self, run: _Run) -> bool:
+    def park(self, run: _Run, delay: float | None) -> bool:
         """Whether a worker about to take the next item should leave the lane instead: its store
-        would hold the request longer than ``_PARK_AFTER``. The lane comes back on a timer."""
-        delay = self.store.admission_delay()
+        would hold the request ``delay`` seconds, longer than ``_PARK_AFTER``. The lane comes back
+        on a timer."""
         if delay is None or delay <= _PARK_AFTER:
             return False
         if self.wake is not None:  # a look for a second worker, later than this one
@@ -603,14 +605,15 @@ class BatchExecutor:
                 try:
                     while lane.queue:
                         refused = run.stopping or lane.blocked_by is not None
-                        if not refused and lane.park(run):
+                        delay = lane.store.admission_delay()
+                        if not refused and lane.park(run, delay):
                             break  # the lane waits on its timer: this worker is free for another
                         item = lane.queue.popleft()
                         if refused:
                             result = _refused(item, lane)
                         else:
                             assert item.resource is not None and item.store is not None and item.prepared is not None
-                            await run.slot_for(item, holds_slot)
+                            await run.slot_for(item, holds_slot, delay)
                             holds_slot = False
                             started = time.monotonic()
                             # awaited here, not in a helper: each await level is re-entered on every
