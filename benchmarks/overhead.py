@@ -30,10 +30,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import msgspec
-from common import STORE, mock_token, spec_product_update, spec_response_bytes
+from common import STORE, mock_token, run_batch, spec_operations, spec_product_update, spec_response_bytes
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from shopline_async import BatchExecutor, HTTPRequest, HTTPResponse, RateLimit, ShoplineClient, UpdateProduct
+from shopline_async import BatchExecutor, HTTPRequest, HTTPResponse, RateLimit, ShoplineClient
 from shopline_async._codec import encode_product_update
 
 CONCURRENCY = 50
@@ -112,19 +112,9 @@ async def update(n: int) -> None:
 
 
 async def batch(n: int, *, as_dict: bool = False, keep: bool = False) -> None:
-    model = spec_product_update()
-    given: Any = msgspec.to_builtins(model) if as_dict else model
     async with _client() as client:
         client.store(STORE, mock_token())
-        executor = BatchExecutor(client, concurrency=CONCURRENCY)
-        operations = (UpdateProduct(STORE, f"p{i % 1000}", given) for i in range(n))
-        if keep:
-            ok = (await executor.gather(operations)).summary.ok
-        else:
-            ok = 0
-            async with executor.stream(operations) as results:
-                async for result in results:
-                    ok += result.ok and result.data is not None
+        ok = await run_batch(BatchExecutor(client, concurrency=CONCURRENCY), spec_operations(n, as_dict), keep=keep)
     assert ok == n, ok
 
 

@@ -42,7 +42,9 @@ from common import (
     mock_server_process,
     mock_token,
     rss_mb,
+    run_batch,
     server_process,
+    spec_operations,
     spec_product_update,
     spec_request,
     spec_response_bytes,
@@ -70,28 +72,15 @@ HEADERS = {"Authorization": f"Bearer {mock_token()}", "Content-Type": "applicati
 # every update (given as a model, or as the plain dict a JSONL row gives) and decodes into models.
 
 
-def _operations(n: int, as_dict: bool) -> Iterator[UpdateProduct]:
-    model = spec_product_update()
-    # as a dict: the documented request fields only, as a catalog row would carry them
-    update: Any = msgspec.to_builtins(model) if as_dict else model
-    return (UpdateProduct(STORE, f"p{i % 1000}", update) for i in range(n))
-
-
 async def batch_loop(base_url: str, n: int, concurrency: int, *, keep: bool, as_dict: bool = False) -> float:
     """BatchExecutor: ``gather()`` (``keep``: every result kept, in input order) or ``stream()``
     (each result looked at and let go, as the CLI does with its results file)."""
     async with ShoplineClient(base_url=base_url, rate_limit=RateLimit.unlimited(max_in_flight=concurrency)) as client:
         client.store(STORE, mock_token())
         executor = BatchExecutor(client, concurrency=concurrency)
-        ops = _operations(n, as_dict)
+        ops = spec_operations(n, as_dict)
         started = time.perf_counter()
-        if keep:
-            ok = (await executor.gather(ops)).summary.ok
-        else:
-            ok = 0
-            async with executor.stream(ops) as results:
-                async for result in results:
-                    ok += result.ok and result.data is not None
+        ok = await run_batch(executor, ops, keep=keep)
         elapsed = time.perf_counter() - started
     assert ok == n, ok
     return n / elapsed
