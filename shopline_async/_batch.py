@@ -335,9 +335,7 @@ class _Lane:
         on a timer."""
         if delay is None or delay <= _PARK_AFTER:
             return False
-        if self.wake is not None:  # a look for a second worker, later than this one
-            self.wake.cancel()
-        self.wake = None
+        self.cancel_wake(run)  # a look for a second worker, later than this one
         self._look_again(run, delay - _WAKE_EARLY)
         run.workers.parked.add(self)
         return True
