@@ -210,24 +210,20 @@ class _Histogram:
     _PER_LOG = 1 / math.log(_BASE)  # one log per sample instead of the two of math.log(x, base)
 
     def __init__(self) -> None:
-        self._counts: dict[int, int] = {}
-        self.count = 0
+        self._counts: Counter[int] = Counter()
 
     def add(self, seconds: float) -> None:
         bucket = int(math.log(seconds / self._FLOOR) * self._PER_LOG) + 1 if seconds > self._FLOOR else 0
-        self._counts[bucket] = self._counts.get(bucket, 0) + 1
-        self.count += 1
+        self._counts[bucket] += 1
 
     def quantile(self, q: float) -> float:
-        if not self.count:
-            return 0.0
-        rank = q * self.count
+        rank = q * self._counts.total()
         seen = 0
         for bucket in sorted(self._counts):
             seen += self._counts[bucket]
             if seen >= rank:
                 return self._FLOOR * self._BASE**bucket
-        return 0.0  # pragma: no cover - rank <= count always stops the loop
+        return 0.0  # no samples
 
 
 async def _no_worker(lane: _Lane | None, holding: bool) -> None:  # pragma: no cover - replaced per batch
@@ -460,8 +456,6 @@ class BatchExecutor:
     def _reset(self) -> None:
         self._run_state = _Run(self._concurrency)
         self._taken = 0
-        self._done = 0
-        self._failed = 0
         self._open: dict[int, _Item] = {}
         self._summary = BatchSummary()
         self._histogram = _Histogram()
@@ -479,11 +473,14 @@ class BatchExecutor:
 
     @property
     def progress(self) -> Progress:
-        return Progress(self._taken, self._done, self._failed, self._run_state.in_flight)
+        outcomes = self._summary.outcomes
+        done = outcomes["ok"] + outcomes["applied_without_body"] + outcomes["unchanged"]
+        return Progress(self._taken, done, outcomes.total() - done, self._run_state.in_flight)
 
     def summary(self) -> BatchSummary:
         """Totals so far (final once the batch has ended)."""
         s = self._summary
+        s.total = s.outcomes.total()
         s.elapsed = time.monotonic() - self._started
         s.rate_limited = self._rate_limited_now() - self._rate_limited_before
         s.p50, s.p95, s.p99 = (self._histogram.quantile(q) for q in (0.5, 0.95, 0.99))
@@ -726,19 +723,14 @@ class BatchExecutor:
         return None
 
     def _account(self, result: AnyResult) -> None:
+        # the least per result: totals, done and failed are derived from the outcomes when asked
         s = self._summary
-        s.total += 1
         s.outcomes[result.outcome] += 1
-        if result.status is not None and result.attempts:
-            s.statuses[result.status] += 1
-        if result.attempts > 1:
-            s.retries += result.attempts - 1
         if result.attempts:
+            if result.status is not None:
+                s.statuses[result.status] += 1
+            s.retries += result.attempts - 1
             self._histogram.add(result.network_time)
-        if result.ok:
-            self._done += 1
-        else:
-            self._failed += 1
         if self._on_progress is not None:
             self._on_progress(self.progress)
 
