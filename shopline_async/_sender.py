@@ -32,6 +32,7 @@ from ssl import SSLContext
 from typing import Protocol
 
 import aiohttp
+import msgspec
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -53,31 +54,27 @@ __all__ = [
 ]
 
 
-class HTTPRequest:
+class HTTPRequest(msgspec.Struct, gc=False):
     """What one attempt sends: method, absolute URL, every header, the body and its timeout."""
 
-    __slots__ = ("body", "headers", "method", "timeout", "url")
+    # msgspec Structs: built in C, one of each per attempt; gc=False, as they hold no cycles
 
-    def __init__(self, method: str, url: URL, headers: Mapping[str, str], body: bytes, timeout: Timeout) -> None:
-        self.method = method
-        self.url = url
-        self.headers = headers
-        self.body = body
-        self.timeout = timeout
+    method: str
+    url: URL
+    headers: Mapping[str, str]
+    body: bytes
+    timeout: Timeout
 
     def __repr__(self) -> str:  # never the headers: Authorization is one of them
         return f"HTTPRequest({self.method} {self.url})"
 
 
-class HTTPResponse:
+class HTTPResponse(msgspec.Struct, gc=False):
     """What came back: status, headers (case-insensitive) and the whole body."""
 
-    __slots__ = ("body", "headers", "status")
-
-    def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
-        self.status = status
-        self.headers = headers
-        self.body = body
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
 
     def __repr__(self) -> str:
         return f"HTTPResponse({self.status}, {len(self.body)} bytes)"
@@ -225,34 +222,31 @@ class AiohttpSender:
         return len(self._pools)
 
     async def send(self, request: HTTPRequest) -> HTTPResponse:
+        # one coroutine for the socket budget and the exchange, not two: aiohttp resumes this
+        # frame several times per request, and every level between costs on each resume
         if self.closed:
             raise ClientClosedError("the client is closed; create a new ShoplineClient")
-        if self._session is not None:  # the app's own: its connector counts the sockets
-            return await self._exchange(self._session, request, request.headers)
-        url = request.url
-        key = (url.scheme, url.raw_authority)
-        pool = self._pools.get(key)
-        if pool is None:
-            pool = self._open_pool(key)
-        if pool.active < pool.held:
-            pool.active += 1
-            if pool.active == 1:
-                self._idle.pop(key, None)
-        else:
-            await self._wait_for_socket(pool)
-        # others wait for sockets while this pool has idle ones: this request's socket goes back
-        reclaim = bool(self._starving) and pool.active < pool.held
+        session = self._session
+        pool: _Pool | None = None
+        reclaim = False
         headers = request.headers
-        if reclaim:
-            headers = {**headers, "Connection": "close"}
-        try:
-            return await self._exchange(pool.session, request, headers)
-        finally:
-            self._release(pool, reclaim)
-
-    async def _exchange(
-        self, session: aiohttp.ClientSession, request: HTTPRequest, headers: Mapping[str, str]
-    ) -> HTTPResponse:
+        if session is None:  # else the app's own session: its connector counts the sockets
+            url = request.url
+            key = (url.scheme, url.raw_authority)
+            pool = self._pools.get(key)
+            if pool is None:
+                pool = self._open_pool(key)
+            if pool.active < pool.held:
+                pool.active += 1
+                if pool.active == 1:
+                    self._idle.pop(key, None)
+            else:
+                await self._wait_for_socket(pool)
+            session = pool.session
+            # others wait for sockets while this pool has idle ones: this request's socket goes back
+            reclaim = bool(self._starving) and pool.active < pool.held
+            if reclaim:
+                headers = {**headers, "Connection": "close"}
         status: int | None = None
         response_headers: Mapping[str, str] | None = None
         try:
@@ -283,6 +277,9 @@ class AiohttpSender:
             raise failed(
                 f"connection failed: {type(exc).__name__}: {detail}", status=status, headers=response_headers
             ) from None
+        finally:
+            if pool is not None:
+                self._release(pool, reclaim)
 
     async def aclose(self) -> None:
         """Close every pool. Requests still under way fail. Safe to call twice."""
