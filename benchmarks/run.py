@@ -3,6 +3,7 @@
 1. throughput, rate limiting off: the SDK's BatchExecutor vs a minimal aiohttp loop vs a minimal
    httpx loop, same mock server (a child process), same concurrency, interleaved rounds;
    overhead: the SDK's own CPU per request with the network taken out, part by part (overhead.py);
+   bytecodes: Python bytecodes run per request, by package, SDK and raw loops (bytecodes.py);
 2. rate-limit efficiency: the mock in queue and in reject mode at a scaled rate;
 3. memory: RSS growth while streaming many operations through the executor;
 4. codec: encode a ProductUpdate, decode a Product (the spec's examples), msgspec vs pydantic v2
@@ -34,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import aiohttp
 import msgspec
+from bytecodes import bench_bytecodes
 from common import (
     PRODUCT_PATH,
     STORE,
@@ -490,7 +492,18 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes: about a minute")
     parser.add_argument("--json", type=Path, metavar="OUT", help="write the numbers as JSON")
     parser.add_argument("--plot", type=Path, metavar="PNG", help="throughput against concurrency")
-    names = ["throughput", "overhead", "ratelimit", "memory", "codec", "mock_server", "many_stores", "ledger", "fleet"]
+    names = [
+        "throughput",
+        "overhead",
+        "bytecodes",
+        "ratelimit",
+        "memory",
+        "codec",
+        "mock_server",
+        "many_stores",
+        "ledger",
+        "fleet",
+    ]
     parser.add_argument("--only", choices=names, action="append")
     args = parser.parse_args()
     chosen = args.only or names
@@ -508,6 +521,7 @@ def main() -> int:
     runners = {
         "throughput": bench_throughput,
         "overhead": bench_overhead,
+        "bytecodes": bench_bytecodes,
         "ratelimit": bench_ratelimit,
         "memory": bench_memory,
         "mock_server": bench_mock_server,
