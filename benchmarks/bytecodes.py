@@ -49,9 +49,12 @@ def _package(filename: str) -> str:
     return "benchmark" if "benchmarks" in filename else "other"
 
 
-def count_bytecodes(
-    run: Callable[[], Coroutine[Any, Any, Any]], *, from_start: bool
-) -> tuple[Counter[str], Counter[str]]:
+Loop = Callable[[], Coroutine[Any, Any, float]]
+"""One loop over every store's updates; returns its requests per second, timed as raw_run times
+its own: from when its setup (session, client, store handles) is done."""
+
+
+def count_bytecodes(run: Loop, *, from_start: bool) -> tuple[Counter[str], Counter[str]]:
     """(bytecodes by package, bytecodes by SDK function) while ``run()`` runs in a new loop:
     from its start, or from when it sets ``_counting``."""
     by_package: Counter[str] = Counter()
@@ -89,19 +92,18 @@ def count_bytecodes(
     return by_package, by_function
 
 
-Loop = Callable[[], Coroutine[Any, Any, Any]]
-
-
 def loops_for(url: str, stores: list[str]) -> dict[str, Loop]:
     """The loops compared, over ``stores`` at the mock at ``url``, each run by ``asyncio.run(loop())``."""
     update = spec_product_update()
 
-    async def with_client(body: Callable[[ShoplineClient, dict[str, Store]], Coroutine[Any, Any, None]]) -> None:
-        # created before the count starts: a handle's setup is not a request's
+    async def with_client(body: Callable[[ShoplineClient, dict[str, Store]], Coroutine[Any, Any, None]]) -> float:
+        # created before the count and the clock start: a handle's setup is not a request's
         async with ShoplineClient(base_url=url, rate_limit=RateLimit.unlimited()) as client:
             by_handle = {handle: client.store(handle, f"mock-token-{handle}") for handle in stores}
             _counting[0] = True
+            started = time.perf_counter()
             await body(client, by_handle)
+            return len(stores) * PER_STORE / (time.perf_counter() - started)
 
     async def update_loop(client: ShoplineClient, by_handle: dict[str, Store]) -> None:
         jobs = iter([(h, i) for i in range(PER_STORE) for h in stores])
@@ -172,9 +174,7 @@ def throughput_against_raw(stores: list[str], rounds: int) -> dict[str, float]:
         rates: dict[str, list[float]] = {name: [] for name in loops}
         for _ in range(rounds):
             for name, loop in loops.items():
-                started = time.perf_counter()
-                asyncio.run(loop())
-                rates[name].append(len(stores) * PER_STORE / (time.perf_counter() - started))
+                rates[name].append(asyncio.run(loop()))
     return {
         name: round(statistics.median(r / raw for r, raw in zip(values, rates["raw"], strict=True)), 3)
         for name, values in rates.items()
