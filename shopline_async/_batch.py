@@ -249,9 +249,10 @@ class _Run:
         takes the next (one task for many short lanes), else a new one starts."""
         self.spawn_scheduled = False
 
-    async def slot_for(self, item: _Item, holding: bool, delay: float | None) -> None:
-        """Take a slot for ``item``'s first attempt (``holding``: its worker has one already;
-        ``delay``: its store's ``admission_delay()`` now).
+    def slot_now(self, holding: bool, delay: float | None) -> bool | None:
+        """Whether a worker's next request goes holding a slot of the batch for its first attempt
+        (``holding``: the worker has one already; ``delay``: its store's ``admission_delay()``
+        now), or None: it must first ``await wait_for_slot()``.
 
         Taken here, before the request is built, not at the gate after: a request waiting for a
         slot keeps its objects alive across garbage collections, which then promote and walk them
@@ -259,15 +260,19 @@ class _Run:
         store's pacer or cool-down must not hold one: it goes without, and takes one at the gate
         once its store has admitted it.
         """
-        assert item.store is not None
-        if not holding and delay == 0.0:
-            await self.slots.take()
-            holding = True
-            delay = item.store.admission_delay()  # again: the wait may have let it fill up
-        if holding and delay != 0.0:
+        if delay != 0.0:
+            if holding:
+                self.slots.give()
+            return False
+        return True if holding or self.slots.try_take() else None
+
+    async def wait_for_slot(self, store: Store) -> bool:
+        """Wait for a slot (``slot_now`` said None); whether the request goes holding it."""
+        await self.slots.take()
+        if store.admission_delay() != 0.0:  # the wait may have let its store fill up
             self.slots.give()
-            holding = False
-        item.holds_slot = holding
+            return False
+        return True
 
     def grant(self, lane: _Lane) -> None:
         self.granted.append(lane)
@@ -400,7 +405,7 @@ class _Item(msgspec.Struct):
             raise _Refused  # a retry of an operation already sent goes on
         if self.holds_slot:
             self.holds_slot = False  # taken by its worker before the request was built
-        else:
+        elif not run.slots.try_take():
             await run.slots.take()
         self.running = True
         run.in_flight += 1
@@ -457,6 +462,7 @@ class BatchExecutor:
         self._run_state = _Run(self._concurrency)
         self._taken = 0
         self._open: dict[int, _Item] = {}
+        self._results: Channel[AnyResult | None] = Channel()
         self._summary = BatchSummary()
         self._histogram = _Histogram()
         self._started = time.monotonic()
@@ -529,12 +535,12 @@ class BatchExecutor:
         self._reset()
         # asyncio-level primitives (see _channels), not anyio streams: aiohttp ties us to asyncio
         # anyway, and on the per-operation path anyio's checkpoints and cancel scopes cost more
-        results: Channel[AnyResult | None] = Channel()
+        results = self._results
         # taken from the input and not yet handed to the caller: bounds memory however long the input
         pending = Slots(self._max_pending)
         pending_bytes = ByteBudget(self._max_pending_bytes)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._run, operations, results, pending, pending_bytes)
+            tg.start_soon(self._run, operations, pending, pending_bytes)
             try:
                 yield _Delivered(results, self._open, pending, pending_bytes)
             finally:
@@ -567,7 +573,6 @@ class BatchExecutor:
     async def _run(
         self,
         operations: Iterable[Operation] | AsyncIterable[Operation],
-        results: Channel[AnyResult | None],
         pending: Slots,
         pending_bytes: ByteBudget,
     ) -> None:
@@ -576,39 +581,24 @@ class BatchExecutor:
         lanes: dict[Store, _Lane] = {}
 
         ledger = self._ledger
-
-        def emit(item: _Item, result: AnyResult) -> None:
-            item.result = result
-            if item.body_hash is not None and result.attempts and item.store is not None and item.prepared is not None:
-                assert ledger is not None  # body_hash is set only with one
-                store = item.store
-                ledger.record(
-                    store.base_url,
-                    store.handle,
-                    item.prepared.path,
-                    result.kind,
-                    item.body_hash,
-                    ok=result.ok,
-                    status=result.status,
-                    trace_id=result.trace_id,
-                )
-            self._account(result)
-            results.put(result)
+        emit = self._emit
 
         async def worker(lane: _Lane | None, holds_slot: bool) -> None:
             while lane is not None:
+                queue, admission_delay = lane.queue, lane.store.admission_delay
                 try:
-                    while lane.queue:
-                        refused = run.stopping or lane.blocked_by is not None
-                        delay = lane.store.admission_delay()
-                        if not refused and lane.park(run, delay):
-                            break  # the lane waits on its timer: this worker is free for another
-                        item = lane.queue.popleft()
-                        if refused:
+                    while queue:
+                        if run.stopping or lane.blocked_by is not None:
+                            item = queue.popleft()
                             result = _refused(item, lane)
                         else:
-                            assert item.resource is not None and item.store is not None and item.prepared is not None
-                            await run.slot_for(item, holds_slot, delay)
+                            delay = admission_delay()  # once per item: for parking and for its slot
+                            if delay != 0.0 and lane.park(run, delay):
+                                break  # the lane waits on its timer: this worker is free for another
+                            item = queue.popleft()
+                            assert item.resource is not None and item.prepared is not None
+                            holding = run.slot_now(holds_slot, delay)
+                            item.holds_slot = holding if holding is not None else await run.wait_for_slot(lane.store)
                             holds_slot = False
                             started = time.monotonic()
                             # awaited here, not in a helper: each await level is re-entered on every
@@ -642,7 +632,8 @@ class BatchExecutor:
             index = new_workers = 0
             async with aclosing(_iterate(operations)) as source:
                 async for op in source:
-                    await pending.take()
+                    if not pending.try_take():
+                        await pending.take()
                     item = self._prepare(index, op)
                     index += 1
                     self._taken += 1
@@ -662,7 +653,8 @@ class BatchExecutor:
                                 emit(item, _unchanged(item, last))
                                 continue
                     item.charged = len(item.prepared.body)
-                    await pending_bytes.take(item.charged)
+                    if not pending_bytes.try_take(item.charged):
+                        await pending_bytes.take(item.charged)
                     store = item.store
                     lane = lanes.get(store)
                     if lane is None:
@@ -687,15 +679,19 @@ class BatchExecutor:
                 lane.cancel_wake(run)
             if ledger is not None:
                 ledger.commit()
-            results.put(None)
+            self._results.put(None)
 
     def _prepare(self, index: int, op: Operation) -> _Item:
         key = getattr(op, "key", None)
         if key is None:  # the default key: what the operation updates
             key = op.image_id if isinstance(op, UpdateImage) else getattr(op, "product_id", None)
         named = getattr(op, "store", "")
-        store = self._resolve_store(op)
-        item = _Item(index, op, key, named.handle if isinstance(named, Store) else str(named), store)
+        if isinstance(named, Store):
+            store: Store | None = named
+            item = _Item(index, op, key, named.handle, named)
+        else:
+            store = self._client.get_store(named) if isinstance(named, str) else None
+            item = _Item(index, op, key, str(named), store)
         if store is None:
             item.error = ConfigError(
                 f"unknown store {named!r}: no client.store(handle, token) for it (--store or --config in the CLI)"
@@ -714,13 +710,24 @@ class BatchExecutor:
             item.error = exc
         return item
 
-    def _resolve_store(self, op: Operation) -> Store | None:
-        store = getattr(op, "store", None)
-        if isinstance(store, Store):
-            return store
-        if isinstance(store, str):
-            return self._client.get_store(store)
-        return None
+    def _emit(self, item: _Item, result: AnyResult) -> None:
+        """Settle ``item`` with ``result``: recorded in the ledger if sent, counted, handed over."""
+        item.result = result
+        if item.body_hash is not None and result.attempts and item.store is not None and item.prepared is not None:
+            assert self._ledger is not None  # body_hash is set only with one
+            store = item.store
+            self._ledger.record(
+                store.base_url,
+                store.handle,
+                item.prepared.path,
+                result.kind,
+                item.body_hash,
+                ok=result.ok,
+                status=result.status,
+                trace_id=result.trace_id,
+            )
+        self._account(result)
+        self._results.put(result)
 
     def _account(self, result: AnyResult) -> None:
         # the least per result: totals, done and failed are derived from the outcomes when asked
@@ -864,7 +871,10 @@ class _Delivered:
         return self
 
     async def __anext__(self) -> AnyResult:
-        result = await self._results.get()
+        try:
+            result = self._results.get_nowait()
+        except IndexError:
+            result = await self._results.get()
         if result is None:
             raise StopAsyncIteration
         item = self._open.pop(result.index)

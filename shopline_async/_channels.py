@@ -46,6 +46,10 @@ class Channel(Generic[T]):
         if self._waiters:
             wake_one(self._waiters)
 
+    def get_nowait(self) -> T:
+        """The next item; IndexError if there is none yet."""
+        return self._items.popleft()
+
     async def get(self) -> T:
         items = self._items
         while not items:
@@ -79,10 +83,17 @@ class Slots:
         self._waiters.append(on_slot)
         return False
 
-    async def take(self) -> None:
+    def try_take(self) -> bool:
+        """Take a slot if one is free, without waiting: on the hot paths, where a slot is
+        usually free, this spares creating and running the coroutine of ``take()``."""
         # a free slot means nobody is waiting: give() hands slots straight to waiters
         if self.free > 0:
             self.free -= 1
+            return True
+        return False
+
+    async def take(self) -> None:
+        if self.try_take():
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
@@ -117,14 +128,20 @@ class ByteBudget:
         self.used = 0
         self._waiter: asyncio.Future[None] | None = None
 
+    def try_take(self, n: int) -> bool:
+        """Take ``n`` bytes if they fit now, without waiting."""
+        if self.used and self.used + n > self.capacity:
+            return False
+        self.used += n
+        return True
+
     async def take(self, n: int) -> None:
-        while self.used and self.used + n > self.capacity:
+        while not self.try_take(n):
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
             finally:
                 self._waiter = None
-        self.used += n
 
     def give(self, n: int) -> None:
         self.used -= n

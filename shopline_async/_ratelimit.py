@@ -56,9 +56,8 @@ class Pacer:
                 self._tat = tat
             raise
 
-    def delay(self) -> float:
-        """How long an ``acquire()`` now would wait."""
-        now = self._clock()
+    def delay(self, now: float) -> float:
+        """How long an ``acquire()`` at ``now`` would wait (<= 0: not at all)."""
         return max(self._tat, now) - self._tolerance - now
 
     def hold_until(self, when: float) -> None:
@@ -86,7 +85,8 @@ class StoreLimiter:
 
     async def acquire(self) -> None:
         """Wait for a slot, the end of any cool-down and the pacer. Pair with ``release()``."""
-        await self._slots.take()
+        if not self._slots.try_take():
+            await self._slots.take()
         try:
             if self._resume_at:  # zero until the first 429
                 await self._wait_for_cool_down()
@@ -104,10 +104,13 @@ class StoreLimiter:
         is taken (it waits for a request to end, which no clock tells)."""
         if self._slots.free <= 0:
             return None
-        delay = max(0.0, self._resume_at - self._clock())
+        if self._pacer is None and not self._resume_at:  # nothing that could hold it: no clock to read
+            return 0.0
+        now = self._clock()
+        delay = self._resume_at - now
         if self._pacer is not None:
-            delay = max(delay, self._pacer.delay())
-        return delay
+            delay = max(delay, self._pacer.delay(now))
+        return max(delay, 0.0)
 
     def release(self) -> None:
         self.in_flight -= 1
