@@ -38,24 +38,26 @@ def open_descriptors() -> int:
 class Peaks:
     """Samples this process's descriptors and RSS every few milliseconds while it runs."""
 
-    def __init__(self) -> None:
+    def __init__(self, sample: bool = True) -> None:
         self.fds = 0
         self.rss_mb = 0.0
+        self._sample = sample
         self._task: asyncio.Task[None] | None = None
 
-    async def _sample(self) -> None:
+    async def _sample_peaks(self) -> None:
         while True:
             self.fds = max(self.fds, open_descriptors())
             self.rss_mb = max(self.rss_mb, rss_mb())
             await asyncio.sleep(0.01)
 
     def __enter__(self) -> Peaks:
-        self._task = asyncio.create_task(self._sample())
+        if self._sample:
+            self._task = asyncio.create_task(self._sample_peaks())
         return self
 
     def __exit__(self, *exc: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
+        if self._task is not None:
+            self._task.cancel()
 
 
 def handles(stores: int) -> list[str]:
@@ -76,8 +78,11 @@ def product_id(handle: str, i: int) -> str:
     return f"{handle}-p{i}"
 
 
-async def sdk_run(base_url: str, stores: list[str], per_store: int, rate_limit: RateLimit | None) -> dict[str, float]:
-    """Default client and executor (or ``rate_limit``); wall, CPU and peaks of this process."""
+async def sdk_run(
+    base_url: str, stores: list[str], per_store: int, rate_limit: RateLimit | None, *, sample: bool = True
+) -> dict[str, float]:
+    """Default client and executor (or ``rate_limit``); wall, CPU and (``sample``) peaks of this process.
+    Without ``sample`` nothing runs beside the batch, as nothing runs beside ``raw_run``'s loop."""
     gc.collect()
     rss_before = rss_mb()
     kwargs: dict[str, Any] = {} if rate_limit is None else {"rate_limit": rate_limit}
@@ -85,7 +90,7 @@ async def sdk_run(base_url: str, stores: list[str], per_store: int, rate_limit: 
         for handle in stores:
             client.store(handle, f"mock-token-{handle}")
         not_ok = 0
-        with Peaks() as peaks:
+        with Peaks(sample) as peaks:
             cpu, wall = time.process_time(), time.perf_counter()
             async with BatchExecutor(client).stream(operations(stores, per_store)) as results:
                 async for result in results:
@@ -167,11 +172,12 @@ def bench_many_stores(quick: bool) -> dict[str, Any]:
         raw_rates: list[float] = []
         validating_rates: list[float] = []  # the raw loop validating every update as the SDK does
         # two rounds not counted: the first ones after the paced run come out slower (benchmarks/README.md)
+        unpaced = RateLimit.unlimited()
         for _ in range(2):
-            asyncio.run(sdk_run(unlimited, stores, per_store, RateLimit.unlimited()))
+            asyncio.run(sdk_run(unlimited, stores, per_store, unpaced, sample=False))
             asyncio.run(raw_run(unlimited, stores, per_store, concurrency=100))
         for _ in range(rounds):
-            sdk_rates.append(asyncio.run(sdk_run(unlimited, stores, per_store, RateLimit.unlimited()))["ops_per_s"])
+            sdk_rates.append(asyncio.run(sdk_run(unlimited, stores, per_store, unpaced, sample=False))["ops_per_s"])
             raw_rates.append(asyncio.run(raw_run(unlimited, stores, per_store, concurrency=100)))
             validating_rates.append(
                 asyncio.run(raw_run(unlimited, stores, per_store, concurrency=100, validate_each=True))
