@@ -233,9 +233,10 @@ async def _no_worker(lane: _Lane | None, holding: bool) -> None:  # pragma: no c
 class _Run:
     """One batch's shared state: the cap across stores and the counts the workers keep."""
 
-    __slots__ = ("granted", "in_flight", "slots", "spawn_scheduled", "stopping", "workers")
+    __slots__ = ("concurrency", "granted", "in_flight", "slots", "spawn_scheduled", "stopping", "workers")
 
     def __init__(self, concurrency: int) -> None:
+        self.concurrency = concurrency
         self.workers = _Workers(_no_worker)
         """The batch's worker tasks (and the lanes parked without one)."""
         self.slots = Slots(concurrency)
@@ -273,6 +274,19 @@ class _Run:
             self.slots.give()
             return False
         return True
+
+    async def read_on(self) -> None:
+        """Let the workers just started run before the dispatcher reads more input; and while a
+        full round of work that could start now (``concurrency``) is queued for a slot, wait.
+
+        Reading on then would only prepare operations that wait, their bodies gone cold by the time
+        they are sent (benchmarks/README.md, many stores). Work waiting for its store's pacer is
+        not queued for a slot, so input sorted by store is still read as far as ``max_pending``.
+        """
+        if self.slots.waiting >= self.concurrency:
+            await self.slots.fewer_waiting(self.concurrency)
+        else:
+            await asyncio.sleep(0)
 
     def grant(self, lane: _Lane) -> None:
         self.granted.append(lane)
@@ -671,7 +685,7 @@ class BatchExecutor:
                         # input sorted by store, a store's later items start none (they wait for
                         # its pacer), and counting them would reach the last stores late
                         new_workers = 0
-                        await asyncio.sleep(0)
+                        await run.read_on()
             await workers.wait()
         finally:
             await workers.cancel()

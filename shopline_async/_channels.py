@@ -69,11 +69,27 @@ class Slots:
     the same first-come queue without a task waiting in it; ``on_slot()`` is called with the slot
     once one is given, and returns False to decline it (it then goes to the next in line)."""
 
-    __slots__ = ("_waiters", "free")
+    __slots__ = ("_fewer", "_waiters", "free")
 
     def __init__(self, count: int) -> None:
         self.free = count
         self._waiters: deque[asyncio.Future[None] | Callable[[], bool]] = deque()
+        self._fewer: tuple[int, asyncio.Future[None]] | None = None
+
+    @property
+    def waiting(self) -> int:
+        """Takers and claims queued for a slot."""
+        return len(self._waiters)
+
+    async def fewer_waiting(self, mark: int) -> None:
+        """Return once fewer than ``mark`` are queued for a slot (one caller at a time)."""
+        while len(self._waiters) >= mark:
+            fewer = asyncio.get_running_loop().create_future()
+            self._fewer = (mark, fewer)
+            try:
+                await fewer
+            finally:
+                self._fewer = None
 
     def claim(self, on_slot: Callable[[], bool]) -> bool:
         """Take a slot now (True: the caller holds it) or queue ``on_slot`` for one (False)."""
@@ -108,6 +124,8 @@ class Slots:
         waiters = self._waiters
         while waiters:
             waiter = waiters.popleft()
+            if self._fewer is not None and len(waiters) < self._fewer[0] and not self._fewer[1].done():
+                self._fewer[1].set_result(None)
             if isinstance(waiter, asyncio.Future):
                 if not waiter.done():  # else cancelled while it waited
                     waiter.set_result(None)

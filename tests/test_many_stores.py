@@ -187,3 +187,20 @@ async def test_a_store_that_cannot_be_written_stops_costing_requests() -> None:
         assert result.outcome == "failed" and isinstance(result.error, StoreUnavailableError)
         assert result.status == 401 and result.trace_ids == ()
         assert "not sent" in str(result.error) and "401" in str(result.error)
+
+
+async def test_limits_off_the_batch_reads_ahead_only_as_far_as_work_can_start() -> None:
+    tokens = {f"t{n}": f"s{n}" for n in range(500)}
+    async with MockShopline(tokens, config=MockStoreConfig(rate=None)) as server:
+        async with ShoplineClient(base_url=server.base_url, rate_limit=RateLimit.unlimited()) as client:
+            for token, handle in tokens.items():
+                client.store(handle, token)
+            held: list[int] = []  # operations taken from the input and not yet finished, after each result
+            executor = BatchExecutor(client, concurrency=10, on_progress=lambda p: held.append(p.taken - p.done))
+            # round robin, as a catalog fanned out to every store: each operation could start at once
+            ops = [UpdateProduct(h, f"p{i}", {"title": "x"}) for i in range(2) for h in tokens.values()]
+            report = await executor.gather(ops)
+    assert report.summary.ok == 1000
+    # in flight, a round queued for a slot, and what the dispatcher took before it looked again
+    # (it reads in steps of 32 workers); max_pending (10,000) would let it take all 1,000 at once
+    assert max(held) <= 10 + 10 + 32 + 10, max(held)
