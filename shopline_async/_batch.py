@@ -233,10 +233,12 @@ async def _no_worker(lane: _Lane | None, holding: bool) -> None:  # pragma: no c
 class _Run:
     """One batch's shared state: the cap across stores and the counts the workers keep."""
 
-    __slots__ = ("concurrency", "granted", "in_flight", "slots", "spawn_scheduled", "stopping", "workers")
+    __slots__ = ("concurrency", "granted", "in_flight", "queued", "slots", "spawn_scheduled", "stopping", "workers")
 
     def __init__(self, concurrency: int) -> None:
         self.concurrency = concurrency
+        self.queued = 0
+        """Operations in the lanes' queues, not yet taken by a worker."""
         self.workers = _Workers(_no_worker)
         """The batch's worker tasks (and the lanes parked without one)."""
         self.slots = Slots(concurrency)
@@ -280,10 +282,11 @@ class _Run:
         full round of work that could start now (``concurrency``) is queued for a slot, wait.
 
         Reading on then would only prepare operations that wait, their bodies gone cold by the time
-        they are sent (benchmarks/README.md, many stores). Work waiting for its store's pacer is
-        not queued for a slot, so input sorted by store is still read as far as ``max_pending``.
+        they are sent (benchmarks/README.md, many stores). But not while operations are queued
+        behind others of their store (``queued`` beyond the lanes queued for a slot): in input
+        sorted by store their pacers hold them, and reading on starts other stores' pacers sooner.
         """
-        if self.slots.waiting >= self.concurrency:
+        if self.slots.waiting >= self.concurrency and self.queued <= self.slots.waiting:
             await self.slots.fewer_waiting(self.concurrency)
         else:
             await asyncio.sleep(0)
@@ -604,12 +607,14 @@ class BatchExecutor:
                     while queue:
                         if run.stopping or lane.blocked_by is not None:
                             item = queue.popleft()
+                            run.queued -= 1
                             result = _refused(item, lane)
                         else:
                             delay = admission_delay()  # once per item: for parking and for its slot
                             if delay != 0.0 and lane.park(run, delay):
                                 break  # the lane waits on its timer: this worker is free for another
                             item = queue.popleft()
+                            run.queued -= 1
                             assert item.resource is not None and item.prepared is not None
                             holding = run.slot_now(holds_slot, delay)
                             item.holds_slot = holding if holding is not None else await run.wait_for_slot(lane.store)
@@ -676,6 +681,7 @@ class BatchExecutor:
                     item.run = run
                     item.lane = lane
                     lane.queue.append(item)
+                    run.queued += 1
                     had = lane.workers
                     lane.grow(run)
                     new_workers += lane.workers - had
