@@ -551,15 +551,14 @@ class BatchExecutor:
         self._running = True
         self._reset()
         # asyncio-level primitives (see _channels), not anyio streams: aiohttp ties us to asyncio
-        # anyway, and on the per-operation path anyio's checkpoints and cancel scopes cost more
-        results = self._results
-        # taken from the input and not yet handed to the caller: bounds memory however long the input
+        # anyway, and on the per-operation path anyio's checkpoints and cancel scopes cost more.
+        # Taken from the input and not yet handed to the caller: bounds memory however long the input
         pending = Slots(self._max_pending)
         pending_bytes = ByteBudget(self._max_pending_bytes)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._run, operations, pending, pending_bytes)
             try:
-                yield _Delivered(results, self._open, pending, pending_bytes)
+                yield _Delivered(self._results, self._open, pending, pending_bytes)
             finally:
                 tg.cancel_scope.cancel()
                 self._running = False
