@@ -3,12 +3,13 @@
 Shape (after aiometer's run_on_each, without its fail-fast): a dispatcher pulls operations
 lazily from any iterable or async iterable, prepares each through its store's resource
 (``store.products.prepare()``: an invalid one becomes a result at once, costing no request)
-and queues it in its store's lane. A lane runs as many workers as it has queued operations, up
-to the store's ``max_in_flight``, and each sends through the resource's public ``send()``. The
-cap on requests in flight across stores (``concurrency``) is taken only once the store's own
-limiter has admitted an attempt, so a store waiting for its pacer or a cool-down holds no slot
-and never delays another store. After a response that says a store cannot be written (401,
-402, 403, 423, 433-436) the rest of that store's operations are not sent.
+and queues it in its store's lane. A lane whose store would admit a request now joins one
+first-come queue of ready lanes; workers, each started with one of the ``concurrency`` places
+for requests in flight, take lanes from it one operation at a time and send through the
+resource's public ``send()``. A place is held only by an attempt its store's own limiter admits,
+so a store waiting for its pacer or a cool-down holds none and never delays another store.
+After a response that says a store cannot be written (401, 402, 403, 423, 433-436) the rest of
+that store's operations are not sent.
 
 Memory stays flat however long the input: at most ``max_pending`` operations, and about
 ``max_pending_bytes`` of encoded bodies, are taken from the input and not yet reported.
@@ -76,9 +77,8 @@ __all__ = [
 
 _DISPATCH_BATCH = 32
 _READ_AHEAD = 256
-# a worker leaves a lane whose store would hold its next request longer than this (seconds); the
-# lane's timer starts the next worker this long before the store admits
-_PARK_AFTER = 0.05
+# a lane whose store would hold its next request longer than this (seconds) waits on a timer, and
+# is offered to the workers this long before its store admits
 _WAKE_EARLY = 0.02
 
 Outcome = Literal["ok", "applied_without_body", "unchanged", "failed", "invalid", "not_attempted", "cancelled"]
@@ -226,162 +226,208 @@ class _Histogram:
         return 0.0  # no samples
 
 
-async def _no_worker(lane: _Lane | None, holding: bool) -> None:  # pragma: no cover - replaced per batch
+async def _no_worker() -> None:  # pragma: no cover - replaced per batch
     raise RuntimeError("no batch is running")
 
 
 class _Run:
-    """One batch's shared state: the cap across stores and the counts the workers keep."""
+    """One batch's scheduling: the lanes ready for a worker, the cap across stores, the workers.
 
-    __slots__ = ("concurrency", "granted", "in_flight", "queued", "slots", "spawn_scheduled", "stopping", "workers")
+    A worker is a plain asyncio task (anyio's ``start_soon`` cost about four times as much per task
+    here, benchmarks/tasks.py) started holding a slot of ``concurrency``. It takes the first lane
+    in ``ready`` (first come, first served across stores, whatever the order of the input), sends
+    that lane's next operation, and goes on to the next ready lane if it can take a slot again, or
+    ends: tasks in proportion to the work that can start now, never one per store. A worker crashed
+    by a bug is re-raised by ``wait()`` once the others are done.
+    """
+
+    __slots__ = (
+        "_all_done",
+        "_crashed",
+        "closed",
+        "concurrency",
+        "in_flight",
+        "parked",
+        "queued",
+        "reader",
+        "ready",
+        "slots",
+        "start_scheduled",
+        "starting",
+        "stopping",
+        "tasks",
+        "worker",
+    )
 
     def __init__(self, concurrency: int) -> None:
         self.concurrency = concurrency
+        self.slots = Slots(concurrency)
+        """Requests in flight across stores. Taken by a worker for an operation its store admits now
+        (before the request is built), else at the gate once its store has admitted it: a request
+        waiting for its store's pacer or cool-down holds none, and never delays another store."""
+        self.ready: deque[_Lane] = deque()
+        """Lanes with an operation that could start now, waiting for a worker."""
+        self.starting = 0
+        """Workers started and not yet running: each will take a lane from ``ready``."""
         self.queued = 0
         """Operations in the lanes' queues, not yet taken by a worker."""
-        self.workers = _Workers(_no_worker)
-        """The batch's worker tasks (and the lanes parked without one)."""
-        self.slots = Slots(concurrency)
-        """The batch's ``concurrency``, first come first served: workers waiting for a slot and
-        lanes waiting for a worker (a claim, no task) share one queue, so a store that was
-        waiting first goes first, whatever the order of the input."""
-        self.stopping = False
+        self.parked: set[_Lane] = set()
+        """Lanes waiting on a timer for their store to admit."""
+        self.reader: asyncio.Future[None] | None = None
+        """Set while the dispatcher waits for ``ready`` to shorten."""
         self.in_flight = 0
-        self.granted: deque[_Lane] = deque()
-        """Lanes whose claim was given a slot, waiting for a worker: one that runs out of work
-        takes the next (one task for many short lanes), else a new one starts."""
-        self.spawn_scheduled = False
+        self.stopping = False
+        self.closed = False
+        self.worker: Callable[[], Coroutine[Any, Any, None]] = _no_worker
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.start_scheduled = False
+        self._crashed: BaseException | None = None
+        self._all_done: asyncio.Future[None] | None = None
 
-    def slot_now(self, holding: bool, delay: float | None) -> bool | None:
-        """Whether a worker's next request goes holding a slot of the batch for its first attempt
-        (``holding``: the worker has one already; ``delay``: its store's ``admission_delay()``
-        now), or None: it must first ``await wait_for_slot()``.
+    def next_lane(self) -> _Lane | None:
+        if not self.ready:
+            return None
+        lane = self.ready.popleft()
+        lane.ready = False
+        if self.reader is not None and len(self.ready) < self.concurrency and not self.reader.done():
+            self.reader.set_result(None)
+        return lane
 
-        Taken here, before the request is built, not at the gate after: a request waiting for a
-        slot keeps its objects alive across garbage collections, which then promote and walk them
-        again and again (benchmarks/README.md, many stores). But a request about to wait for its
-        store's pacer or cool-down must not hold one: it goes without, and takes one at the gate
-        once its store has admitted it.
-        """
-        if delay != 0.0:
-            if holding:
-                self.slots.give()
-            return False
-        return True if holding or self.slots.try_take() else None
+    def start_workers(self) -> None:
+        """A worker, holding a slot, for each ready lane that none is coming for, while slots are free."""
+        while len(self.ready) > self.starting and not self.closed and self.slots.try_take():
+            self.starting += 1
+            task = asyncio.get_running_loop().create_task(self.worker())
+            self.tasks.add(task)
+            task.add_done_callback(self._finished)
 
-    async def wait_for_slot(self, store: Store) -> bool:
-        """Wait for a slot (``slot_now`` said None); whether the request goes holding it."""
-        await self.slots.take()
-        if store.admission_delay() != 0.0:  # the wait may have let its store fill up
-            self.slots.give()
-            return False
-        return True
+    def give_slot(self) -> None:
+        self.slots.give()
+        # workers start once the loop comes round, not now: the worker that gave the slot usually
+        # takes it back for the next ready lane a moment later, and no new task is needed
+        if self.ready and self.slots.free and not self.start_scheduled:
+            self.start_scheduled = True
+            asyncio.get_running_loop().call_soon(self._start_later)
 
-    async def read_on(self) -> None:
-        """Let the workers just started run before the dispatcher reads more input; and while a
-        full round of work that could start now (``concurrency``) is queued for a slot, wait.
+    def _start_later(self) -> None:
+        self.start_scheduled = False
+        self.start_workers()
+
+    def read_ahead_full(self) -> bool:
+        """Whether the dispatcher should stop reading input for now: a full round of work that could
+        start now (``concurrency`` lanes) waits for a worker.
 
         Reading on then would only prepare operations that wait, their bodies gone cold by the time
         they are sent (benchmarks/README.md, many stores). But not while operations are queued
-        behind others of their store (``queued`` beyond the lanes queued for a slot): in input
-        sorted by store their pacers hold them, and reading on starts other stores' pacers sooner.
+        behind others of their store (``queued`` beyond the ready lanes): in input sorted by store
+        their pacers hold them, and reading on starts other stores' pacers sooner.
         """
-        if self.slots.waiting >= self.concurrency and self.queued <= self.slots.waiting:
-            await self.slots.fewer_waiting(self.concurrency)
-        else:
-            await asyncio.sleep(0)
+        ready = len(self.ready)
+        return ready >= self.concurrency and self.queued <= ready
 
-    def grant(self, lane: _Lane) -> None:
-        self.granted.append(lane)
-        # looked at once the loop comes round, not now: the worker that gave the slot usually runs
-        # out of work on its own lane a moment later, and takes this one instead of a new task
-        if not self.spawn_scheduled:
-            self.spawn_scheduled = True
-            asyncio.get_running_loop().call_soon(self._spawn_granted)
+    async def fewer_ready(self) -> None:
+        """Until a worker has taken a ready lane and fewer than ``concurrency`` are left."""
+        self.reader = asyncio.get_running_loop().create_future()
+        try:
+            await self.reader
+        finally:
+            self.reader = None
 
-    def _spawn_granted(self) -> None:
-        self.spawn_scheduled = False
-        while self.granted:
-            self.workers.start(self.granted.popleft(), True)
+    def stop(self) -> None:
+        self.stopping = True
+        for lane in list(self.parked):  # their operations are turned away now, not when their store is due
+            lane.cancel_wake(self)
+            lane.offer(self)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None and self._crashed is None:
+            self._crashed = task.exception()
+        self.check_done()
+
+    def check_done(self) -> None:
+        if self._all_done is not None and not (self.tasks or self.parked or self.ready) and not self._all_done.done():
+            self._all_done.set_result(None)
+
+    async def wait(self) -> None:
+        """Until every operation queued has its result (the input has ended)."""
+        if self.tasks or self.parked or self.ready:
+            self._all_done = asyncio.get_running_loop().create_future()
+            await self._all_done
+        if self._crashed is not None:
+            raise self._crashed
+
+    async def cancel(self) -> None:
+        """Start nothing more; cancel the workers left (the batch was cancelled) and wait for them to end."""
+        self.closed = True
+        for lane in list(self.parked):
+            lane.cancel_wake(self)
+        if not self.tasks:
+            return
+        for task in self.tasks:
+            task.cancel()
+        with anyio.CancelScope(shield=True):  # the batch's own scope is cancelled: wait regardless
+            await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
 class _Lane:
-    """One store's queue of prepared operations and the workers draining it.
+    """One store's queue of prepared operations.
 
-    A lane grows a worker only when every one it has is admitted (its request passed the store's
-    limiter and the batch's cap): a worker still waiting will take the next item itself. Nor while
-    its store would hold another request (its pacer, a cool-down): the lane looks again when the
-    pacer is due. A worker whose store would hold its next request for longer than ``_PARK_AFTER``
-    leaves the lane (for another lane, or to end) and the lane waits on a timer, costing no task,
-    until ``_WAKE_EARLY`` before its store admits; the worker it then starts waits the rest in the
-    store's pacer, which so keeps its reservation and its exact rate. A new worker starts holding a
-    slot: while none is free the lane waits for one in the batch's queue as a claim, costing no task.
+    It is offered to the workers (``run.ready``) while it holds an operation that could start now:
+    every one it has under way already admitted by its store's limiter (one still waiting goes
+    first; a second would only wait behind it), fewer under way than its store's ``max_in_flight``,
+    and its store would not hold another request longer than ``_WAKE_EARLY``. If it would (its
+    pacer, a cool-down), the lane waits on a timer, costing no task, until ``_WAKE_EARLY`` before
+    its store admits; the worker that then takes it waits the rest in the store's pacer, which so
+    keeps its reservation and its exact rate.
     """
 
-    __slots__ = ("admitted", "blocked_by", "max_workers", "queue", "store", "wake", "workers")
+    __slots__ = ("active", "admitted", "blocked_by", "max_active", "queue", "ready", "store", "wake")
 
-    def __init__(self, store: Store, max_workers: int) -> None:
+    def __init__(self, store: Store, max_active: int) -> None:
         self.store = store
         self.queue: deque[_Item] = deque()
-        self.max_workers = max_workers
-        self.workers = 0
+        self.max_active = max_active
+        self.active = 0
+        """Operations taken by a worker and not yet finished."""
         self.admitted = 0
+        """Of those, the ones whose current attempt passed the store's limiter and the batch's gate."""
+        self.ready = False
         self.blocked_by: APIStatusError | None = None
         self.wake: asyncio.TimerHandle | None = None
-        """While set, the lane starts no worker: it looks again when the timer fires."""
 
-    def grow(self, run: _Run) -> None:
-        if self.wake is not None or not (
-            self.queue and self.workers == self.admitted and self.workers < self.max_workers
-        ):
+    def offer(self, run: _Run) -> None:
+        """Into ``run.ready`` if it holds an operation that could start now; else on a timer, or
+        left to one of its operations under way, which offers it again once admitted or done."""
+        if self.ready or self.wake is not None or not self.queue:
             return
-        delay = self.store.admission_delay() if self.workers else 0.0
-        if delay != 0.0:
-            # Its store would hold another request now (the pacer, a cool-down, its in-flight
-            # cap) and a worker of its own will take the next item anyway: a second one would
-            # only wait, a task per store. Look again when the store admits, if it is still busy.
-            if delay is not None:
-                self._look_again(run, delay)
-            return
-        self.workers += 1  # counted from the claim on, so that one claim is made at a time
-        if run.slots.claim(lambda: self._slot_given(run)):
-            run.workers.start(self, True)
-
-    def park(self, run: _Run, delay: float | None) -> bool:
-        """Whether a worker about to take the next item should leave the lane instead: its store
-        would hold the request ``delay`` seconds, longer than ``_PARK_AFTER``. The lane comes back
-        on a timer."""
-        if delay is None or delay <= _PARK_AFTER:
-            return False
-        self.cancel_wake(run)  # a look for a second worker, later than this one
-        self._look_again(run, delay - _WAKE_EARLY)
-        run.workers.parked.add(self)
-        return True
+        if not (run.stopping or self.blocked_by is not None):  # else its operations are turned away at once
+            if self.active and (self.active != self.admitted or self.active >= self.max_active):
+                return
+            delay = self.store.admission_delay()
+            if delay is None:  # the store's max_in_flight requests are all under way
+                if self.active:
+                    return  # its own: one ending offers the lane again
+                delay = 0.0  # requests from outside the batch: the worker waits in the limiter for one to end
+            if delay > _WAKE_EARLY:
+                self.wake = asyncio.get_running_loop().call_later(delay - _WAKE_EARLY, self._woken, run)
+                run.parked.add(self)
+                return
+        self.ready = True
+        run.ready.append(self)
+        run.start_workers()
 
     def cancel_wake(self, run: _Run) -> None:
         if self.wake is not None:
             self.wake.cancel()
             self.wake = None
-        run.workers.parked.discard(self)
-
-    def _look_again(self, run: _Run, delay: float) -> None:
-        if self.wake is None:
-            self.wake = asyncio.get_running_loop().call_later(delay, self._woken, run)
+        run.parked.discard(self)
 
     def _woken(self, run: _Run) -> None:
         self.wake = None
-        self.grow(run)  # a parked lane starts its worker (or claims a slot for it) here
-        run.workers.unpark(self)
-
-    def _slot_given(self, run: _Run) -> bool:
-        if not self.queue or self.wake is not None:  # its workers took the queue, or left it parked
-            self.workers -= 1
-            return False
-        if self.store.admission_delay() != 0.0:
-            run.workers.start(self, False)  # it would only wait for its store: the slot goes on
-            return False
-        run.grant(self)
-        return True
+        run.parked.discard(self)
+        self.offer(run)
+        run.check_done()
 
 
 class _Refused(Exception):
@@ -418,7 +464,7 @@ class _Item(msgspec.Struct):
         if not self.running and (run.stopping or lane.blocked_by is not None):
             if self.holds_slot:
                 self.holds_slot = False
-                run.slots.give()
+                run.give_slot()
             raise _Refused  # a retry of an operation already sent goes on
         if self.holds_slot:
             self.holds_slot = False  # taken by its worker before the request was built
@@ -427,14 +473,14 @@ class _Item(msgspec.Struct):
         self.running = True
         run.in_flight += 1
         lane.admitted += 1
-        lane.grow(run)
+        lane.offer(run)  # its next operation may go now
 
     def exit(self) -> None:
         run, lane = self.run, self.lane
         assert run is not None and lane is not None
         run.in_flight -= 1
         lane.admitted -= 1
-        run.slots.give()
+        run.give_slot()
 
 
 class BatchExecutor:
@@ -492,7 +538,7 @@ class BatchExecutor:
 
     def stop(self) -> None:
         """Finish early: take no more input, start nothing new, let requests in flight end."""
-        self._run_state.stopping = True
+        self._run_state.stop()
 
     @property
     def progress(self) -> Progress:
@@ -599,55 +645,57 @@ class BatchExecutor:
         ledger = self._ledger
         emit = self._emit
 
-        async def worker(lane: _Lane | None, holds_slot: bool) -> None:
-            while lane is not None:
-                queue, admission_delay = lane.queue, lane.store.admission_delay
-                try:
-                    while queue:
-                        if run.stopping or lane.blocked_by is not None:
-                            item = queue.popleft()
-                            run.queued -= 1
-                            result = _refused(item, lane)
-                        else:
-                            delay = admission_delay()  # once per item: for parking and for its slot
-                            if delay != 0.0 and lane.park(run, delay):
-                                break  # the lane waits on its timer: this worker is free for another
-                            item = queue.popleft()
-                            run.queued -= 1
-                            assert item.resource is not None and item.prepared is not None
-                            holding = run.slot_now(holds_slot, delay)
-                            item.holds_slot = holding if holding is not None else await run.wait_for_slot(lane.store)
-                            holds_slot = False
-                            started = time.monotonic()
-                            # awaited here, not in a helper: each await level is re-entered on every
-                            # resume of the request, several times per operation
-                            try:
-                                response = await item.resource.send(item.prepared, retry=self._retry, gate=item)
-                            except _Refused:
-                                result = _refused(item, lane)
-                            except AppliedWithoutBodyError as exc:
-                                result = _result(item, "applied_without_body", applied=exc)
-                            except Exception as exc:  # one odd failure must not sink the batch
-                                if isinstance(exc, APIStatusError) and exc.status in STORE_STOPPING_STATUSES:
-                                    lane.blocked_by = lane.blocked_by or exc
-                                result = _result(item, "failed", error=exc, elapsed=time.monotonic() - started)
-                            else:
-                                result = _result(item, "ok", response=response)
-                            if item.holds_slot:  # the request never reached the gate
-                                item.holds_slot = False
-                                run.slots.give()
-                        emit(item, result)
-                finally:
-                    lane.workers -= 1
-                    if holds_slot:
-                        run.slots.give()
-                lane = run.granted.popleft() if run.granted else None  # one task for many short lanes
-                holds_slot = True
+        async def worker() -> None:
+            # started holding a slot, for a lane in run.ready
+            run.starting -= 1
+            holding = True
+            try:
+                while (lane := run.next_lane()) is not None:
+                    if run.stopping or lane.blocked_by is not None:
+                        self._turn_away(lane)
+                        continue
+                    item = lane.queue.popleft()
+                    run.queued -= 1
+                    lane.active += 1
+                    assert item.resource is not None and item.prepared is not None
+                    # the slot goes with the request if its store admits it now; one about to wait
+                    # for its store holds none, and takes one at the gate once admitted
+                    item.holds_slot = lane.store.admission_delay() == 0.0
+                    if not item.holds_slot:
+                        run.give_slot()
+                    holding = False
+                    started = time.monotonic()
+                    # awaited here, not in a helper: each await level is re-entered on every
+                    # resume of the request, several times per operation
+                    try:
+                        response = await item.resource.send(item.prepared, retry=self._retry, gate=item)
+                    except _Refused:
+                        result = _refused(item, lane)
+                    except AppliedWithoutBodyError as exc:
+                        result = _result(item, "applied_without_body", applied=exc)
+                    except Exception as exc:  # one odd failure must not sink the batch
+                        if isinstance(exc, APIStatusError) and exc.status in STORE_STOPPING_STATUSES:
+                            lane.blocked_by = lane.blocked_by or exc
+                        result = _result(item, "failed", error=exc, elapsed=time.monotonic() - started)
+                    else:
+                        result = _result(item, "ok", response=response)
+                    if item.holds_slot:  # the request never reached the gate
+                        item.holds_slot = False
+                        run.give_slot()
+                    lane.active -= 1
+                    lane.offer(run)
+                    emit(item, result)
+                    if not (run.ready and run.slots.try_take()):
+                        break  # the lanes left wait for a slot given back, and a worker started then
+                    holding = True
+            finally:
+                if holding:
+                    run.give_slot()
 
-        workers = run.workers = _Workers(worker)
+        run.worker = worker
 
         try:
-            index = new_workers = 0
+            index = 0
             async with aclosing(_iterate(operations)) as source:
                 async for op in source:
                     if not pending.try_take():
@@ -681,24 +729,26 @@ class BatchExecutor:
                     item.lane = lane
                     lane.queue.append(item)
                     run.queued += 1
-                    had = lane.workers
-                    lane.grow(run)
-                    new_workers += lane.workers - had
-                    if new_workers >= _DISPATCH_BATCH or index % _READ_AHEAD == 0:
-                        # let the new workers start; yielding per item would cost a trip round
-                        # the event loop for every operation. Counted in workers, not items: in
-                        # input sorted by store, a store's later items start none (they wait for
-                        # its pacer), and counting them would reach the last stores late
-                        new_workers = 0
-                        await run.read_on()
-            await workers.wait()
+                    lane.offer(run)
+                    if run.read_ahead_full():
+                        await run.fewer_ready()
+                    elif run.starting >= _DISPATCH_BATCH or index % _READ_AHEAD == 0:
+                        # let the new workers start; yielding per item would cost a trip round the
+                        # event loop for every operation
+                        await asyncio.sleep(0)
+            await run.wait()
         finally:
-            await workers.cancel()
-            for lane in lanes.values():
-                lane.cancel_wake(run)
+            await run.cancel()
             if ledger is not None:
                 ledger.commit()
             self._results.put(None)
+
+    def _turn_away(self, lane: _Lane) -> None:
+        """Report ``lane``'s queued operations unsent: the batch is stopping, or its store cannot be written."""
+        while lane.queue:
+            item = lane.queue.popleft()
+            self._run_state.queued -= 1
+            self._emit(item, _refused(item, lane))
 
     def _prepare(self, index: int, op: Operation) -> _Item:
         key = getattr(op, "key", None)
@@ -812,61 +862,6 @@ def _result(
         elapsed=elapsed,
         network_time=network_time,
     )
-
-
-class _Workers:
-    """The batch's workers, as plain asyncio tasks: anyio's ``start_soon`` cost about four times
-    as much per task here (benchmarks/tasks.py), and a batch over 10,000 stores
-    starts tens of thousands. A worker catches every failure of its operations; one that crashes
-    anyway is re-raised by ``wait()`` once the others are done. ``wait()`` also waits for the
-    lanes ``parked`` on a timer with work queued: each will start a worker when it fires."""
-
-    def __init__(self, worker: Callable[[_Lane | None, bool], Coroutine[Any, Any, None]]) -> None:
-        self._worker = worker
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.parked: set[_Lane] = set()
-        self._all_done: asyncio.Future[None] | None = None
-        self._crashed: BaseException | None = None
-        self._closed = False
-
-    def start(self, lane: _Lane, holding: bool) -> None:
-        """A worker task for ``lane`` (already counted in its ``workers``), holding a slot or not."""
-        if self._closed:  # a slot given, or a lane's timer due, once the batch has ended: start nothing
-            return
-        task = asyncio.get_running_loop().create_task(self._worker(lane, holding))
-        self._tasks.add(task)
-        task.add_done_callback(self._finished)
-
-    def unpark(self, lane: _Lane) -> None:
-        self.parked.discard(lane)
-        self._check_done()
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None and self._crashed is None:
-            self._crashed = task.exception()
-        self._check_done()
-
-    def _check_done(self) -> None:
-        if not self._tasks and not self.parked and self._all_done is not None and not self._all_done.done():
-            self._all_done.set_result(None)
-
-    async def wait(self) -> None:
-        if self._tasks or self.parked:
-            self._all_done = asyncio.get_running_loop().create_future()
-            await self._all_done
-        if self._crashed is not None:
-            raise self._crashed
-
-    async def cancel(self) -> None:
-        """Cancel the workers left (the batch was cancelled) and wait for them to end."""
-        self._closed = True
-        if not self._tasks:
-            return
-        for task in self._tasks:
-            task.cancel()
-        with anyio.CancelScope(shield=True):  # the batch's own scope is cancelled: wait regardless
-            await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 class _Delivered:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
 from typing import Generic, TypeVar
 
 __all__ = ["ByteBudget", "Channel", "Slots", "wake_one"]
@@ -65,39 +64,13 @@ class Channel(Generic[T]):
 
 
 class Slots:
-    """A counting semaphore: ``await take()``, then ``give()``. Or ``claim(on_slot)``: a place in
-    the same first-come queue without a task waiting in it; ``on_slot()`` is called with the slot
-    once one is given, and returns False to decline it (it then goes to the next in line)."""
+    """A counting semaphore: ``try_take()`` or ``await take()``, then ``give()``."""
 
-    __slots__ = ("_fewer", "_waiters", "free")
+    __slots__ = ("_waiters", "free")
 
     def __init__(self, count: int) -> None:
         self.free = count
-        self._waiters: deque[asyncio.Future[None] | Callable[[], bool]] = deque()
-        self._fewer: tuple[int, asyncio.Future[None]] | None = None
-
-    @property
-    def waiting(self) -> int:
-        """Takers and claims queued for a slot."""
-        return len(self._waiters)
-
-    async def fewer_waiting(self, mark: int) -> None:
-        """Return once fewer than ``mark`` are queued for a slot (one caller at a time)."""
-        while len(self._waiters) >= mark:
-            fewer = asyncio.get_running_loop().create_future()
-            self._fewer = (mark, fewer)
-            try:
-                await fewer
-            finally:
-                self._fewer = None
-
-    def claim(self, on_slot: Callable[[], bool]) -> bool:
-        """Take a slot now (True: the caller holds it) or queue ``on_slot`` for one (False)."""
-        if self.free > 0:
-            self.free -= 1
-            return True
-        self._waiters.append(on_slot)
-        return False
+        self._waiters: deque[asyncio.Future[None]] = deque()
 
     def try_take(self) -> bool:
         """Take a slot if one is free, without waiting: on the hot paths, where a slot is
@@ -121,18 +94,8 @@ class Slots:
             raise
 
     def give(self) -> None:
-        waiters = self._waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if self._fewer is not None and len(waiters) < self._fewer[0] and not self._fewer[1].done():
-                self._fewer[1].set_result(None)
-            if isinstance(waiter, asyncio.Future):
-                if not waiter.done():  # else cancelled while it waited
-                    waiter.set_result(None)
-                    return
-            elif waiter():
-                return
-        self.free += 1
+        if not wake_one(self._waiters):  # else a waiter was handed it (one cancelled meanwhile is skipped)
+            self.free += 1
 
 
 class ByteBudget:

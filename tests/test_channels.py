@@ -69,31 +69,3 @@ async def test_slots_hand_on_a_slot_given_to_a_cancelled_waiter() -> None:
     assert first.cancelled() and slots.free == 0
     slots.give()
     assert slots.free == 1  # no slot was lost or made up
-
-
-async def test_slots_serve_claims_and_takers_in_one_queue_and_a_declined_slot_goes_on() -> None:
-    slots = Slots(1)
-    order: list[str] = []
-
-    def claim(name: str, accept: bool = True) -> bool:
-        def on_slot() -> bool:
-            order.append(name if accept else f"{name} declined")
-            return accept
-
-        return slots.claim(on_slot)
-
-    assert claim("now")  # a free slot: held at once, nothing queued
-    assert slots.free == 0 and order == []
-    assert not claim("a")
-    taker = asyncio.create_task(slots.take())
-    await asyncio.sleep(0)
-    assert not claim("b", accept=False)
-    assert not claim("c")
-    slots.give()  # to "a", first in line
-    assert order == ["a"]
-    slots.give()  # to the task that waited after "a"
-    await asyncio.wait_for(taker, 1)
-    slots.give()  # "b" declines: the same slot reaches "c"
-    assert order == ["a", "b declined", "c"] and slots.free == 0
-    slots.give()
-    assert slots.free == 1
