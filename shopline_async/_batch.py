@@ -245,6 +245,7 @@ class _Run:
         "_all_done",
         "_crashed",
         "closed",
+        "coming",
         "concurrency",
         "in_flight",
         "parked",
@@ -253,7 +254,6 @@ class _Run:
         "ready",
         "slots",
         "start_scheduled",
-        "starting",
         "stopping",
         "tasks",
         "worker",
@@ -267,8 +267,9 @@ class _Run:
         waiting for its store's pacer or cool-down holds none, and never delays another store."""
         self.ready: deque[_Lane] = deque()
         """Lanes with an operation that could start now, waiting for a worker."""
-        self.starting = 0
-        """Workers started and not yet running: each will take a lane from ``ready``."""
+        self.coming = 0
+        """Workers on their way to take a lane from ``ready``: started and not yet running, or
+        going on from their last operation, holding a slot."""
         self.queued = 0
         """Operations in the lanes' queues, not yet taken by a worker."""
         self.parked: set[_Lane] = set()
@@ -285,6 +286,8 @@ class _Run:
         self._all_done: asyncio.Future[None] | None = None
 
     def next_lane(self) -> _Lane | None:
+        """For a worker that is ``coming``: the first ready lane, or None."""
+        self.coming -= 1
         if not self.ready:
             return None
         lane = self.ready.popleft()
@@ -295,8 +298,8 @@ class _Run:
 
     def start_workers(self) -> None:
         """A worker, holding a slot, for each ready lane that none is coming for, while slots are free."""
-        while len(self.ready) > self.starting and not self.closed and self.slots.try_take():
-            self.starting += 1
+        while len(self.ready) > self.coming and not self.closed and self.slots.try_take():
+            self.coming += 1
             task = asyncio.get_running_loop().create_task(self.worker())
             self.tasks.add(task)
             task.add_done_callback(self._finished)
@@ -415,7 +418,8 @@ class _Lane:
                 return
         self.ready = True
         run.ready.append(self)
-        run.start_workers()
+        if len(run.ready) > run.coming:  # no worker on its way for it
+            run.start_workers()
 
     def cancel_wake(self, run: _Run) -> None:
         if self.wake is not None:
@@ -646,13 +650,12 @@ class BatchExecutor:
         emit = self._emit
 
         async def worker() -> None:
-            # started holding a slot, for a lane in run.ready
-            run.starting -= 1
-            holding = True
+            holding = True  # started with a slot, counted in run.coming
             try:
                 while (lane := run.next_lane()) is not None:
                     if run.stopping or lane.blocked_by is not None:
                         self._turn_away(lane)
+                        run.coming += 1  # on to the next ready lane, with the same slot
                         continue
                     item = lane.queue.popleft()
                     run.queued -= 1
@@ -679,15 +682,18 @@ class BatchExecutor:
                         result = _result(item, "failed", error=exc, elapsed=time.monotonic() - started)
                     else:
                         result = _result(item, "ok", response=response)
-                    if item.holds_slot:  # the request never reached the gate
-                        item.holds_slot = False
-                        run.give_slot()
+                    # a slot to go on with (the one given back at the gate, or the one the request
+                    # never took there) before the lane is offered: offered first, it would start a
+                    # new task for the very lane this worker can take on with
+                    holding = item.holds_slot or run.slots.try_take()
+                    item.holds_slot = False
                     lane.active -= 1
+                    if holding:
+                        run.coming += 1  # and counted as on its way to the next ready lane
                     lane.offer(run)
                     emit(item, result)
-                    if not (run.ready and run.slots.try_take()):
-                        break  # the lanes left wait for a slot given back, and a worker started then
-                    holding = True
+                    if not holding:
+                        break  # a request waiting at the gate was given the slot; its worker goes on
             finally:
                 if holding:
                     run.give_slot()
@@ -732,7 +738,7 @@ class BatchExecutor:
                     lane.offer(run)
                     if run.read_ahead_full():
                         await run.fewer_ready()
-                    elif run.starting >= _DISPATCH_BATCH or index % _READ_AHEAD == 0:
+                    elif run.coming >= _DISPATCH_BATCH or index % _READ_AHEAD == 0:
                         # let the new workers start; yielding per item would cost a trip round the
                         # event loop for every operation
                         await asyncio.sleep(0)
