@@ -682,16 +682,16 @@ class BatchExecutor:
                         result = _result(item, "failed", error=exc, elapsed=time.monotonic() - started)
                     else:
                         result = _result(item, "ok", response=response)
+                    lane.active -= 1
+                    emit(item, result)  # first: it runs the caller's on_progress, which may raise
                     # a slot to go on with (the one given back at the gate, or the one the request
                     # never took there) before the lane is offered: offered first, it would start a
                     # new task for the very lane this worker can take on with
                     holding = item.holds_slot or run.slots.try_take()
                     item.holds_slot = False
-                    lane.active -= 1
                     if holding:
                         run.coming += 1  # and counted as on its way to the next ready lane
                     lane.offer(run)
-                    emit(item, result)
                     if not holding:
                         break  # a request waiting at the gate was given the slot; its worker goes on
             finally:
