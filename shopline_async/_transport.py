@@ -21,6 +21,7 @@ from typing import Generic, Protocol, TypeVar
 from urllib.parse import quote
 
 import msgspec
+from multidict import CIMultiDict
 from yarl import URL
 
 from ._codec import BodyMissing, decode_error_body
@@ -242,7 +243,7 @@ class StoreTransport:
         self._settings = settings
         self.rate_limit = rate_limit
         self._limiter: StoreLimiter | None = None
-        self._headers: dict[str, str] = {}
+        self._headers: CIMultiDict[str] = CIMultiDict()
         self._token = ""
         self.set_access_token(access_token)
 
@@ -255,15 +256,18 @@ class StoreTransport:
 
     def set_access_token(self, access_token: str) -> None:
         """Use a new token from the next attempt on (OAuth tokens last about 10 hours)."""
-        # a new dict, not an update: an attempt already handed to the sender keeps what it had
         self._token = check_token(access_token)
-        self._headers = {
-            "User-Agent": self._settings.user_agent,
-            "Accept": "application/json",
-            **self._settings.extra_headers,
-            "Content-Type": "application/json; charset=utf-8",
-            "Authorization": f"Bearer {self._token}",
-        }
+        # a new mapping, not an update: an attempt already handed to the sender keeps what it had.
+        # aiohttp's own type, which it takes as it is; a plain dict it would convert every request
+        self._headers = CIMultiDict(
+            {
+                "User-Agent": self._settings.user_agent,
+                "Accept": "application/json",
+                **self._settings.extra_headers,
+                "Content-Type": "application/json; charset=utf-8",
+                "Authorization": f"Bearer {self._token}",
+            }
+        )
 
     @property
     def limiter(self) -> StoreLimiter:
