@@ -4,6 +4,7 @@ import asyncio
 import gc
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,17 @@ SPEC = Path(__file__).resolve().parent / "data"
 
 TOKENS = {"token-alpha": "alpha", "token-beta": "beta", "token-gamma": "gamma"}
 FAST_RETRY = RetryPolicy(initial_delay=0.01, max_delay=0.05, max_attempts=4)
+
+
+@asynccontextmanager
+async def unlimited_stores(count: int) -> AsyncIterator[tuple[MockShopline, ShoplineClient]]:
+    """``count`` stores (s0, s1, ...) at the mock and a client with a handle for each, every limit off."""
+    tokens = {f"t{n}": f"s{n}" for n in range(count)}
+    async with MockShopline(tokens, config=MockStoreConfig(rate=None)) as server:
+        async with ShoplineClient(base_url=server.base_url, rate_limit=RateLimit.unlimited()) as client:
+            for token, handle in tokens.items():
+                client.store(handle, token)
+            yield server, client
 
 
 def spec_example(name: str) -> dict:

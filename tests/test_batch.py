@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import anyio
 import pytest
-from conftest import mock_answer
+from conftest import mock_answer, unlimited_stores
 
 from shopline_async import (
     BatchExecutor,
@@ -339,24 +339,20 @@ async def test_one_batch_at_a_time_per_executor(mock_server: MockShopline) -> No
 
 
 async def test_a_progress_hook_that_raises_ends_the_batch_with_its_error() -> None:
-    tokens = {f"t{n}": f"s{n}" for n in range(30)}
-    async with MockShopline(tokens, config=MockStoreConfig(rate=None)) as server:
-        async with ShoplineClient(base_url=server.base_url, rate_limit=RateLimit.unlimited()) as client:
-            for token, handle in tokens.items():
-                client.store(handle, token)
-            calls = 0
+    calls = 0
 
-            def progress(_: Progress) -> None:
-                nonlocal calls
-                calls += 1
-                if calls == 7:
-                    raise RuntimeError("the progress bar broke")
+    def progress(_: Progress) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 7:
+            raise RuntimeError("the progress bar broke")
 
-            executor = BatchExecutor(client, concurrency=4, on_progress=progress)
-            ops = [product_op(h, i) for i in range(3) for h in tokens.values()]
-            with pytest.raises(Exception) as raised:  # an exception group, from the batch's task group
-                await asyncio.wait_for(executor.gather(ops), 10)  # a hang would be a TimeoutError
-            assert raised.group_contains(RuntimeError, match="the progress bar broke")
-            await asyncio.sleep(0.05)
-            leftovers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not mock_answer(t)]
-            assert leftovers == []
+    async with unlimited_stores(30) as (_, client):
+        executor = BatchExecutor(client, concurrency=4, on_progress=progress)
+        ops = [product_op(f"s{n}", i) for i in range(3) for n in range(30)]
+        with pytest.raises(Exception) as raised:  # an exception group, from the batch's task group
+            await asyncio.wait_for(executor.gather(ops), 10)  # a hang would be a TimeoutError
+        assert raised.group_contains(RuntimeError, match="the progress bar broke")
+        await asyncio.sleep(0.05)
+        leftovers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not mock_answer(t)]
+        assert leftovers == []

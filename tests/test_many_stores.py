@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import unlimited_stores
 
 from shopline_async import (
     AiohttpSender,
@@ -191,16 +192,12 @@ async def test_a_store_that_cannot_be_written_stops_costing_requests() -> None:
 
 
 async def test_limits_off_the_batch_reads_ahead_only_as_far_as_work_can_start() -> None:
-    tokens = {f"t{n}": f"s{n}" for n in range(500)}
-    async with MockShopline(tokens, config=MockStoreConfig(rate=None)) as server:
-        async with ShoplineClient(base_url=server.base_url, rate_limit=RateLimit.unlimited()) as client:
-            for token, handle in tokens.items():
-                client.store(handle, token)
-            held: list[int] = []  # operations taken from the input and not yet finished, after each result
-            executor = BatchExecutor(client, concurrency=10, on_progress=lambda p: held.append(p.taken - p.done))
-            # round robin, as a catalog fanned out to every store: each operation could start at once
-            ops = [UpdateProduct(h, f"p{i}", {"title": "x"}) for i in range(2) for h in tokens.values()]
-            report = await executor.gather(ops)
+    async with unlimited_stores(500) as (_, client):
+        held: list[int] = []  # operations taken from the input and not yet finished, after each result
+        executor = BatchExecutor(client, concurrency=10, on_progress=lambda p: held.append(p.taken - p.done))
+        # round robin, as a catalog fanned out to every store: each operation could start at once
+        ops = [UpdateProduct(f"s{n}", f"p{i}", {"title": "x"}) for i in range(2) for n in range(500)]
+        report = await executor.gather(ops)
     assert report.summary.ok == 1000
     # in flight (10), a round of ready stores waiting for a worker (10) and a few results not yet
     # handed over: 19 here; max_pending (10,000) once let it take 979 of the 1,000
