@@ -4,6 +4,8 @@
    httpx loop, same mock server (a child process), same concurrency, interleaved rounds;
    overhead: the SDK's own CPU per request with the network taken out, part by part (overhead.py);
    bytecodes: Python bytecodes run per request, by package, SDK and raw loops (bytecodes.py);
+   instructions: instructions and cache misses per request under valgrind, SDK and raw loop
+   (instructions.py; skipped without valgrind);
 2. rate-limit efficiency: the mock in queue and in reject mode at a scaled rate;
 3. memory: RSS growth while streaming many operations through the executor;
 4. codec: encode a ProductUpdate, decode a Product (the spec's examples), msgspec vs pydantic v2
@@ -53,6 +55,7 @@ from common import (
     spec_round_trip_update,
 )
 from fleet import bench_fleet
+from instructions import bench_instructions
 from ledger import bench_ledger
 from many_stores import bench_many_stores
 from overhead import bench_overhead
@@ -496,6 +499,7 @@ def main() -> int:
         "throughput",
         "overhead",
         "bytecodes",
+        "instructions",
         "ratelimit",
         "memory",
         "codec",
@@ -522,6 +526,7 @@ def main() -> int:
         "throughput": bench_throughput,
         "overhead": bench_overhead,
         "bytecodes": bench_bytecodes,
+        "instructions": bench_instructions,
         "ratelimit": bench_ratelimit,
         "memory": bench_memory,
         "mock_server": bench_mock_server,
