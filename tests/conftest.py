@@ -33,6 +33,11 @@ def spec_example(name: str) -> dict:
     return json.loads((SPEC / name).read_text())
 
 
+def batch_worker(task: asyncio.Task[object]) -> bool:
+    """One of a BatchExecutor's worker tasks."""
+    return getattr(task.get_coro(), "__qualname__", "").endswith("_run.<locals>.worker")
+
+
 def mock_answer(task: asyncio.Task[object]) -> bool:
     """A request the in-process mock server is still answering (e.g. one it was told to stall)."""
     return getattr(task.get_coro(), "__qualname__", "") == "MockShopline._answer_later"

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import unlimited_stores
+from conftest import batch_worker, unlimited_stores
 
 from shopline_async import (
     AiohttpSender,
@@ -216,8 +216,9 @@ async def test_workers_follow_the_work_not_the_operations() -> None:
 
             def count_workers(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
                 nonlocal workers
-                workers += getattr(coro, "__qualname__", "").endswith("_run.<locals>.worker")
-                return asyncio.Task(coro, loop=loop, **kwargs)
+                task = asyncio.Task(coro, loop=loop, **kwargs)
+                workers += batch_worker(task)
+                return task
 
             loop.set_task_factory(count_workers)
             try:
