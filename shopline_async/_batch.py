@@ -348,13 +348,18 @@ class _Run:
             self._crashed = task.exception()
         self.check_done()
 
+    @property
+    def busy(self) -> bool:
+        """Workers running, or lanes that will want one: on a timer, or ready."""
+        return bool(self.tasks or self.parked or self.ready)
+
     def check_done(self) -> None:
-        if self._all_done is not None and not (self.tasks or self.parked or self.ready) and not self._all_done.done():
+        if self._all_done is not None and not self.busy and not self._all_done.done():
             self._all_done.set_result(None)
 
     async def wait(self) -> None:
         """Until every operation queued has its result (the input has ended)."""
-        if self.tasks or self.parked or self.ready:
+        if self.busy:
             self._all_done = asyncio.get_running_loop().create_future()
             await self._all_done
         if self._crashed is not None:
@@ -661,8 +666,10 @@ class BatchExecutor:
                     run.queued -= 1
                     lane.active += 1
                     assert item.resource is not None and item.prepared is not None
-                    # the slot goes with the request if its store admits it now; one about to wait
-                    # for its store holds none, and takes one at the gate once admitted
+                    # the slot goes with the request if its store admits it now (taken before the
+                    # request is built: one waiting for a slot would keep its objects alive across
+                    # garbage collections); one about to wait for its store holds none, and takes
+                    # one at the gate once admitted
                     item.holds_slot = lane.store.admission_delay() == 0.0
                     if not item.holds_slot:
                         run.give_slot()
