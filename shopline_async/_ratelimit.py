@@ -92,8 +92,8 @@ class StoreLimiter:
                 await self._wait_for_cool_down()
             if self._pacer is not None:
                 await self._pacer.acquire()
-                # a 429 may have arrived while this task waited for its turn
-                await self._wait_for_cool_down()
+                if self._resume_at:  # a 429 may have arrived while this task waited for its turn
+                    await self._wait_for_cool_down()
         except BaseException:
             self._slots.give()
             raise
