@@ -9,7 +9,15 @@ the difference in requests is what one request costs, start-up and first-use cos
 Limits off, 2,000 stores (500 with ``--quick``), concurrency 100:
 
 - ``raw``: many_stores.py's minimal aiohttp loop (one session, one pre-encoded body);
-- ``stream``: many_stores.py's ``sdk_run``: ``BatchExecutor.stream()``, default settings.
+- ``stream``: many_stores.py's ``sdk_run``: ``BatchExecutor.stream()``, default settings;
+- ``paced``: the same at the default rate limit, against the mock with SHOPLINE's bucket per store
+  (4/s, capacity 40, queueing): many_stores' paced run. Valgrind's pace leaves each store's next
+  update far more than 0.25 s after its last, as the clock's run, CPU-bound, does too;
+- ``one_store``: ``stream()`` to one store, limits off, as many updates as the store runs together
+  (1 and 3 times the store count): many_stores' single-store run, the base of its CPU target. Its
+  store's ``max_in_flight`` (40) caps it at 40 requests in flight, where the others have 100;
+- ``one_store_at_100``: the same with ``max_in_flight=100``: in flight as many as the others, so
+  what ``paced`` costs beyond it is what the number of stores costs.
 
 The last-level cache is simulated at 2 MB (``--LL=2097152,16,64``), nearer what one tenant of a
 shared machine gets than the host's own size, at which neither loop misses it (benchmarks/README.md,
@@ -38,7 +46,7 @@ from shopline_async import RateLimit
 CONCURRENCY = 100
 SIZES = (1, 3)  # updates per store in the two runs
 LAST_LEVEL_CACHE = "--LL=2097152,16,64"
-LOOPS = ("raw", "stream")
+LOOPS = ("raw", "stream", "paced", "one_store", "one_store_at_100")
 
 
 def run_child(loop: str, url: str, stores: int, per_store: int) -> None:
@@ -48,9 +56,14 @@ def run_child(loop: str, url: str, stores: int, per_store: int) -> None:
     if loop == "raw":
         asyncio.run(raw_run(url, warm, 1, CONCURRENCY))
         asyncio.run(raw_run(url, names, per_store, CONCURRENCY))
+    elif loop.startswith("one_store"):
+        unpaced = RateLimit.unlimited(CONCURRENCY) if loop == "one_store_at_100" else RateLimit.unlimited()
+        asyncio.run(sdk_run(url, names[:1], len(warm), unpaced, sample=False))
+        asyncio.run(sdk_run(url, names[:1], stores * per_store, unpaced, sample=False))
     else:
-        asyncio.run(sdk_run(url, warm, 1, RateLimit.unlimited(), sample=False))
-        asyncio.run(sdk_run(url, names, per_store, RateLimit.unlimited(), sample=False))
+        rate_limit = None if loop == "paced" else RateLimit.unlimited()  # None: the client's default
+        asyncio.run(sdk_run(url, warm, 1, rate_limit, sample=False))
+        asyncio.run(sdk_run(url, names, per_store, rate_limit, sample=False))
 
 
 def counted(loop: str, url: str, stores: int, per_store: int, workdir: Path) -> dict[str, int]:
@@ -88,12 +101,15 @@ def bench_instructions(quick: bool) -> dict[str, Any]:
     stores = 500 if quick else 2_000
     requests = stores * (SIZES[1] - SIZES[0])
     per_request: dict[str, dict[str, int]] = {}
+    names = ",".join(handles(stores))
     with (
-        mock_server_process("--stores", ",".join(handles(stores)), "--unlimited") as url,
+        mock_server_process("--stores", names, "--unlimited") as unlimited,
+        mock_server_process("--stores", names) as limited,  # 4/s, capacity 40, queue
         tempfile.TemporaryDirectory() as tmp,
         ThreadPoolExecutor(2) as pool,  # the two runs of a loop side by side: valgrind uses one core
     ):
         for loop in LOOPS:
+            url = limited if loop == "paced" else unlimited
             small, large = pool.map(counted, [loop] * 2, [url] * 2, [stores] * 2, SIZES, [Path(tmp)] * 2)
             per_request[loop] = {event: round((large[event] - small[event]) / requests) for event in small}
     result: dict[str, Any] = {"stores": stores, "concurrency": CONCURRENCY, "per_request": {}}
@@ -106,6 +122,9 @@ def bench_instructions(quick: bool) -> dict[str, Any]:
     raw, stream = result["per_request"]["raw"], result["per_request"]["stream"]
     result["raw_over_stream_instructions"] = round(raw["instructions"] / stream["instructions"], 3)
     result["stream_over_raw_last_level_misses"] = round(stream["last_level_misses"] / raw["last_level_misses"], 3)
+    paced = result["per_request"]["paced"]["instructions"]
+    for base in ("one_store", "one_store_at_100"):
+        result[f"paced_over_{base}_instructions"] = round(paced / result["per_request"][base]["instructions"], 3)
     print(
         f"  {stores:,} stores x {SIZES[0]} and x {SIZES[1]}, limits off, concurrency {CONCURRENCY}, per request: "
         + "; ".join(
@@ -114,7 +133,9 @@ def bench_instructions(quick: bool) -> dict[str, Any]:
             for loop, c in result["per_request"].items()
         )
         + f"\n  by instructions stream would run at {result['raw_over_stream_instructions']}x the raw loop; "
-        f"it misses the last-level cache {result['stream_over_raw_last_level_misses']}x as often",
+        f"it misses the last-level cache {result['stream_over_raw_last_level_misses']}x as often; "
+        f"paced at defaults it costs {result['paced_over_one_store_instructions']}x the instructions of one "
+        f"store's, {result['paced_over_one_store_at_100_instructions']}x one store's at 100 in flight",
         flush=True,
     )
     return result

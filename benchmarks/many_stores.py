@@ -2,10 +2,10 @@
 
 Against the mock in a child process, every store with SHOPLINE's bucket (4/s, capacity 40,
 queueing), the client on default settings: wall time against the pacing bound, peak descriptors
-and RSS growth of this process, client CPU per request against one store sending as many
-operations with limits off. Beside it, limits off everywhere, the same 10,000 stores through the
-SDK and through a minimal aiohttp loop sharing one session, in alternating rounds. And the bytes a
-store handle keeps once its work is done, by tracemalloc.
+and RSS growth of this process; client CPU per request against one store sending as many
+operations with limits off, in alternating rounds. Beside it, limits off everywhere, the same
+10,000 stores through the SDK and through a minimal aiohttp loop sharing one session, in
+alternating rounds. And the bytes a store handle keeps once its work is done, by tracemalloc.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from common import PRODUCT_PATH, mock_server_process, rss_mb, spec_product_updat
 
 from shopline_async import BatchExecutor, RateLimit, ShoplineClient, UpdateProduct
 from shopline_async._codec import encode_product_update
-from shopline_async._constants import DEFAULT_RATE
+from shopline_async._constants import DEFAULT_BATCH_CONCURRENCY, DEFAULT_RATE
 
 _answer = msgspec.json.Decoder()
 
@@ -161,15 +161,30 @@ def bench_many_stores(quick: bool) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         limited = stack.enter_context(mock_server_process("--stores", names))  # 4/s, 40, queue
         unlimited = stack.enter_context(mock_server_process("--stores", names, "--unlimited"))
-        # one store, as many requests as the whole run, limits off; after a warm-up (first-use costs)
-        asyncio.run(sdk_run(unlimited, stores[:1], 2_000, RateLimit.unlimited()))
-        single = asyncio.run(sdk_run(unlimited, stores[:1], requests, RateLimit.unlimited()))
-        many = asyncio.run(sdk_run(limited, stores, per_store, None))
+        unpaced = RateLimit.unlimited()
+        asyncio.run(sdk_run(unlimited, stores[:1], 2_000, unpaced))  # a warm-up: first-use costs
+        many = asyncio.run(sdk_run(limited, stores, per_store, None))  # wall, peaks, RSS growth
+        # CPU per request, paced at defaults, against one store sending as many updates with limits
+        # off, at its default max_in_flight (40 in flight) and at the batch's concurrency (100, as
+        # many as the paced run has in flight): rounds alternating, the median of their ratios. One
+        # run of each moved by 25% between runs of the same code; the sampler runs in none of them.
+        paced_cpu: list[float] = []
+        single_cpu: list[float] = []
+        single_cpu_at_100: list[float] = []
+        at_100 = RateLimit.unlimited(DEFAULT_BATCH_CONCURRENCY)
+        for _ in range(rounds):
+            for cpu, url, targets, per, rate_limit in (
+                (single_cpu, unlimited, stores[:1], requests, unpaced),
+                (paced_cpu, limited, stores, per_store, None),
+                (single_cpu_at_100, unlimited, stores[:1], requests, at_100),
+            ):
+                cpu.append(asyncio.run(sdk_run(url, targets, per, rate_limit, sample=False))["cpu_us_per_request"])
+        cpu_ratios = [p / s for p, s in zip(paced_cpu, single_cpu, strict=True)]
+        cpu_ratios_at_100 = [p / s for p, s in zip(paced_cpu, single_cpu_at_100, strict=True)]
         sdk_rates: list[float] = []
         raw_rates: list[float] = []
         validating_rates: list[float] = []  # the raw loop validating every update as the SDK does
         # two rounds not counted: the first ones after the paced run come out slower (benchmarks/README.md)
-        unpaced = RateLimit.unlimited()
         for _ in range(2):
             asyncio.run(sdk_run(unlimited, stores, per_store, unpaced, sample=False))
             asyncio.run(raw_run(unlimited, stores, per_store, concurrency=100))
@@ -191,12 +206,17 @@ def bench_many_stores(quick: bool) -> dict[str, Any]:
         "rss_growth_mb": round(many["rss_growth_mb"], 1),
         "bytes_per_store": round(idle_used),
         "bytes_per_new_handle": round(idle_new),
-        "cpu_us_per_request": round(many["cpu_us_per_request"], 1),
-        "single_store_cpu_us_per_request": round(single["cpu_us_per_request"], 1),
-        "cpu_per_request_ratio": round(many["cpu_us_per_request"] / single["cpu_us_per_request"], 3),
+        "cpu_us_per_request": round(statistics.median(paced_cpu), 1),
+        "single_store_cpu_us_per_request": round(statistics.median(single_cpu), 1),
+        "cpu_per_request_ratio": round(statistics.median(cpu_ratios), 3),
+        "cpu_per_request_ratio_range": [round(min(cpu_ratios), 3), round(max(cpu_ratios), 3)],
+        "single_store_at_100_cpu_us_per_request": round(statistics.median(single_cpu_at_100), 1),
+        "cpu_per_request_ratio_at_100": round(statistics.median(cpu_ratios_at_100), 3),
+        "cpu_per_request_ratio_at_100_range": [round(min(cpu_ratios_at_100), 3), round(max(cpu_ratios_at_100), 3)],
         "unlimited_sdk_ops_per_s": round(statistics.median(sdk_rates)),
         "unlimited_raw_ops_per_s": round(statistics.median(raw_rates)),
         "unlimited_vs_raw": round(statistics.median(s / r for s, r in zip(sdk_rates, raw_rates, strict=True)), 3),
+        "unlimited_vs_raw_rounds": [round(s / r, 3) for s, r in zip(sdk_rates, raw_rates, strict=True)],
         "unlimited_raw_validating_vs_raw": round(
             statistics.median(v / r for v, r in zip(validating_rates, raw_rates, strict=True)), 3
         ),
@@ -209,7 +229,11 @@ def bench_many_stores(quick: bool) -> dict[str, Any]:
         f"  {result['stores']:,} stores x {per_store} (4/s, capacity 40, queue): {result['wall_s']} s "
         f"(pacing bound {result['bound_s']} s), {result['ops_per_s']:,} ops/s, peak {result['peak_fds']} descriptors, "
         f"RSS +{result['rss_growth_mb']} MB; CPU {result['cpu_us_per_request']} us/request, "
-        f"{result['cpu_per_request_ratio']}x one store's {result['single_store_cpu_us_per_request']} us\n"
+        f"{result['cpu_per_request_ratio']}x one store's {result['single_store_cpu_us_per_request']} us "
+        f"(rounds {result['cpu_per_request_ratio_range'][0]}-{result['cpu_per_request_ratio_range'][1]}x); "
+        f"{result['cpu_per_request_ratio_at_100']}x one store's at 100 in flight, "
+        f"{result['single_store_at_100_cpu_us_per_request']} us (rounds {result['cpu_per_request_ratio_at_100_range'][0]}"
+        f"-{result['cpu_per_request_ratio_at_100_range'][1]}x)\n"
         f"  limits off: SDK {result['unlimited_sdk_ops_per_s']:,} ops/s, raw aiohttp loop "
         f"{result['unlimited_raw_ops_per_s']:,} ops/s: {result['unlimited_vs_raw']}x; the raw loop validating every "
         f"update {result['unlimited_raw_validating_vs_raw']}x the raw loop, the SDK "
