@@ -2,13 +2,17 @@
 
 On this shared machine the clock moves by 30% between runs of the same code, more than most changes
 to the request path. ``valgrind --tool=callgrind`` counts the client's instructions and, with its
-cache simulator, its cache misses: the same on every run. Each loop runs in a child process under
+cache simulator, its cache misses: the same on every run within about 0.5% (the mock answers in
+real time, so how many answers one turn of the event loop finds still varies). Each loop runs in a child process under
 valgrind, against the mock server in another process (valgrind does not follow it), twice: after a
 short warm-up, once with 1 update per store and once with 3; the difference of the two totals over
-the difference in requests is what one request costs, start-up and first-use costs taken out.
+the difference in requests is what one request costs, start-up and first-use costs taken out
+(among them each store's first use: its limiter and its place in the batch).
 Limits off, 2,000 stores (500 with ``--quick``), concurrency 100:
 
 - ``raw``: many_stores.py's minimal aiohttp loop (one session, one pre-encoded body);
+- ``validating``: the same loop validating and encoding every update with the SDK's encoder, as
+  the SDK does: what any client that checks its input would do at the least;
 - ``stream``: many_stores.py's ``sdk_run``: ``BatchExecutor.stream()``, default settings;
 - ``paced``: the same at the default rate limit, against the mock with SHOPLINE's bucket per store
   (4/s, capacity 40, queueing): many_stores' paced run. Valgrind's pace leaves each store's next
@@ -46,16 +50,17 @@ from shopline_async import RateLimit
 CONCURRENCY = 100
 SIZES = (1, 3)  # updates per store in the two runs
 LAST_LEVEL_CACHE = "--LL=2097152,16,64"
-LOOPS = ("raw", "stream", "paced", "one_store", "one_store_at_100")
+LOOPS = ("raw", "validating", "stream", "paced", "one_store", "one_store_at_100")
 
 
 def run_child(loop: str, url: str, stores: int, per_store: int) -> None:
     """What valgrind runs: a warm-up over the first stores, then ``per_store`` updates to each store."""
     names = handles(stores)
     warm = names[:300]
-    if loop == "raw":
-        asyncio.run(raw_run(url, warm, 1, CONCURRENCY))
-        asyncio.run(raw_run(url, names, per_store, CONCURRENCY))
+    if loop in ("raw", "validating"):
+        validate_each = loop == "validating"
+        asyncio.run(raw_run(url, warm, 1, CONCURRENCY, validate_each=validate_each))
+        asyncio.run(raw_run(url, names, per_store, CONCURRENCY, validate_each=validate_each))
     elif loop.startswith("one_store"):
         unpaced = RateLimit.unlimited(CONCURRENCY) if loop == "one_store_at_100" else RateLimit.unlimited()
         asyncio.run(sdk_run(url, names[:1], len(warm), unpaced, sample=False))
@@ -67,7 +72,8 @@ def run_child(loop: str, url: str, stores: int, per_store: int) -> None:
 
 
 def counted(loop: str, url: str, stores: int, per_store: int, workdir: Path) -> dict[str, int]:
-    """The child's totals by event (Ir: instructions; D1mr, D1mw: L1 data misses; ILmr, DLmr, DLmw: last level)."""
+    """The child's totals by event (Ir: instructions; I1mr: L1 instruction misses; D1mr, D1mw: L1 data
+    misses; ILmr, DLmr, DLmw: last level)."""
     out = workdir / f"callgrind.{loop}.{per_store}"
     command = [
         "valgrind",
@@ -116,11 +122,14 @@ def bench_instructions(quick: bool) -> dict[str, Any]:
     for loop, costs in per_request.items():
         result["per_request"][loop] = {
             "instructions": costs["Ir"],
+            "l1_instruction_misses": costs["I1mr"],
             "l1_data_misses": costs["D1mr"] + costs["D1mw"],
             "last_level_misses": costs["ILmr"] + costs["DLmr"] + costs["DLmw"],
         }
     raw, stream = result["per_request"]["raw"], result["per_request"]["stream"]
     result["raw_over_stream_instructions"] = round(raw["instructions"] / stream["instructions"], 3)
+    validating = result["per_request"]["validating"]["instructions"]
+    result["validating_over_stream_instructions"] = round(validating / stream["instructions"], 3)
     result["stream_over_raw_last_level_misses"] = round(stream["last_level_misses"] / raw["last_level_misses"], 3)
     paced = result["per_request"]["paced"]["instructions"]
     for base in ("one_store", "one_store_at_100"):
@@ -128,11 +137,13 @@ def bench_instructions(quick: bool) -> dict[str, Any]:
     print(
         f"  {stores:,} stores x {SIZES[0]} and x {SIZES[1]}, limits off, concurrency {CONCURRENCY}, per request: "
         + "; ".join(
-            f"{loop} {c['instructions']:,} instructions, {c['l1_data_misses']:,} L1 data misses, "
+            f"{loop} {c['instructions']:,} instructions, {c['l1_instruction_misses']:,} L1 instruction and "
+            f"{c['l1_data_misses']:,} L1 data misses, "
             f"{c['last_level_misses']:,} last-level misses (2 MB)"
             for loop, c in result["per_request"].items()
         )
-        + f"\n  by instructions stream would run at {result['raw_over_stream_instructions']}x the raw loop; "
+        + f"\n  by instructions stream would run at {result['raw_over_stream_instructions']}x the raw loop and "
+        f"{result['validating_over_stream_instructions']}x the validating loop; "
         f"it misses the last-level cache {result['stream_over_raw_last_level_misses']}x as often; "
         f"paced at defaults it costs {result['paced_over_one_store_instructions']}x the instructions of one "
         f"store's, {result['paced_over_one_store_at_100_instructions']}x one store's at 100 in flight",
