@@ -3,11 +3,12 @@
 On this shared machine the clock moves by 30% between runs of the same code, more than most changes
 to the request path. ``valgrind --tool=callgrind`` counts the client's instructions and, with its
 cache simulator, its cache misses: the same on every run within about 0.5% (the mock answers in
-real time, so how many answers one turn of the event loop finds still varies). Each loop runs in a child process under
-valgrind, against the mock server in another process (valgrind does not follow it), twice: after a
-short warm-up, once with 1 update per store and once with 3; the difference of the two totals over
-the difference in requests is what one request costs, start-up and first-use costs taken out
-(among them each store's first use: its limiter and its place in the batch).
+real time, so how many answers one turn of the event loop finds still varies). Each loop runs in
+a child process under valgrind, against the mock server in another process (valgrind does not
+follow it), twice: after a short warm-up, once with 1 update per store and once with 3; the
+difference of the two totals over the difference in requests is what one request costs, start-up
+and first-use costs taken out (among them each store's first use: its limiter and its place in the
+batch).
 Limits off, 2,000 stores (500 with ``--quick``), concurrency 100:
 
 - ``raw``: many_stores.py's minimal aiohttp loop (one session, one pre-encoded body);
