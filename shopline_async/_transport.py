@@ -212,6 +212,14 @@ def path_segment(value: object, path: str, *, max_length: int = 64) -> str:
     return value if _UNRESERVED.fullmatch(value) else quote(value, safe="")
 
 
+def _with_headers(headers: CIMultiDict[str], more: Mapping[str, str]) -> CIMultiDict[str]:
+    """A copy of ``headers`` with ``more`` in place of any header of the same name, whatever its case
+    (merged as dicts, ``accept`` beside ``Accept`` would send both, or lose one)."""
+    merged = CIMultiDict(headers)
+    merged.update(more)
+    return merged
+
+
 def _safe_excerpt(body: bytes) -> str:
     return " ".join(body[:200].decode("utf-8", "replace").split())
 
@@ -259,14 +267,10 @@ class StoreTransport:
         self._token = check_token(access_token)
         # a new mapping, not an update: an attempt already handed to the sender keeps what it had.
         # aiohttp's own type, which it takes as it is; a plain dict it would convert every request
-        self._headers = CIMultiDict(
-            {
-                "User-Agent": self._settings.user_agent,
-                "Accept": "application/json",
-                **self._settings.extra_headers,
-                "Content-Type": "application/json; charset=utf-8",
-                "Authorization": f"Bearer {self._token}",
-            }
+        defaults = CIMultiDict({"User-Agent": self._settings.user_agent, "Accept": "application/json"})
+        self._headers = _with_headers(
+            _with_headers(defaults, self._settings.extra_headers),
+            {"Content-Type": "application/json; charset=utf-8", "Authorization": f"Bearer {self._token}"},
         )
 
     @property
@@ -331,7 +335,7 @@ class StoreTransport:
                     await gate.enter()
                 attempt_started = time.monotonic()
                 # a request per attempt, read from the store now: a refreshed token applies to retries
-                headers = self._headers if not extra_headers else {**self._headers, **extra_headers}
+                headers = self._headers if not extra_headers else _with_headers(self._headers, extra_headers)
                 request = HTTPRequest(method, request_url, headers, prepared.body, attempt_timeout)
                 try:
                     response = await sender.send(request)

@@ -50,6 +50,17 @@ async def test_extra_headers_per_client_and_per_call() -> None:
     assert second["Authorization"] == "Bearer tok" and second["Content-Type"] == "application/json; charset=utf-8"
 
 
+async def test_an_extra_header_replaces_one_of_the_same_name_whatever_its_case() -> None:
+    sender = answering()
+    async with ShoplineClient(sender=sender, extra_headers={"accept": "application/vnd.app+json"}) as client:
+        products = client.store("shop", "tok").products
+        await products.update("1", {"title": "x"})
+        await products.update("1", {"title": "x"}, extra_headers={"X-Call": "1"})
+        await products.update("1", {"title": "x"}, extra_headers={"ACCEPT": "text/plain"})
+    accepts = [[value for name, value in r.headers.items() if name.lower() == "accept"] for r in sender.requests]
+    assert accepts == [["application/vnd.app+json"], ["application/vnd.app+json"], ["text/plain"]]
+
+
 @pytest.mark.parametrize("name", ["Authorization", "content-type", "Content-Length", "Host", "Transfer-Encoding"])
 async def test_extra_headers_never_override_what_the_sdk_sets(name: str) -> None:
     with pytest.raises(ConfigError, match=f"{name} is set by the SDK"):
