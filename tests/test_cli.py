@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 
 from shopline_async import ImageInput, ProductUpdate
-from shopline_async.cli import main
+from shopline_async.cli import build_parser, main
 from shopline_async.mock import MockShopline, MockStoreConfig
 
 TOKENS = {"cli-secret-token-east-123": "east", "cli-secret-token-west-456": "west"}
@@ -251,6 +252,18 @@ def test_help_is_complete(command: list[str], capsys) -> None:
     }[tuple(command)]
     for word in expected:
         assert word in out
+
+
+def test_every_option_of_every_command_says_what_it_does() -> None:
+    def undocumented(parser: argparse.ArgumentParser, name: str) -> Iterator[str]:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for command, sub in action.choices.items():
+                    yield from undocumented(sub, f"{name} {command}")
+            elif action.option_strings and not action.help:
+                yield f"{name} {action.option_strings[-1]}"
+
+    assert list(undocumented(build_parser(), "shopline-async")) == []
 
 
 def test_demo_runs(tmp_path: Path, capsys) -> None:
