@@ -68,8 +68,8 @@ async def test_soak_with_faults_and_a_429_storm(caplog: pytest.LogCaptureFixture
     summary = report.summary
     assert [r.key for r in report.results] == list(range(10_000))  # exactly one result each
     # The storm client resends the moment its 429s come back, so it takes nearly every slot west's bucket
-    # frees; an operation may lose all its attempts to it (2 runs in 47 here, near the batch's end,
-    # when few of ours are left). Such a failure must be honest: every attempt spent, on west.
+    # frees; now and then an operation loses all its attempts to it, near the batch's end when few of
+    # ours are left (README, Reliability). Such a failure must be honest: every attempt spent, on west.
     gave_up = [r for r in report.results if not r.ok]
     for result in gave_up:
         assert (result.store, result.outcome, result.attempts) == ("west", "failed", retry.max_attempts), result
