@@ -18,6 +18,7 @@ Memory stays flat however long the input: at most ``max_pending`` operations, an
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections import Counter, deque
@@ -46,6 +47,7 @@ from ._constants import (
     DEFAULT_BATCH_CONCURRENCY,
     DEFAULT_MAX_PENDING,
     DEFAULT_MAX_PENDING_BYTES,
+    LOGGER_NAME,
     STORE_STOPPING_STATUSES,
 )
 from ._errors import (
@@ -54,10 +56,12 @@ from ._errors import (
     AppliedWithoutBodyError,
     ClientClosedError,
     ConfigError,
+    FieldError,
     ShoplineError,
     StoreUnavailableError,
+    ValidationError,
 )
-from ._ledger import Ledger, LedgerEntry, body_hash
+from ._ledger import Ledger, LedgerEntry, LedgerError, body_hash
 from ._resources import Images, Products
 from ._response import Response
 from ._transport import PreparedRequest
@@ -74,6 +78,8 @@ __all__ = [
     "UpdateImage",
     "UpdateProduct",
 ]
+
+logger = logging.getLogger(LOGGER_NAME)
 
 _DISPATCH_BATCH = 32
 _READ_AHEAD = 256
@@ -464,6 +470,10 @@ class _Item(msgspec.Struct):
     """Bytes of ``max_pending_bytes`` it holds until its result is handed over."""
     body_hash: bytes | None = None
     """With a ledger: the hash recorded for the body once its result is known."""
+    intent: int = 0
+    """With a ledger: the number of the intent recorded before it is sent (0: none, not to be sent)."""
+    target: tuple[str, str, str] | None = None
+    """(base URL, store, path) while it holds its target's turn: the next operation on the target waits for it."""
     holds_slot: bool = False
     """Its worker took a slot of the batch for its first attempt before building the request."""
 
@@ -500,9 +510,16 @@ class BatchExecutor:
     after every result. ``stop()`` ends a batch early: nothing new starts,
     queued operations are reported ``not_attempted``, requests in flight finish.
 
-    With a ``ledger``, every write sent is recorded there (``ok`` only after a 2xx), and an
-    operation whose target's last acknowledged write had the very same body is not sent: its
-    result is ``unchanged``. ``skip_unchanged=False`` sends everything and still records it.
+    Operations on one target (the same product, or the same image, in one store) are sent one
+    after another in input order, so the last one's body is what the store ends with; other
+    targets keep their concurrency.
+
+    With a ``ledger``, every write is recorded there before it is sent (its target's state then
+    unknown) and after its answer (``ok`` only after a 2xx), and an operation whose target's last
+    acknowledged write had the very same body is not sent: its result is ``unchanged``. The ledger
+    decides about an operation only once the one before it on its target is settled.
+    ``skip_unchanged=False`` sends everything and still records it. If the ledger cannot be read
+    or written, the batch stops (``ledger_error`` says why).
     """
 
     def __init__(
@@ -532,6 +549,11 @@ class BatchExecutor:
 
     def _reset(self) -> None:
         self._run_state = _Run(self._concurrency)
+        # by Store object: one per handle (client.store() hands out the same one), hashed by identity
+        self._lanes: dict[Store, _Lane] = {}
+        self._targets: dict[tuple[str, str, str], deque[_Item]] = {}
+        """Targets with an operation under way, each with the later operations on it, in input order."""
+        self._ledger_error: LedgerError | None = None
         self._taken = 0
         self._open: dict[int, _Item] = {}
         self._results: Channel[AnyResult | None] = Channel()
@@ -548,6 +570,12 @@ class BatchExecutor:
     def stop(self) -> None:
         """Finish early: take no more input, start nothing new, let requests in flight end."""
         self._run_state.stop()
+
+    @property
+    def ledger_error(self) -> LedgerError | None:
+        """Why the ledger could not be read or written, if it could not: the batch then stopped as
+        ``stop()`` stops it, and sent nothing it could not record first."""
+        return self._ledger_error
 
     @property
     def progress(self) -> Progress:
@@ -648,10 +676,7 @@ class BatchExecutor:
         pending_bytes: ByteBudget,
     ) -> None:
         run = self._run_state
-        # by Store object: one per handle (client.store() hands out the same one), hashed by identity
-        lanes: dict[Store, _Lane] = {}
-
-        ledger = self._ledger
+        targets = self._targets
         emit = self._emit
 
         async def worker() -> None:
@@ -664,6 +689,12 @@ class BatchExecutor:
                         continue
                     item = lane.queue.popleft()
                     run.queued -= 1
+                    if not self._intent_durable(item):  # it could not be recorded, so it is not sent
+                        lane.queue.appendleft(item)
+                        run.queued += 1
+                        self._turn_away(lane)  # the batch is stopping now
+                        run.coming += 1
+                        continue
                     lane.active += 1
                     assert item.resource is not None and item.prepared is not None
                     # the slot goes with the request if its store admits it now (taken before the
@@ -708,7 +739,7 @@ class BatchExecutor:
         run.worker = worker
 
         try:
-            index = 0
+            index = settled = 0
             async with aclosing(_iterate(operations)) as source:
                 async for op in source:
                     if not pending.try_take():
@@ -724,25 +755,23 @@ class BatchExecutor:
                         emit(item, _result(item, "invalid", error=item.error))
                         continue
                     assert item.prepared is not None and item.store is not None  # no error: prepared
-                    if ledger is not None:
-                        item.body_hash = body_hash(item.prepared.body)
-                        if self._skip_unchanged:
-                            last = ledger.last(item.store.base_url, item.store.handle, item.prepared.path)
-                            if last is not None and last.ok and last.body_hash == item.body_hash:
-                                emit(item, _unchanged(item, last))
-                                continue
                     item.charged = len(item.prepared.body)
                     if not pending_bytes.try_take(item.charged):
                         await pending_bytes.take(item.charged)
-                    store = item.store
-                    lane = lanes.get(store)
-                    if lane is None:
-                        lane = lanes[store] = _Lane(store, min(store.rate_limit.max_in_flight, self._concurrency))
-                    item.run = run
-                    item.lane = lane
-                    lane.queue.append(item)
-                    run.queued += 1
-                    lane.offer(run)
+                    item.target = target = (item.store.base_url, item.store.handle, item.prepared.path)
+                    waiting = targets.get(target)
+                    if waiting is not None:  # an earlier operation on its target is under way: after it
+                        waiting.append(item)
+                        continue
+                    targets[target] = deque()
+                    if not self._admit(item):
+                        self._release(target)
+                        settled += 1
+                        if settled % _DISPATCH_BATCH == 0:
+                            # settled at once (unchanged): their results wait for the caller, and the
+                            # requests in flight for their answers, until the loop comes round
+                            await asyncio.sleep(0)
+                        continue
                     if run.read_ahead_full():
                         await run.fewer_ready()
                     elif run.coming >= _DISPATCH_BATCH or index % _READ_AHEAD == 0:
@@ -752,9 +781,74 @@ class BatchExecutor:
             await run.wait()
         finally:
             await run.cancel()
-            if ledger is not None:
-                ledger.commit()
+            if self._ledger is not None and self._ledger_error is None:
+                self._commit_ledger()
             self._results.put(None)
+
+    def _admit(self, item: _Item) -> bool:
+        """Queue ``item``, the first operation on its target not yet settled, for a worker: unless the
+        ledger shows its very body acknowledged (it is then settled as ``unchanged``). With a ledger,
+        its intent is recorded first. Returns whether it was queued."""
+        store, prepared = item.store, item.prepared
+        assert store is not None and prepared is not None
+        ledger = self._ledger
+        if ledger is not None:
+            item.body_hash = body_hash(prepared.body)
+            try:
+                last = ledger.last(store.base_url, store.handle, prepared.path) if self._skip_unchanged else None
+                if last is None or not last.ok or last.body_hash != item.body_hash:
+                    item.intent = ledger.intend(
+                        store.base_url, store.handle, prepared.path, item.op.kind, item.body_hash
+                    )
+            except LedgerError as exc:
+                self._ledger_failed(exc)
+                last = None
+            if item.intent == 0:  # settled now: the caller releases its target
+                item.target = None
+                self._emit(item, _result(item, "not_attempted") if last is None else _unchanged(item, last))
+                return False
+        lane = self._lanes.get(store)
+        if lane is None:
+            lane = self._lanes[store] = _Lane(store, min(store.rate_limit.max_in_flight, self._concurrency))
+        run = self._run_state
+        item.run = run
+        item.lane = lane
+        lane.queue.append(item)
+        run.queued += 1
+        lane.offer(run)
+        return True
+
+    def _release(self, target: tuple[str, str, str]) -> None:
+        """The operation under way on ``target`` is settled: queue the next one in input order."""
+        waiting = self._targets[target]
+        while waiting:
+            if self._admit(waiting.popleft()):
+                return  # its own result releases the next
+        del self._targets[target]
+
+    def _intent_durable(self, item: _Item) -> bool:
+        """Whether ``item``'s intent is committed, committing now if not: a write leaves only once
+        the ledger says its target's state is unknown."""
+        ledger = self._ledger
+        if ledger is None or item.intent <= ledger.committed_intents:
+            return True
+        return self._ledger_error is None and self._commit_ledger()
+
+    def _commit_ledger(self) -> bool:
+        assert self._ledger is not None
+        try:
+            self._ledger.commit()
+        except LedgerError as exc:
+            self._ledger_failed(exc)
+            return False
+        return True
+
+    def _ledger_failed(self, error: LedgerError) -> None:
+        """Storage refused: stop as ``stop()`` does, since what is sent from now on could not be recorded."""
+        if self._ledger_error is None:
+            self._ledger_error = error
+            logger.error("the ledger failed, stopping the batch: %s", error)
+        self._run_state.stop()
 
     def _turn_away(self, lane: _Lane) -> None:
         """Report ``lane``'s queued operations unsent: the batch is stopping, or its store cannot be written."""
@@ -790,26 +884,32 @@ class BatchExecutor:
                 raise ConfigError(f"not an operation: {type(op).__name__}")
         except ShoplineError as exc:
             item.error = exc
+        except Exception as exc:  # whatever a caller's object does when read: that operation's result
+            item.error = ValidationError([FieldError("$", f"cannot be prepared: {type(exc).__name__}: {exc}")])
         return item
 
     def _emit(self, item: _Item, result: AnyResult) -> None:
         """Settle ``item`` with ``result``: recorded in the ledger if sent, counted, handed over."""
         item.result = result
-        if item.body_hash is not None and result.attempts and item.store is not None and item.prepared is not None:
-            assert self._ledger is not None  # body_hash is set only with one
-            store = item.store
-            self._ledger.record(
+        if item.intent and result.attempts:
+            store, prepared, ledger = item.store, item.prepared, self._ledger
+            assert store is not None and prepared is not None and ledger is not None and item.body_hash is not None
+            ledger.record(
                 store.base_url,
                 store.handle,
-                item.prepared.path,
+                prepared.path,
                 result.kind,
                 item.body_hash,
                 ok=result.ok,
                 status=result.status,
                 trace_id=result.trace_id,
             )
+            if ledger.due and self._ledger_error is None:
+                self._commit_ledger()
         self._account(result)
         self._results.put(result)
+        if item.target is not None:
+            self._release(item.target)
 
     def _account(self, result: AnyResult) -> None:
         # the least per result: totals, done and failed are derived from the outcomes when asked

@@ -28,6 +28,7 @@ no secret), status, trace id and the API's own ``errors`` payload are.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -55,6 +56,7 @@ __all__ = [
     "StoreLockedError",
     "StoreUnavailableError",
     "ValidationError",
+    "excerpt",
 ]
 
 
@@ -76,6 +78,24 @@ class EventLoopError(ShoplineError, RuntimeError):
     first ran in: its connections and limiters belong to that loop."""
 
 
+_EXCERPT = 40
+_MESSAGE_LIMIT = 300
+_QUOTED = re.compile(rf"'([^']{{{_EXCERPT + 1},}})'|\"([^\"]{{{_EXCERPT + 1},}})\"")
+
+
+def excerpt(value: str) -> str:
+    """``value`` quoted, or a short prefix of it and its size: an error never echoes a whole value
+    (a 100 MB status would make a 100 MB results line)."""
+    if len(value) <= _EXCERPT:
+        return repr(value)
+    return f"{value[:_EXCERPT]!r}... ({len(value):,} characters)"
+
+
+def _shorten_message(message: str) -> str:
+    short = _QUOTED.sub(lambda m: excerpt(m.group(1) or m.group(2)), message)
+    return short if len(short) <= _MESSAGE_LIMIT else f"{short[:_MESSAGE_LIMIT]}... ({len(message):,} characters)"
+
+
 class FieldError:
     """One invalid value: where it is (a JSON path such as ``$.product.title``) and what rule it broke."""
 
@@ -83,7 +103,7 @@ class FieldError:
 
     def __init__(self, path: str, message: str) -> None:
         self.path = path
-        self.message = message
+        self.message = message if len(message) <= _MESSAGE_LIMIT else _shorten_message(message)
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}"

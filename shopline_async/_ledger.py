@@ -5,14 +5,21 @@ with its product id and image id). The ledger keeps, per target, a hash of the e
 sent, whether a 2xx acknowledged it, its status, trace id and time. ``BatchExecutor(ledger=...)``
 then skips an operation whose target's last acknowledged write had the same body.
 
+Write-ahead: before a write is sent, the ledger records the target's state as unknown (``ok``
+false, the new body's hash) and commits that before the request leaves; only an acknowledged 2xx
+makes it known again. Whatever moment a run is killed at, a target whose write may have been
+applied is sent again by the next run, so rerunning any catalog leaves the store at exactly it.
+
 Storage is SQLite (stdlib ``sqlite3``) in WAL mode with ``synchronous=NORMAL``: a committed
 window survives the process being killed (not a power cut, which may lose the last windows; those
-rows are then simply sent again). Results are committed every ``commit_every`` rows or
-``commit_interval`` seconds, on the event loop: a lookup is one primary-key read and a commit
-writes to the WAL without an fsync (benchmarks/README.md, section ledger, has the cost).
+rows are then simply sent again). Commits are made when a write is about to leave with its intent
+not yet committed, and for results every ``commit_every`` rows or ``commit_interval`` seconds, on
+the event loop (benchmarks/README.md, section ledger, has the cost).
 
-One process at a time: ``PATH.lock`` beside the database is locked (``flock``, POSIX only)
-while a ``Ledger`` is open, and a second one is refused with ``LedgerBusyError``.
+One process at a time: the database is opened in SQLite's exclusive locking mode and written
+once at open, so a second ``Ledger`` on the same file, by any path to it (a symlink, a hard link),
+is refused with ``LedgerBusyError``. Anything storage refuses (a missing directory, a corrupt,
+read-only or full file) is a ``LedgerError`` naming the path and what to do.
 """
 
 from __future__ import annotations
@@ -22,18 +29,13 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import IO, NamedTuple
+from typing import NamedTuple
 
 from ._errors import ConfigError
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: no advisory lock, documented
-    fcntl = None  # type: ignore[assignment]
-
-__all__ = ["Ledger", "LedgerBusyError", "LedgerEntry"]
+__all__ = ["Ledger", "LedgerBusyError", "LedgerEntry", "LedgerError"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS writes (
@@ -51,7 +53,11 @@ CREATE TABLE IF NOT EXISTS writes (
 """
 
 
-class LedgerBusyError(ConfigError):
+class LedgerError(ConfigError):
+    """The ledger's file cannot be opened, read or written. The message names the path and what to do."""
+
+
+class LedgerBusyError(LedgerError):
     """Another process has this ledger open."""
 
 
@@ -69,6 +75,9 @@ def body_hash(body: bytes) -> bytes:
     return hashlib.blake2b(body, digest_size=16).digest()
 
 
+_WHAT_TO_DO = "give the run another ledger (--ledger PATH) or none (--no-ledger)"
+
+
 class Ledger:
     """A ledger file, open until ``close()`` (or the end of its ``with`` block)."""
 
@@ -78,35 +87,60 @@ class Ledger:
         self.path = Path(path)
         self.commit_every = commit_every
         self.commit_interval = commit_interval
-        self._lock = self._take_lock(self.path)
-        self._db = sqlite3.connect(self.path, isolation_level=None)
+        if not self.path.parent.is_dir():
+            raise LedgerError(
+                f"ledger {self.path}: the directory {self.path.parent} does not exist; create it, or " + _WHAT_TO_DO
+            )
+        if self.path.is_dir():
+            raise LedgerError(f"ledger {self.path}: a directory, not a file; " + _WHAT_TO_DO)
         try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=0)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+        try:
+            # held from the first write until close: SQLite's own lock, whatever path reached the file
+            self._db.execute("PRAGMA locking_mode=EXCLUSIVE")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
+            with self._transaction(immediate=True):  # takes the lock, and proves the file writable
+                self._db.execute(_SCHEMA)
+            checked = self._db.execute("PRAGMA quick_check").fetchone()
+            if checked is None or checked[0] != "ok":
+                raise sqlite3.DatabaseError(f"database disk image is malformed ({checked and checked[0]})")
+        except sqlite3.Error as exc:
             self._db.close()
-            self._lock.close()
-            raise ConfigError(f"ledger {self.path}: not a usable SQLite database ({exc})") from None
+            raise self._error(exc) from None
         self._pending: dict[tuple[str, str, str], tuple[object, ...]] = {}
         """Rows recorded since the last commit, by target: newer than the table."""
         self._last_commit = time.monotonic()
+        self._intents = 0
+        """Intents recorded so far; those up to ``committed_intents`` are durable."""
+        self.committed_intents = 0
         self.closed = False
 
-    @staticmethod
-    def _take_lock(path: Path) -> IO[bytes]:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lock = open(path.with_name(path.name + ".lock"), "ab")  # noqa: SIM115 - held while open
-        if fcntl is not None:
-            try:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                lock.close()
-                raise LedgerBusyError(
-                    f"ledger {path} is in use by another run; wait for it to finish, or give this run "
-                    "its own ledger (--ledger PATH)"
-                ) from None
-        return lock
+    def _error(self, exc: sqlite3.Error) -> LedgerError:
+        """What storage said, as the error a user can act on."""
+        message = str(exc)
+        if "locked" in message or "busy" in message:
+            return LedgerBusyError(
+                f"ledger {self.path} is in use by another run; wait for it to finish, or give this run "
+                "its own ledger (--ledger PATH)"
+            )
+        if isinstance(exc, sqlite3.DatabaseError) and ("not a database" in message or "malformed" in message):
+            return LedgerError(
+                f"ledger {self.path}: not a usable SQLite database ({message}); move it aside to start afresh "
+                "(every row is then sent again), or " + _WHAT_TO_DO
+            )
+        if "readonly" in message or "unable to open" in message:
+            return LedgerError(
+                f"ledger {self.path}: cannot be written ({message}); check its permissions, or " + _WHAT_TO_DO
+            )
+        if "full" in message or "I/O" in message:
+            return LedgerError(
+                f"ledger {self.path}: storage refused a write ({message}: the disk is full, or a file size "
+                "limit was reached); free some space, or " + _WHAT_TO_DO
+            )
+        return LedgerError(f"ledger {self.path}: {message}; " + _WHAT_TO_DO)
 
     def __enter__(self) -> Ledger:
         return self
@@ -122,11 +156,22 @@ class Ledger:
         row = self._pending.get((base_url, store, path))
         if row is not None:
             return LedgerEntry(row[4], bool(row[5]), row[6], row[7], row[8])  # type: ignore[arg-type]
-        found = self._db.execute(
-            "SELECT body_hash, ok, status, trace_id, at FROM writes WHERE base_url = ? AND store = ? AND path = ?",
-            (base_url, store, path),
-        ).fetchone()
+        try:
+            found = self._db.execute(
+                "SELECT body_hash, ok, status, trace_id, at FROM writes WHERE base_url = ? AND store = ? AND path = ?",
+                (base_url, store, path),
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
         return None if found is None else LedgerEntry(found[0], bool(found[1]), found[2], found[3], found[4])
+
+    def intend(self, base_url: str, store: str, path: str, kind: str, hashed: bytes) -> int:
+        """Note that a write of ``hashed`` is about to be sent: the target's state is unknown until
+        its answer. Returns the intent's number: it must be durable (``committed_intents`` at least
+        that) before the request leaves."""
+        self._pending[base_url, store, path] = (base_url, store, path, kind, hashed, 0, None, None, time.time())
+        self._intents += 1
+        return self._intents
 
     def record(
         self,
@@ -140,7 +185,7 @@ class Ledger:
         status: int | None,
         trace_id: str | None,
     ) -> None:
-        """Note a write that was sent (``ok`` only if a 2xx acknowledged it); committed in windows."""
+        """Note a write's answer (``ok`` only if a 2xx acknowledged it); committed in windows (``due``)."""
         self._pending[base_url, store, path] = (
             base_url,
             store,
@@ -152,28 +197,39 @@ class Ledger:
             trace_id,
             time.time(),
         )
-        if len(self._pending) >= self.commit_every or time.monotonic() - self._last_commit >= self.commit_interval:
-            self.commit()
+
+    @property
+    def due(self) -> bool:
+        """Whether enough was recorded, or long enough ago, to commit now."""
+        return len(self._pending) >= self.commit_every or time.monotonic() - self._last_commit >= self.commit_interval
 
     def commit(self) -> None:
+        """Make everything recorded durable. Raises LedgerError if storage refuses."""
         self._last_commit = time.monotonic()
         if not self._pending:
             return
-        with self._transaction():
-            self._db.executemany(
-                "INSERT OR REPLACE INTO writes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", self._pending.values()
-            )
+        intents = self._intents
+        try:
+            with self._transaction():
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO writes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", self._pending.values()
+                )
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
         self._pending.clear()
+        self.committed_intents = intents
 
     @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self._db.execute("BEGIN")
+    def _transaction(self, *, immediate: bool = False) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
         try:
             yield
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:  # a COMMIT that failed (disk full) leaves it open
+                with suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
 
     def __len__(self) -> int:
         self.commit()
@@ -189,4 +245,3 @@ class Ledger:
         finally:
             self.closed = True
             self._db.close()
-            self._lock.close()

@@ -11,41 +11,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
-import io
 import os
 import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import IO, Any
 
 import msgspec
-from msgspec import UNSET, Struct, UnsetType
+from msgspec import Struct
 
-from ._batch import AnyResult, BatchExecutor, BatchSummary, Operation, Progress, UpdateImage, UpdateProduct
+from ._batch import AnyResult, BatchExecutor, BatchSummary, Progress
 from ._client import ShoplineClient
-from ._codec import mapping_errors, msgspec_error_to_field_error
 from ._config import RateLimit, RetryPolicy
 from ._constants import DEFAULT_RATE
-from ._errors import APIStatusError, FieldError, StoreUnavailableError, ValidationError
+from ._errors import APIStatusError, StoreUnavailableError, ValidationError
 from ._ledger import Ledger
-from .models._image import ImageUpdate
-from .models._product import ProductUpdate
+from ._rows import RowKey, open_input, read_operations
 
 __all__ = [
-    "CSV_COLUMNS",
     "DEFAULT_LEDGER",
     "STDIN_RESULTS",
-    "RowKey",
-    "SyncInputError",
     "SyncJob",
     "cli_command",
     "error_text",
-    "read_operations",
     "run_sync",
     "store_rate_limit",
 ]
@@ -54,210 +46,6 @@ DEFAULT_LEDGER = "shopline-sync.ledger.sqlite3"
 STDIN_RESULTS = "sync-results.jsonl"
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-class SyncInputError(Exception):
-    """The input cannot be read at all (exit code 2)."""
-
-
-class RowKey(NamedTuple):
-    line: int
-    key: Hashable
-
-
-class _Row(Struct, forbid_unknown_fields=True):
-    product_id: str | int  # an integer id is taken as its decimal string
-    product: ProductUpdate | UnsetType = UNSET
-    image_id: str | int | UnsetType = UNSET
-    image: ImageUpdate | UnsetType = UNSET
-    store: str | UnsetType = UNSET
-    key: str | int | UnsetType = UNSET
-
-
-_row_decoder = msgspec.json.Decoder(_Row, strict=False)
-
-
-class _Labels(Struct):
-    """What a row that cannot be read names, so that its result still says which store it was for."""
-
-    store: Any = None
-    key: Any = None
-
-
-class _Unreadable(NamedTuple):
-    message: str
-    store: str | None
-    key: Hashable
-
-
-_labels_decoder = msgspec.json.Decoder(_Labels)
-_any_decoder = msgspec.json.Decoder()
-
-
-def _unreadable(line: int, message: str, store: object, key: object) -> _Unreadable:
-    return _Unreadable(
-        message,
-        store if isinstance(store, str) else None,
-        key if isinstance(key, (str, int)) and not isinstance(key, bool) else str(line),
-    )
-
-
-_PRODUCT_COLUMNS = (
-    "title",
-    "status",
-    "vendor",
-    "body_html",
-    "subtitle",
-    "handle",
-    "spu",
-    "product_category",
-    "published_scope",
-    "template_path",
-    "path",
-)
-_VARIANT_COLUMNS = {
-    "variant_id": "id",
-    "sku": "sku",
-    "price": "price",
-    "compare_at_price": "compare_at_price",
-    "barcode": "barcode",
-    "inventory_policy": "inventory_policy",
-    "inventory_tracker": "inventory_tracker",
-    "required_shipping": "required_shipping",
-    "taxable": "taxable",
-    "weight": "weight",
-    "weight_unit": "weight_unit",
-    "option1": "option1",
-    "option2": "option2",
-    "option3": "option3",
-    "option4": "option4",
-    "option5": "option5",
-}
-CSV_COLUMNS = ("product_id", "store", "key", "tags", *_PRODUCT_COLUMNS, *_VARIANT_COLUMNS)
-_BOOL_COLUMNS = {"inventory_tracker", "required_shipping", "taxable"}
-_TRUE = {"true", "1", "yes", "y"}
-_FALSE = {"false", "0", "no", "n"}
-
-InvalidRow = Callable[[int, Hashable, str, "str | None"], None]
-"""``on_invalid(line, key, message, store)``; ``store`` as the row named it, if it did."""
-
-
-def read_operations(
-    source: IO[str], fmt: str, default_store: str | None, on_invalid: InvalidRow
-) -> Iterator[Operation]:
-    """Operations from JSONL or CSV text, lazily; ``on_invalid(line, key, message, store)`` for rows that fail.
-
-    Raises SyncInputError at once (not when iterated) for a CSV header it cannot use.
-    """
-    rows = _jsonl_rows(source) if fmt == "jsonl" else _csv_rows(source)
-    return _operations(rows, default_store, on_invalid)
-
-
-def _operations(
-    rows: Iterator[tuple[int, _Row | _Unreadable]], default_store: str | None, on_invalid: InvalidRow
-) -> Iterator[Operation]:
-    for line, row in rows:
-        if isinstance(row, _Unreadable):
-            on_invalid(line, row.key, row.message, row.store or default_store)
-            continue
-        key: Hashable = row.key if row.key is not UNSET else str(line)
-        store = row.store if row.store is not UNSET else default_store
-        if store is None:
-            on_invalid(line, key, 'no store: add a "store" field or pass --store', None)
-            continue
-        if (row.product is UNSET) == (row.image is UNSET):
-            on_invalid(line, key, 'expected exactly one of "product" or "image"', store)
-            continue
-        product_id = str(row.product_id)
-        if row.image is not UNSET:
-            if row.image_id is UNSET:
-                on_invalid(line, key, '$.image_id: required with "image"', store)
-                continue
-            yield UpdateImage(store, product_id, str(row.image_id), row.image, key=RowKey(line, key))
-        else:
-            yield UpdateProduct(store, product_id, row.product, key=RowKey(line, key))  # type: ignore[arg-type]
-
-
-def _jsonl_rows(source: IO[str]) -> Iterator[tuple[int, _Row | _Unreadable]]:
-    for line, text in enumerate(source, start=1):
-        if not text.strip():
-            continue
-        try:
-            yield line, _row_decoder.decode(text)
-        except msgspec.ValidationError as exc:
-            try:
-                labels = _labels_decoder.decode(text)
-            except msgspec.MsgspecError:  # not an object: nothing to name
-                labels = _Labels()
-            yield line, _unreadable(line, _row_errors(text, exc), labels.store, labels.key)
-        except msgspec.DecodeError as exc:
-            yield line, _unreadable(line, f"not valid JSON: {exc}", None, None)
-
-
-def _row_errors(text: str, exc: msgspec.ValidationError) -> str:
-    """Every problem of a row's update, as a model would list them, after msgspec's first if that
-    one is outside the update (``$.product_id``, say)."""
-    first = msgspec_error_to_field_error(exc, "$")
-    document = _any_decoder.decode(text)
-    errors: list[FieldError] = []
-    for key, cls in (("product", ProductUpdate), ("image", ImageUpdate)):
-        body = document.get(key) if isinstance(document, dict) else None
-        if isinstance(body, dict):
-            errors += mapping_errors(body, cls, f"$.{key}")
-    if not any(e.path == first.path for e in errors):
-        errors.insert(0, first)
-    return "; ".join(str(e) for e in errors)
-
-
-def _csv_rows(source: IO[str]) -> Iterator[tuple[int, _Row | _Unreadable]]:
-    reader = csv.DictReader(source)
-    _check_csv_header(reader.fieldnames or [])
-    return _csv_records(reader)
-
-
-def _check_csv_header(header: Sequence[str]) -> None:
-    unknown = [c for c in header if c not in CSV_COLUMNS]
-    if unknown or "product_id" not in header:
-        raise SyncInputError(
-            f"CSV header: unknown columns {unknown} (known: {', '.join(CSV_COLUMNS)})"
-            if unknown
-            else "CSV header: a product_id column is required"
-        )
-
-
-def _csv_records(reader: csv.DictReader[str]) -> Iterator[tuple[int, _Row | _Unreadable]]:
-    for record in reader:
-        line = reader.line_num
-        store, key = (record.get("store") or "").strip() or None, (record.get("key") or "").strip() or None
-        try:
-            yield line, msgspec.convert(_csv_document(record), _Row, strict=False)
-        except msgspec.ValidationError as exc:
-            yield line, _unreadable(line, str(msgspec_error_to_field_error(exc, "$")), store, key)
-        except ValueError as exc:
-            yield line, _unreadable(line, str(exc), store, key)
-
-
-def _csv_document(record: dict[str, str | None]) -> dict[str, Any]:
-    cells = {k: v.strip() for k, v in record.items() if k is not None and v is not None and v.strip()}
-    product: dict[str, Any] = {c: cells[c] for c in _PRODUCT_COLUMNS if c in cells}
-    if "tags" in cells:
-        product["tags"] = [t.strip() for t in cells["tags"].split(",") if t.strip()]
-    variant: dict[str, Any] = {}
-    for column, name in _VARIANT_COLUMNS.items():
-        if column in cells:
-            value: Any = cells[column]
-            if column in _BOOL_COLUMNS:
-                if value.lower() not in _TRUE | _FALSE:
-                    raise ValueError(f"$.product.variants[0].{name}: expected true or false, got {value!r}")
-                value = value.lower() in _TRUE
-            variant[name] = value
-    if variant:
-        product["variants"] = [variant]
-    document: dict[str, Any] = {"product_id": cells.get("product_id", ""), "product": product}
-    for extra in ("store", "key"):
-        if extra in cells:
-            document[extra] = cells[extra]
-    return document
 
 
 class _ResultLine(Struct, omit_defaults=True):
@@ -398,15 +186,6 @@ def format_summary(
     lines.append(f"  results: {results_path}")
     lines.append(f"  ledger: {ledger}" if ledger is not None else "  ledger: none (--no-ledger)")
     return "\n".join(lines)
-
-
-def open_input(path: str) -> IO[str]:
-    if path == "-":
-        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline="")
-    try:
-        return open(path, encoding="utf-8-sig", newline="")
-    except OSError as exc:
-        raise SyncInputError(f"cannot read {path}: {exc.strerror}") from None
 
 
 def count_rows(input_path: str, fmt: str) -> int | None:

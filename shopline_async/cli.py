@@ -38,13 +38,12 @@ from ._constants import (
 )
 from ._errors import ConfigError
 from ._logging import setup_logging
+from ._rows import CSV_COLUMNS, SyncInputError
 from ._sync import (
-    CSV_COLUMNS,
     DEFAULT_LEDGER,
     EXIT_OK,
     EXIT_USAGE,
     STDIN_RESULTS,
-    SyncInputError,
     cli_command,
     default_results_path,
     run_sync,

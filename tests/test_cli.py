@@ -203,7 +203,7 @@ def test_exit_code_2_for_usage_and_unreadable_input(mock: MockShopline, tmp_path
     assert sync(str(good), "--config", str(bad_config)) == 2
     assert sync(str(good), "--store", "not.a.handle", "--token", "t") == 2
     err = capsys.readouterr().err
-    assert "unknown columns ['colour']" in err and "no access token for store 'east'" in err
+    assert "unknown columns 'colour'" in err and "no access token for store 'east'" in err
     with pytest.raises(SystemExit) as exc:
         main(["sync"])
     assert exc.value.code == 2

@@ -15,7 +15,8 @@ import msgspec
 from temporalio.client import Client
 
 from .._errors import ConfigError
-from .._sync import EXIT_FAILED, EXIT_OK, open_input, read_operations
+from .._rows import open_input, read_operations
+from .._sync import EXIT_FAILED, EXIT_OK
 from ._dev import DevServer
 from ._model import StoreProgress, StoreSettings
 from ._submit import Invalid, fetch_progress, fetch_results, submit

@@ -27,7 +27,7 @@ from .._batch import Operation, UpdateImage
 from .._codec import coerce_update, encode_image_update, encode_product_update
 from .._constants import DEFAULT_FLEET_CHUNK_SIZE
 from .._errors import ValidationError
-from .._sync import RowKey
+from .._rows import RowKey
 from ..models import ImageUpdate, ProductUpdate
 from ._model import (
     PROGRESS_QUERY,
