@@ -432,6 +432,17 @@ class _Lane:
         if len(run.ready) > run.coming:  # no worker on its way for it
             run.start_workers()
 
+    def block(self, error: APIStatusError) -> None:
+        """The store answered that it cannot be written: its operations not yet sent never will be."""
+        if self.blocked_by is None:
+            self.blocked_by = error
+            logger.warning(
+                "store %s: HTTP %d (traceId=%s): it cannot be written, its other operations are not sent",
+                self.store.handle,
+                error.status,
+                error.trace_id,
+            )
+
     def cancel_wake(self, run: _Run) -> None:
         if self.wake is not None:
             self.wake.cancel()
@@ -716,7 +727,7 @@ class BatchExecutor:
                         result = _result(item, "applied_without_body", applied=exc)
                     except Exception as exc:  # one odd failure must not sink the batch
                         if isinstance(exc, APIStatusError) and exc.status in STORE_STOPPING_STATUSES:
-                            lane.blocked_by = lane.blocked_by or exc
+                            lane.block(exc)
                         result = _result(item, "failed", error=exc, elapsed=time.monotonic() - started)
                     else:
                         result = _result(item, "ok", response=response)

@@ -59,7 +59,8 @@ class RetryPolicy:
     Backoff is ``initial_delay * 2**(attempt-1)`` capped at ``max_delay``,
     minus up to 25% jitter; a ``Retry-After`` header (seconds or HTTP date) wins,
     capped at ``max_retry_after``. No retry starts after ``deadline`` seconds
-    since the first attempt.
+    since the first attempt, not counting time spent waiting for the store's rate limiter or a
+    429 cool-down (the client's own queue: a call never loses its retries to it).
     """
 
     max_attempts: int = DEFAULT_MAX_ATTEMPTS

@@ -10,7 +10,7 @@ what failed or never finished, whatever the input's order or name.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import os
 import signal
 import sys
@@ -27,10 +27,10 @@ from msgspec import Struct
 from ._batch import AnyResult, BatchExecutor, BatchSummary, Progress
 from ._client import ShoplineClient
 from ._config import RateLimit, RetryPolicy
-from ._constants import DEFAULT_RATE
+from ._constants import DEFAULT_RATE, LOGGER_NAME
 from ._errors import APIStatusError, StoreUnavailableError, ValidationError
-from ._ledger import Ledger
-from ._rows import RowKey, open_input, read_operations
+from ._ledger import Ledger, LedgerError
+from ._rows import RowKey, SyncInputError, open_input, read_operations
 
 __all__ = [
     "DEFAULT_LEDGER",
@@ -42,10 +42,12 @@ __all__ = [
     "store_rate_limit",
 ]
 
+logger = logging.getLogger(LOGGER_NAME)
+
 DEFAULT_LEDGER = "shopline-sync.ledger.sqlite3"
 STDIN_RESULTS = "sync-results.jsonl"
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 class _ResultLine(Struct, omit_defaults=True):
@@ -78,6 +80,8 @@ class SyncJob:
     stopped_stores: dict[str, tuple[int | None, str | None, int]] = field(default_factory=dict)
     """Store -> (status, trace id, rows not sent) for stores that could not be written."""
     reasons: Counter[str] = field(default_factory=Counter)
+    per_store: dict[str | None, Counter[str]] = field(default_factory=dict)
+    """Store -> outcomes, as the results file names them, for the log's summary per store."""
     progress_stream: IO[str] | None = None
     expected_rows: int | None = None
     _last_draw: float = 0.0
@@ -85,6 +89,7 @@ class SyncJob:
     def record_invalid(self, line: int, key: Hashable, message: str, store: str | None) -> None:
         self.invalid += 1
         self.reasons["invalid"] += 1
+        self.per_store.setdefault(store, Counter())["invalid"] += 1
         self._write(_ResultLine(key=key, line=line, store=store, kind=None, ok=False, outcome="invalid", error=message))
 
     def record(self, result: AnyResult) -> None:
@@ -95,6 +100,7 @@ class SyncJob:
             count = self.stopped_stores.get(result.store, (None, None, 0))[2]
             self.stopped_stores[result.store] = (result.error.status, result.error.trace_id, count + 1)
         unchanged = result.outcome == "unchanged"
+        self.per_store.setdefault(result.store, Counter())["skipped" if unchanged else result.outcome] += 1
         self._write(
             _ResultLine(
                 key=key,
@@ -112,6 +118,11 @@ class SyncJob:
                 error=error_text(result.error) if result.error is not None else None,
             )
         )
+
+    def log_per_store(self) -> None:
+        for store, outcomes in sorted(self.per_store.items(), key=lambda item: item[0] or ""):
+            counts = ", ".join(f"{outcome} {count}" for outcome, count in outcomes.most_common())
+            logger.info("store %s: %s", store or "-", counts)
 
     def _write(self, line: _ResultLine) -> None:
         assert self.results is not None, "SyncJob.results must be open before the run"
@@ -233,6 +244,8 @@ async def run_sync(
     progress: bool,
     allow_insecure_http: bool = False,
 ) -> int:
+    if not dry_run:
+        check_paths(input_path, results_path, ledger_path)
     with open_input(input_path) as source:
         async with ShoplineClient(base_url=base_url, retry=retry, allow_insecure_http=allow_insecure_http) as client:
             for handle, entry in stores.items():
@@ -243,28 +256,88 @@ async def run_sync(
             job = SyncJob(progress_stream=sys.stderr if progress else None)
             if progress:
                 job.expected_rows = count_rows(input_path, fmt)
-            # read first: a bad CSV header must fail before the results file is touched
+            # read first: a bad CSV header must fail before the results file is touched; so must a
+            # ledger that cannot be opened
             rows = read_operations(source, fmt, default_store, job.record_invalid)
-            with contextlib.ExitStack() as stack:
-                ledger = stack.enter_context(Ledger(ledger_path)) if ledger_path is not None else None
-                results_path.parent.mkdir(parents=True, exist_ok=True)
-                job.results = stack.enter_context(results_path.open("wb"))
-                executor = BatchExecutor(
-                    client,
-                    concurrency=concurrency,
-                    on_progress=job.draw_progress,
-                    ledger=ledger,
-                    skip_unchanged=not full,
-                )
-                interrupted = await _run_with_interrupts(executor, job, rows)
-                summary = executor.summary()
-                if progress:
-                    job.draw_progress(executor.progress, final=True)
+            ledger = Ledger(ledger_path) if ledger_path is not None else None
+            ledger_error: LedgerError | None = None
+            try:
+                with _open_results(results_path) as job.results:
+                    executor = BatchExecutor(
+                        client,
+                        concurrency=concurrency,
+                        on_progress=job.draw_progress,
+                        ledger=ledger,
+                        skip_unchanged=not full,
+                    )
+                    logger.info(
+                        "sync of %s started: %d stores, results to %s, ledger %s",
+                        input_path,
+                        len(stores),
+                        results_path,
+                        ledger_path or "none",
+                    )
+                    stopped_by = await _run_with_interrupts(executor, job, rows)
+                    summary = executor.summary()
+                    job.log_per_store()
+                    logger.info(
+                        "sync of %s %s: %d rows, %d ok, %d unchanged, %d not ok",
+                        input_path,
+                        "ended" if stopped_by is None else "interrupted",
+                        summary.total + job.invalid + job.unreported,
+                        summary.ok,
+                        summary.unchanged,
+                        summary.total - summary.ok - summary.unchanged + job.invalid + job.unreported,
+                    )
+                    ledger_error = executor.ledger_error
+                    if progress:
+                        job.draw_progress(executor.progress, final=True)
+            finally:
+                if ledger is not None:
+                    try:
+                        ledger.close()
+                    except LedgerError as exc:
+                        ledger_error = ledger_error or exc
     ledger_name = str(ledger_path) if ledger_path is not None else None
-    print(format_summary(summary, job, str(results_path), interrupted=interrupted, ledger=ledger_name))
-    if interrupted:
-        return EXIT_INTERRUPTED
+    print(format_summary(summary, job, str(results_path), interrupted=stopped_by is not None, ledger=ledger_name))
+    if ledger_error is not None:
+        print(f"shopline-async: error: {ledger_error}", file=sys.stderr)
+        print("  rows not sent are marked not_attempted; a rerun with a working ledger sends them", file=sys.stderr)
+        return EXIT_USAGE
+    if stopped_by is not None:
+        return 128 + stopped_by
     return EXIT_OK if summary.failed == 0 and job.invalid == 0 else EXIT_FAILED
+
+
+def check_paths(input_path: str, results_path: Path, ledger_path: Path | None) -> None:
+    """Refuse, before anything is written, a results file that would overwrite the input or the
+    ledger, and a results directory that does not exist (a typo must not create one)."""
+    if not results_path.parent.is_dir():
+        raise SyncInputError(f"--results {results_path}: the directory {results_path.parent} does not exist")
+    if results_path.is_dir():
+        raise SyncInputError(f"--results {results_path}: a directory; give a file name")
+    if input_path != "-" and _same_file(results_path, Path(input_path)):
+        raise SyncInputError(f"--results {results_path}: that is the input file; the results would overwrite it")
+    if ledger_path is not None:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            if _same_file(results_path, ledger_path.with_name(ledger_path.name + suffix)):
+                raise SyncInputError(
+                    f"--results {results_path}: that is the ledger's file; the results would destroy it"
+                )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one does not exist (yet): the same only if both names lead to one place
+        return a.resolve() == b.resolve()
+
+
+def _open_results(path: Path) -> IO[bytes]:
+    try:
+        return path.open("wb")
+    except OSError as exc:
+        raise SyncInputError(f"cannot write the results file {path}: {exc.strerror}") from None
 
 
 def store_rate_limit(entry: dict[str, Any], default: RateLimit) -> RateLimit:
@@ -278,33 +351,37 @@ def store_rate_limit(entry: dict[str, Any], default: RateLimit) -> RateLimit:
     )
 
 
-async def _run_with_interrupts(executor: BatchExecutor, job: SyncJob, operations: Any) -> bool:
-    """Run the batch; the first Ctrl-C stops it gently (requests in flight finish, the rest is
-    recorded not attempted), a second one cancels at once. Returns whether it was interrupted."""
+async def _run_with_interrupts(executor: BatchExecutor, job: SyncJob, operations: Any) -> int | None:
+    """Run the batch; the first Ctrl-C (or SIGTERM, as systemd and Kubernetes send) stops it gently:
+    requests in flight finish, the rest is recorded not attempted. A second one aborts at once:
+    requests in flight are recorded ``cancelled`` (their state unknown, as the ledger already says).
+    Returns the first signal's number, or None if the batch ran to its end."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
-    interrupts = 0
+    received: list[int] = []
 
-    def on_interrupt() -> None:
-        nonlocal interrupts
-        interrupts += 1
-        if interrupts == 1:
+    def on_signal(signum: int) -> None:
+        received.append(signum)
+        if len(received) == 1:
             print("\nstopping: finishing requests in flight (Ctrl-C again to abort)", file=sys.stderr)
             executor.stop()
-        elif task is not None:
+        elif task is not None and len(received) == 2:
+            print("aborting: requests in flight are recorded as cancelled", file=sys.stderr)
             task.cancel()
 
-    try:
-        loop.add_signal_handler(signal.SIGINT, on_interrupt)
-        installed = True
-    except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
-        installed = False
+    installed: list[int] = []
+    for signum in (int(signal.SIGINT), int(signal.SIGTERM)):
+        try:
+            loop.add_signal_handler(signum, on_signal, signum)
+            installed.append(signum)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
+            pass
     try:
         async with executor.stream(operations) as results:
             async for result in results:
                 job.record(result)
     except asyncio.CancelledError:
-        if interrupts < 2:
+        if len(received) < 2:
             raise
         for result in executor.unreported():
             job.record(result)
@@ -312,9 +389,9 @@ async def _run_with_interrupts(executor: BatchExecutor, job: SyncJob, operations
         if task is not None and sys.version_info >= (3, 11):
             task.uncancel()  # handled: let the summary print
     finally:
-        if installed:
-            loop.remove_signal_handler(signal.SIGINT)
-    return interrupts > 0
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+    return received[0] if received else None
 
 
 def _dry_run(client: ShoplineClient, source: Any, fmt: str, default_store: str | None) -> int:

@@ -321,6 +321,9 @@ class StoreTransport:
         started = time.monotonic()
         trace_ids: list[str] = []
         network_time = 0.0
+        queued = 0.0
+        """Time spent waiting for the store's limiter (its pacer, a cool-down) or the gate: the
+        client's own queue, which the retry deadline does not count."""
         attempt = 0
         while True:
             attempt += 1
@@ -329,11 +332,13 @@ class StoreTransport:
             retry_after: float | None = None
             payload = b""
             failure: APIError | None = None
+            waiting_since = time.monotonic()
             await limiter.acquire()
             try:
                 if gate is not None:
                     await gate.enter()
                 attempt_started = time.monotonic()
+                queued += attempt_started - waiting_since
                 # a request per attempt, read from the store now: a refreshed token applies to retries
                 headers = self._headers if not extra_headers else _with_headers(self._headers, extra_headers)
                 request = HTTPRequest(method, request_url, headers, prepared.body, attempt_timeout)
@@ -361,7 +366,8 @@ class StoreTransport:
                 limiter.release()
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug(
-                    "%s %s -> %s traceId=%s attempt=%d elapsed=%.3fs",
+                    "store %s: %s %s -> %s traceId=%s attempt=%d elapsed=%.3fs",
+                    self.handle,
                     method,
                     path,
                     status if failure is None else type(failure).__name__,
@@ -424,12 +430,34 @@ class StoreTransport:
             if not retryable or attempt >= policy.max_attempts:
                 raise self._finish(failure, attempt, trace_ids, network_time)
             delay = retry_delay(policy, attempt, retry_after)
-            if policy.deadline is not None and time.monotonic() - started + delay > policy.deadline:
+            if policy.deadline is not None and time.monotonic() - started - queued + delay > policy.deadline:
                 raise self._finish(failure, attempt, trace_ids, network_time)
+            outcome = f"HTTP {status}" if status is not None else type(failure).__name__
             if status == 429:
                 # the bucket is shared by every task of this store: all of them wait
+                logger.warning(
+                    "store %s: %s %s -> 429 (traceId=%s): the store cools down for %.1fs, then attempt %d of %d",
+                    self.handle,
+                    method,
+                    path,
+                    trace_id,
+                    delay,
+                    attempt + 1,
+                    policy.max_attempts,
+                )
                 limiter.cool_down(delay)
             else:
+                logger.warning(
+                    "store %s: %s %s -> %s (traceId=%s): retrying in %.1fs, attempt %d of %d",
+                    self.handle,
+                    method,
+                    path,
+                    outcome,
+                    trace_id,
+                    delay,
+                    attempt + 1,
+                    policy.max_attempts,
+                )
                 await limiter.sleep(delay)
 
     @staticmethod

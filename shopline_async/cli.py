@@ -1,8 +1,9 @@
 """``shopline-async``: bulk catalog sync, a one-command demo, and the mock server.
 
 Exit codes: 0 every item ok (written, or unchanged since the ledger's last ok
-write); 1 some items failed or were invalid; 2 usage error or unreadable input;
-130 interrupted (Ctrl-C): a rerun sends exactly what did not succeed.
+write); 1 some items failed or were invalid; 2 usage error, unreadable input, or a
+ledger that cannot be read or written; 130 interrupted (Ctrl-C), 143 stopped by
+SIGTERM: a rerun sends exactly what did not succeed.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from ._logging import setup_logging
 from ._rows import CSV_COLUMNS, SyncInputError
 from ._sync import (
     DEFAULT_LEDGER,
+    EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
     STDIN_RESULTS,
@@ -71,7 +73,8 @@ tokens (never printed):
   --token, else ${TOKEN_ENV}, for --store; or --config FILE, a JSON object
   {{"stores": {{"shop1": {{"token": "...", "rate": 4, "burst": 40}}, "shop2": {{"token_env": "SHOP2_TOKEN"}}}}}}
 
-exit codes: 0 all ok, 1 some items failed or invalid, 2 usage or unreadable input, 130 interrupted.
+exit codes: 0 all ok, 1 some items failed or invalid, 2 usage, unreadable input or a ledger that cannot
+  be read or written, 130 interrupted by Ctrl-C, 143 stopped by SIGTERM (a rerun finishes the work).
 """
 
 
@@ -147,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--dry-run", action="store_true", help="validate every row, send nothing")
     sync.add_argument(
         "--log-level",
+        type=str.lower,
         choices=["debug", "info", "warning"],
         help="log requests and retries to stderr (default: $SHOPLINE_LOG, else off; tokens are never logged)",
     )
@@ -315,13 +319,7 @@ def _load_stores(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """Store handle -> {"token", "rate", "burst"} from --config, --store/--token and the environment."""
     stores: dict[str, dict[str, Any]] = {}
     if args.config is not None:
-        try:
-            document = json.loads(args.config.read_text())
-            entries = document["stores"]
-            assert isinstance(entries, dict)
-        except (OSError, ValueError, KeyError, AssertionError, TypeError):
-            raise SyncInputError(f"--config {args.config}: expected a JSON object with a 'stores' object") from None
-        for handle, entry in entries.items():
+        for handle, entry in _read_config(args.config).items():
             entry = {"token": entry} if isinstance(entry, str) else dict(entry)
             if "token_env" in entry:
                 entry["token"] = os.environ.get(entry["token_env"])
@@ -338,9 +336,37 @@ def _load_stores(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     for handle, entry in stores.items():
         if not entry.get("token"):
             if not args.dry_run:
-                raise SyncInputError(f"no access token for store {handle!r}: use --token, ${TOKEN_ENV} or --config")
+                where = (
+                    f'give its entry in --config {args.config} a "token" or "token_env"'
+                    if args.config is not None and handle in _read_config(args.config)
+                    else f"use --token, ${TOKEN_ENV} or --config"
+                )
+                raise SyncInputError(f"no access token for store {handle!r}: {where}")
             entry["token"] = "dry-run"  # never sent
     return stores
+
+
+_CONFIG_EXAMPLE = '{"stores": {"shop1": {"token": "..."}, "shop2": {"token_env": "SHOP2_TOKEN"}}}'
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """The ``stores`` object of a --config file; SyncInputError saying which of its parts is wrong."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise SyncInputError(f"--config {path}: cannot read it ({reason})") from None
+    try:
+        document = json.loads(text)
+    except ValueError as exc:
+        raise SyncInputError(f"--config {path}: not valid JSON ({exc})") from None
+    entries = document.get("stores") if isinstance(document, dict) else None
+    if not isinstance(entries, dict):
+        raise SyncInputError(f"--config {path}: expected a JSON object with a 'stores' object, e.g. {_CONFIG_EXAMPLE}")
+    for handle, entry in entries.items():
+        if not isinstance(entry, (str, dict)):
+            raise SyncInputError(f"--config {path}: store {handle!r}: expected a token string or an object")
+    return entries
 
 
 async def _sync_command(args: argparse.Namespace) -> int:
@@ -350,7 +376,9 @@ async def _sync_command(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     try:
         resolve_base_url(args.base_url, "1", allow_insecure_http=args.allow_insecure_http)  # as the client checks
-    except ConfigError:
+    except ConfigError as exc:
+        if "plain http" not in str(exc):
+            raise SyncInputError(f"--base-url: {exc}") from None
         raise SyncInputError(
             f"--base-url {args.base_url}: plain http to a host that is not loopback would send the token "
             "unencrypted; use https or a loopback address, or pass --allow-insecure-http"
@@ -358,8 +386,7 @@ async def _sync_command(args: argparse.Namespace) -> int:
     if args.resume and args.no_ledger:
         raise SyncInputError("--resume needs the ledger: drop --no-ledger (the ledger is what resumes a run)")
     show_progress = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
-    if min(args.concurrency, args.max_attempts, args.burst, args.max_in_flight) < 1 or args.rate <= 0:
-        raise SyncInputError("--concurrency, --max-attempts, --burst, --max-in-flight and --rate must be positive")
+    _require_positive(args, "concurrency", "max_attempts", "burst", "max_in_flight", "rate")
     return await run_sync(
         input_path=args.input,
         fmt=fmt,
@@ -378,6 +405,13 @@ async def _sync_command(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         progress=show_progress,
     )
+
+
+def _require_positive(args: argparse.Namespace, *names: str) -> None:
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and not value > 0:  # not: NaN too
+            raise SyncInputError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
 
 
 async def _fleet(args: argparse.Namespace) -> int:
@@ -446,7 +480,17 @@ async def _demo(args: argparse.Namespace) -> int:
 async def _mock_server(args: argparse.Namespace) -> int:
     from .mock import Faults, MockShopline, MockStoreConfig
 
+    _require_positive(args, "rate", "burst")
+    if not 0 <= args.port <= 65535:
+        raise SyncInputError(f"--port must be from 0 to 65535, got {args.port}")
+    for name in ("error_rate", "drop_rate"):
+        if not 0 <= getattr(args, name) <= 1:
+            raise SyncInputError(f"--{name.replace('_', '-')} is a probability, from 0 to 1")
+    if args.latency < 0 or (args.retry_after is not None and args.retry_after < 0):
+        raise SyncInputError("--latency and --retry-after must not be negative")
     handles = [h.strip() for h in args.stores.split(",") if h.strip()]
+    if not handles:
+        raise SyncInputError("--stores: give at least one store handle")
     tokens = {f"mock-token-{h}": h for h in handles}
     config = MockStoreConfig(
         rate=None if args.unlimited else args.rate,
@@ -466,7 +510,11 @@ async def _mock_server(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with server:
+    try:
+        await server.start()
+    except OSError as exc:
+        raise SyncInputError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    try:
         print(f"mock SHOPLINE server on {server.base_url}", flush=True)
         shown = list(tokens.items())[:5]  # thousands of stores would flood the terminal (and a pipe)
         for token, handle in shown:
@@ -479,13 +527,21 @@ async def _mock_server(args: argparse.Namespace) -> int:
             flush=True,
         )
         await stop.wait()
+    finally:
+        await server.stop()
     print("stopped", flush=True)
     return EXIT_OK
 
 
 def run() -> NoReturn:
     """The ``shopline-async`` command: :func:`main`, then exit with its code."""
-    code = main()
+    try:
+        code = main()
+    except BrokenPipeError:
+        # the reader went away (``| head``): nothing left to tell it. Python would print a traceback
+        # flushing stdout at exit, so stdout now goes nowhere
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = EXIT_FAILED
     if "temporalio" in sys.modules:
         # Temporal's native threads may call into Python while the interpreter finalizes and crash
         # it (SIGSEGV, or SIGABRT "PyGILState_Release", temporalio/sdk-python#300), turning a clean

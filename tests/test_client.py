@@ -273,13 +273,19 @@ async def test_debug_log_line_per_attempt(mock_server: MockShopline, client: Sho
     mock_server.configure("alpha", MockStoreConfig(rate=None, faults=Faults(fail_first=1, fail_status=503)))
     caplog.set_level(logging.DEBUG, logger="shopline_async")
     response = await client.store("alpha", "token-alpha").products.update_with_response("p", update())
-    lines = [r.getMessage() for r in caplog.records if r.name == "shopline_async"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "shopline_async" and r.levelno == logging.DEBUG]
     assert len(lines) == 2
-    assert lines[0].startswith("PUT /admin/openapi/v20260601/products/p.json -> 503 traceId=")
+    assert lines[0].startswith("store alpha: PUT /admin/openapi/v20260601/products/p.json -> 503 traceId=")
     assert re.fullmatch(
-        rf"PUT /admin/openapi/v20260601/products/p\.json -> 200 traceId={response.trace_id} attempt=2 elapsed=\d+\.\d{{3}}s",
+        rf"store alpha: PUT /admin/openapi/v20260601/products/p\.json -> 200 traceId={response.trace_id} attempt=2 elapsed=\d+\.\d{{3}}s",
         lines[1],
     )
+    warnings = [r.getMessage() for r in caplog.records if r.name == "shopline_async" and r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and re.fullmatch(
+        r"store alpha: PUT /admin/openapi/v20260601/products/p\.json -> HTTP 503 \(traceId=\w+\): "
+        r"retrying in \d+\.\ds, attempt 2 of \d+",
+        warnings[0],
+    ), warnings
 
 
 @pytest.mark.parametrize("product_id", ["a/b", "x?y=1", "frag#x", "%2F", "sp ace", "new\nline", "../admin", "ü"])
