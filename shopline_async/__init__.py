@@ -30,7 +30,7 @@ from ._errors import (
     StoreUnavailableError,
     ValidationError,
 )
-from ._ledger import Ledger, LedgerBusyError, LedgerEntry
+from ._ledger import Ledger, LedgerBusyError, LedgerEntry, LedgerError
 from ._logging import setup_logging
 from ._response import Response
 from ._sender import (
@@ -90,6 +90,7 @@ __all__ = [
     "Ledger",
     "LedgerBusyError",
     "LedgerEntry",
+    "LedgerError",
     "MockSender",
     "NotFoundError",
     "Operation",

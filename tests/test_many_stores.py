@@ -28,8 +28,11 @@ HERE = Path(__file__).resolve().parent
 
 
 def established_to(ports: set[int]) -> int:
-    """Client-side TCP connections of this machine to ``ports`` that are open now (/proc/net/tcp)."""
-    count = 0
+    """Client-side TCP connections of this machine to ``ports`` that are open now (/proc/net/tcp).
+
+    Counted once each, by the socket's inode: the kernel may list a socket twice in one read while
+    its table changes under load."""
+    sockets: set[tuple[str, str]] = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             lines = Path(table).read_text().splitlines()[1:]
@@ -38,8 +41,9 @@ def established_to(ports: set[int]) -> int:
         for line in lines:
             fields = line.split()
             remote_port = int(fields[2].rsplit(":", 1)[1], 16)
-            count += fields[3] == "01" and remote_port in ports  # 01: ESTABLISHED
-    return count
+            if fields[3] == "01" and remote_port in ports:  # 01: ESTABLISHED
+                sockets.add((table, fields[9]))
+    return len(sockets)
 
 
 async def peak_while(task: asyncio.Task[object], ports: set[int]) -> int:
