@@ -126,6 +126,12 @@ class Ledger:
                 f"ledger {self.path} is in use by another run; wait for it to finish, or give this run "
                 "its own ledger (--ledger PATH)"
             )
+        read_only = [p for p in (self.path, self.path.parent) if p.exists() and not os.access(p, os.W_OK)]
+        if read_only:  # SQLite says "disk I/O error" when it cannot make the WAL beside a read-only file
+            return LedgerError(
+                f"ledger {self.path}: cannot be written ({read_only[0]} is read-only; SQLite said: {message}); "
+                "check its permissions, or " + _WHAT_TO_DO
+            )
         if isinstance(exc, sqlite3.DatabaseError) and ("not a database" in message or "malformed" in message):
             return LedgerError(
                 f"ledger {self.path}: not a usable SQLite database ({message}); move it aside to start afresh "

@@ -8,6 +8,7 @@ import itertools
 import json
 import os
 import resource
+import shutil
 import signal
 import socket
 import sqlite3
@@ -301,16 +302,40 @@ def test_a_ledger_in_a_missing_directory_is_an_error_and_no_directory_is_made(
         Ledger(tmp_path)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes read-only files: nothing to refuse")
-def test_a_read_only_ledger_is_refused_before_anything_is_sent(mock: MockShopline, tmp_path: Path, capsys) -> None:
-    ledger = tmp_path / "l.sqlite3"
-    Ledger(ledger).close()
-    ledger.chmod(0o444)
-    source = write_jsonl(tmp_path / "c.jsonl", [{"product_id": "ro1", "product": {"title": "x"}}])
-    sent = mock.stats("east").requests
-    assert sync(mock, source, "--ledger", str(ledger)) == 2
-    assert "cannot be written" in capsys.readouterr().err
-    assert mock.stats("east").requests == sent
+def _without_privileges() -> list[str] | None:
+    """A command prefix under which read-only means read-only: none if not root; as root,
+    util-linux's setpriv dropping every capability (root then obeys permission bits); None if
+    neither can be had."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--"] if setpriv else None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("what", ["file", "directory"])
+def test_a_read_only_ledger_is_refused_before_anything_is_sent(what: str, tmp_path: Path) -> None:
+    prefix = _without_privileges()
+    if prefix is None:
+        pytest.skip("running as root without setpriv: nothing would be read-only")
+    with ThreadedMock(MockStoreConfig(rate=None)) as server:
+        ledgers = tmp_path / "ledgers"
+        ledgers.mkdir()
+        ledger = ledgers / "l.sqlite3"
+        if what == "file":
+            Ledger(ledger).close()
+            ledger.chmod(0o444)
+        else:
+            ledgers.chmod(0o555)
+        source = write_jsonl(tmp_path / "c.jsonl", [{"product_id": "ro1", "product": {"title": "x"}}])
+        command = [*prefix, sys.executable, "-m", "shopline_async.cli", "sync", str(source), "--store", "east"]
+        command += ["--base-url", server.base_url, "--progress", "never", "--ledger", str(ledger)]
+        env = {**os.environ, "SHOPLINE_ACCESS_TOKEN": EAST_TOKEN}
+        run = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        ledgers.chmod(0o755)
+        assert run.returncode == 2, run.stdout + run.stderr
+        assert f"ledger {ledger}: cannot be written" in run.stderr and "Traceback" not in run.stderr, run.stderr
+        assert server.stats("east").requests == 0
 
 
 @pytest.mark.slow
