@@ -483,6 +483,8 @@ class _Item(msgspec.Struct):
     """With a ledger: the hash recorded for the body once its result is known."""
     intent: int = 0
     """With a ledger: the number of the intent recorded before it is sent (0: none, not to be sent)."""
+    before: LedgerEntry | None = None
+    """With a ledger: its target's entry before the intent, restored if it is not sent after all."""
     target: tuple[str, str, str] | None = None
     """(base URL, store, path) while it holds its target's turn: the next operation on the target waits for it."""
     holds_slot: bool = False
@@ -805,18 +807,20 @@ class BatchExecutor:
         ledger = self._ledger
         if ledger is not None:
             item.body_hash = body_hash(prepared.body)
+            unchanged = None
             try:
-                last = ledger.last(store.base_url, store.handle, prepared.path) if self._skip_unchanged else None
-                if last is None or not last.ok or last.body_hash != item.body_hash:
+                item.before = ledger.last(store.base_url, store.handle, prepared.path)
+                if self._skip_unchanged and item.before is not None and item.before.ok:
+                    unchanged = item.before if item.before.body_hash == item.body_hash else None
+                if unchanged is None:
                     item.intent = ledger.intend(
                         store.base_url, store.handle, prepared.path, item.op.kind, item.body_hash
                     )
             except LedgerError as exc:
                 self._ledger_failed(exc)
-                last = None
             if item.intent == 0:  # settled now: the caller releases its target
                 item.target = None
-                self._emit(item, _result(item, "not_attempted") if last is None else _unchanged(item, last))
+                self._emit(item, _result(item, "not_attempted") if unchanged is None else _unchanged(item, unchanged))
                 return False
         lane = self._lanes.get(store)
         if lane is None:
@@ -902,19 +906,22 @@ class BatchExecutor:
     def _emit(self, item: _Item, result: AnyResult) -> None:
         """Settle ``item`` with ``result``: recorded in the ledger if sent, counted, handed over."""
         item.result = result
-        if item.intent and result.attempts:
+        if item.intent:
             store, prepared, ledger = item.store, item.prepared, self._ledger
             assert store is not None and prepared is not None and ledger is not None and item.body_hash is not None
-            ledger.record(
-                store.base_url,
-                store.handle,
-                prepared.path,
-                result.kind,
-                item.body_hash,
-                ok=result.ok,
-                status=result.status,
-                trace_id=result.trace_id,
-            )
+            if result.attempts:
+                ledger.record(
+                    store.base_url,
+                    store.handle,
+                    prepared.path,
+                    result.kind,
+                    item.body_hash,
+                    ok=result.ok,
+                    status=result.status,
+                    trace_id=result.trace_id,
+                )
+            else:  # turned away before it was sent: the store holds what it held
+                ledger.withdraw(store.base_url, store.handle, prepared.path, result.kind, item.before)
             if ledger.due and self._ledger_error is None:
                 self._commit_ledger()
         self._account(result)

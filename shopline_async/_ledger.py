@@ -110,8 +110,8 @@ class Ledger:
         except sqlite3.Error as exc:
             self._db.close()
             raise self._error(exc) from None
-        self._pending: dict[tuple[str, str, str], tuple[object, ...]] = {}
-        """Rows recorded since the last commit, by target: newer than the table."""
+        self._pending: dict[tuple[str, str, str], tuple[object, ...] | None] = {}
+        """Rows recorded since the last commit, by target: newer than the table (None: deleted)."""
         self._last_commit = time.monotonic()
         self._intents = 0
         """Intents recorded so far; those up to ``committed_intents`` are durable."""
@@ -159,9 +159,10 @@ class Ledger:
 
     def last(self, base_url: str, store: str, path: str) -> LedgerEntry | None:
         """The target's last recorded write, committed or not; None if it was never recorded."""
-        row = self._pending.get((base_url, store, path))
-        if row is not None:
-            return LedgerEntry(row[4], bool(row[5]), row[6], row[7], row[8])  # type: ignore[arg-type]
+        key = (base_url, store, path)
+        if key in self._pending:
+            row = self._pending[key]
+            return None if row is None else LedgerEntry(row[4], bool(row[5]), row[6], row[7], row[8])  # type: ignore[arg-type]
         try:
             found = self._db.execute(
                 "SELECT body_hash, ok, status, trace_id, at FROM writes WHERE base_url = ? AND store = ? AND path = ?",
@@ -178,6 +179,11 @@ class Ledger:
         self._pending[base_url, store, path] = (base_url, store, path, kind, hashed, 0, None, None, time.time())
         self._intents += 1
         return self._intents
+
+    def withdraw(self, base_url: str, store: str, path: str, kind: str, before: LedgerEntry | None) -> None:
+        """An intended write was not sent after all: the target is known to be as it was ``before``
+        the intent (None: never recorded)."""
+        self._pending[base_url, store, path] = None if before is None else (base_url, store, path, kind, *before)
 
     def record(
         self,
@@ -218,7 +224,12 @@ class Ledger:
         try:
             with self._transaction():
                 self._db.executemany(
-                    "INSERT OR REPLACE INTO writes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", self._pending.values()
+                    "INSERT OR REPLACE INTO writes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (row for row in self._pending.values() if row is not None),
+                )
+                self._db.executemany(
+                    "DELETE FROM writes WHERE base_url = ? AND store = ? AND path = ?",
+                    (key for key, row in self._pending.items() if row is None),
                 )
         except sqlite3.Error as exc:
             raise self._error(exc) from None

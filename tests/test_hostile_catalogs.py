@@ -30,6 +30,7 @@ from shopline_async import (
     Ledger,
     LedgerBusyError,
     LedgerError,
+    Progress,
     RateLimit,
     RetryPolicy,
     ShoplineClient,
@@ -221,6 +222,29 @@ async def test_the_batch_sends_one_targets_operations_in_input_order_and_others_
     assert server.product("east", "same")["title"] == "v4"  # type: ignore[index]
     # five writes of one product one after another (5 x 50 ms); the twenty others all at once
     assert 0.25 <= elapsed < 1.0, elapsed
+
+
+async def test_operations_a_stopped_batch_never_sent_keep_their_ledger_entries(tmp_path: Path) -> None:
+    """Their intents are withdrawn: reverting to the catalog before resends only what was written."""
+    async with MockShopline(TOKENS, config=MockStoreConfig(rate=None)) as server:
+        async with ShoplineClient(base_url=server.base_url) as client:
+            client.store("east", EAST_TOKEN, rate_limit=RateLimit(rate=50, burst=1))
+            v1 = [UpdateProduct("east", f"w{n}", {"title": "v1"}) for n in range(30)]
+            v2 = [UpdateProduct("east", f"w{n}", {"title": "v2"}) for n in range(30)]
+            with Ledger(tmp_path / "l.sqlite3") as ledger:
+                assert (await BatchExecutor(client, ledger=ledger).gather(v1)).summary.ok == 30
+
+                def stop_after_three(progress: Progress) -> None:
+                    if progress.done >= 3:
+                        executor.stop()
+
+                executor = BatchExecutor(client, ledger=ledger, on_progress=stop_after_three)
+                stopped = await executor.gather(v2)
+                written = {r.key for r in stopped.results if r.outcome == "ok"}
+                assert 3 <= len(written) < 30 and stopped.summary.outcomes["not_attempted"] == 30 - len(written)
+                reverted = await BatchExecutor(client, ledger=ledger).gather(v1)
+    assert {r.key for r in reverted.results if r.outcome == "ok"} == written
+    assert reverted.summary.unchanged == 30 - len(written)
 
 
 # --- kill, then revert -----------------------------------------------------------------------------
