@@ -16,6 +16,10 @@ from ._constants import LOGGER_NAME
 __all__ = ["LOG_ENV", "setup_logging"]
 
 LOG_ENV = "SHOPLINE_LOG"
+
+# a library's records go where its user's logging config sends them, and nowhere without one (not to
+# Python's last-resort handler, which would print every WARNING to stderr)
+logging.getLogger(LOGGER_NAME).addHandler(logging.NullHandler())
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 
 

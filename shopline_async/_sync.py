@@ -10,6 +10,7 @@ what failed or never finished, whatever the input's order or name.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -80,6 +81,8 @@ class SyncJob:
     stopped_stores: dict[str, tuple[int | None, str | None, int]] = field(default_factory=dict)
     """Store -> (status, trace id, rows not sent) for stores that could not be written."""
     reasons: Counter[str] = field(default_factory=Counter)
+    write_error: str | None = None
+    """Why the results file could not be written, if it could not: the run then stops."""
     per_store: dict[str | None, Counter[str]] = field(default_factory=dict)
     """Store -> outcomes, as the results file names them, for the log's summary per store."""
     progress_stream: IO[str] | None = None
@@ -119,16 +122,32 @@ class SyncJob:
             )
         )
 
-    def log_per_store(self) -> None:
+    def log_summary(self, summary: BatchSummary, input_path: str, *, interrupted: bool) -> None:
+        """The run's end at INFO: a line per store, then the totals."""
         for store, outcomes in sorted(self.per_store.items(), key=lambda item: item[0] or ""):
             counts = ", ".join(f"{outcome} {count}" for outcome, count in outcomes.most_common())
             logger.info("store %s: %s", store or "-", counts)
+        rows = summary.total + self.invalid + self.unreported
+        logger.info(
+            "sync of %s %s: %d rows, %d ok, %d unchanged, %d not ok",
+            input_path,
+            "interrupted" if interrupted else "ended",
+            rows,
+            summary.ok,
+            summary.unchanged,
+            rows - summary.ok - summary.unchanged,
+        )
 
     def _write(self, line: _ResultLine) -> None:
         assert self.results is not None, "SyncJob.results must be open before the run"
-        self.results.write(_line_encoder.encode(line) + b"\n")
-        # one flush per item: a crash or Ctrl-C never leaves a result half-said
-        self.results.flush()
+        if self.write_error is not None:
+            return
+        try:
+            self.results.write(_line_encoder.encode(line) + b"\n")
+            # one flush per item: a crash or Ctrl-C never leaves a result half-said
+            self.results.flush()
+        except OSError as exc:  # a full disk, a file size limit: the run cannot say what it does, so it stops
+            self.write_error = f"cannot write the results file {self.results.name}: {exc.strerror or exc}"
 
     def draw_progress(self, progress: Progress, *, final: bool = False) -> None:
         stream = self.progress_stream
@@ -262,37 +281,25 @@ async def run_sync(
             ledger = Ledger(ledger_path) if ledger_path is not None else None
             ledger_error: LedgerError | None = None
             try:
-                with _open_results(results_path) as job.results:
-                    executor = BatchExecutor(
-                        client,
-                        concurrency=concurrency,
-                        on_progress=job.draw_progress,
-                        ledger=ledger,
-                        skip_unchanged=not full,
-                    )
-                    logger.info(
-                        "sync of %s started: %d stores, results to %s, ledger %s",
-                        input_path,
-                        len(stores),
-                        results_path,
-                        ledger_path or "none",
-                    )
-                    stopped_by = await _run_with_interrupts(executor, job, rows)
-                    summary = executor.summary()
-                    job.log_per_store()
-                    logger.info(
-                        "sync of %s %s: %d rows, %d ok, %d unchanged, %d not ok",
-                        input_path,
-                        "ended" if stopped_by is None else "interrupted",
-                        summary.total + job.invalid + job.unreported,
-                        summary.ok,
-                        summary.unchanged,
-                        summary.total - summary.ok - summary.unchanged + job.invalid + job.unreported,
-                    )
-                    ledger_error = executor.ledger_error
-                    if progress:
-                        job.draw_progress(executor.progress, final=True)
+                job.results = _open_results(results_path)
+                executor = BatchExecutor(
+                    client,
+                    concurrency=concurrency,
+                    on_progress=job.draw_progress,
+                    ledger=ledger,
+                    skip_unchanged=not full,
+                )
+                logger.info("sync of %s started: %d stores, ledger %s", input_path, len(stores), ledger_path or "none")
+                stopped_by = await _run_with_interrupts(executor, job, rows)
+                summary = executor.summary()
+                job.log_summary(summary, input_path, interrupted=stopped_by is not None)
+                ledger_error = executor.ledger_error
+                if progress:
+                    job.draw_progress(executor.progress, final=True)
             finally:
+                if job.results is not None:
+                    with contextlib.suppress(OSError):  # every line was flushed, or its failure said
+                        job.results.close()
                 if ledger is not None:
                     try:
                         ledger.close()
@@ -300,9 +307,9 @@ async def run_sync(
                         ledger_error = ledger_error or exc
     ledger_name = str(ledger_path) if ledger_path is not None else None
     print(format_summary(summary, job, str(results_path), interrupted=stopped_by is not None, ledger=ledger_name))
-    if ledger_error is not None:
-        print(f"shopline-async: error: {ledger_error}", file=sys.stderr)
-        print("  rows not sent are marked not_attempted; a rerun with a working ledger sends them", file=sys.stderr)
+    if ledger_error is not None or job.write_error is not None:
+        print(f"shopline-async: error: {ledger_error or job.write_error}", file=sys.stderr)
+        print("  the run stopped early: the rows it did not send are marked not_attempted", file=sys.stderr)
         return EXIT_USAGE
     if stopped_by is not None:
         return 128 + stopped_by
@@ -380,6 +387,8 @@ async def _run_with_interrupts(executor: BatchExecutor, job: SyncJob, operations
         async with executor.stream(operations) as results:
             async for result in results:
                 job.record(result)
+                if job.write_error is not None:
+                    executor.stop()
     except asyncio.CancelledError:
         if len(received) < 2:
             raise

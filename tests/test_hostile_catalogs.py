@@ -363,11 +363,14 @@ def test_a_read_only_ledger_is_refused_before_anything_is_sent(what: str, tmp_pa
 
 
 @pytest.mark.slow
-def test_a_file_size_limit_mid_run_is_a_clean_stop_and_nothing_sent_goes_unrecorded(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ledger", [True, False])
+def test_a_file_size_limit_mid_run_is_a_clean_stop_and_nothing_sent_goes_unrecorded(
+    tmp_path: Path, ledger: bool
+) -> None:
     n = 3000
     rows = [{"product_id": f"fs{i}", "product": {"title": "x" * 100}} for i in range(n)]
     source = write_jsonl(tmp_path / "c.jsonl", rows)
-    limit = source.stat().st_size + 64 * 1024  # the input is read, not written: the ledger outgrows this first
+    limit = 200 * 1024  # the input is read, not written; the ledger or, without one, the results outgrow this
 
     def limit_file_size() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
@@ -375,14 +378,19 @@ def test_a_file_size_limit_mid_run_is_a_clean_stop_and_nothing_sent_goes_unrecor
     with ThreadedMock(MockStoreConfig(rate=None)) as server:
         common = ["--store", "east", "--base-url", server.base_url, "--progress", "never", "--unlimited"]
         results = tmp_path / "results.jsonl"
+        if not ledger:
+            common.append("--no-ledger")
         run = cli("sync", str(source), *common, "--results", str(results), cwd=tmp_path, preexec_fn=limit_file_size)
         assert run.returncode == 2, run.stdout + run.stderr
         assert "Traceback" not in run.stderr and "shopline-async: error:" in run.stderr, run.stderr
+        assert ("ledger shopline-sync.ledger.sqlite3" if ledger else f"the results file {results}") in run.stderr
+        assert "Done:" in run.stdout
         written = set(server.stats("east").writes)
     assert 0 < len(written) < n
-    with sqlite3.connect(tmp_path / "shopline-sync.ledger.sqlite3") as db:
-        recorded = {path.split("/")[-1].removesuffix(".json") for (path,) in db.execute("SELECT path FROM writes")}
-    assert written <= recorded  # every write that reached the store had its intent committed first
+    if ledger:
+        with sqlite3.connect(tmp_path / "shopline-sync.ledger.sqlite3") as db:
+            recorded = {path.split("/")[-1].removesuffix(".json") for (path,) in db.execute("SELECT path FROM writes")}
+        assert written <= recorded  # every write that reached the store had its intent committed first
 
 
 # --- paths -------------------------------------------------------------------------------------------
