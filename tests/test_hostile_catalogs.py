@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -189,6 +189,48 @@ def test_ambiguous_csv_headers_are_refused_before_anything_is_written(
     assert sync(mock, source) == 2
     assert "the column title twice" in capsys.readouterr().err
     assert not (tmp_path / "c.csv.results.jsonl").exists()
+
+
+class _Exploding(Mapping[str, Any]):
+    """A mapping that fails when read, as a caller's own object might."""
+
+    def __getitem__(self, key: str) -> Any:
+        raise RuntimeError("boom " + "x" * 10_000)
+
+    def __iter__(self) -> Iterator[str]:
+        raise RuntimeError("boom " + "x" * 10_000)
+
+    def __len__(self) -> int:
+        return 1
+
+
+async def test_hostile_python_values_are_their_operations_results_and_the_batch_goes_on() -> None:
+    deep: dict[str, Any] = {}
+    cursor = deep
+    for _ in range(5000):
+        cursor["a"] = {}
+        cursor = cursor["a"]
+    hostile: list[Any] = [
+        {"title": float("inf")},
+        {"variants": [{"price": float("nan")}]},
+        {"variants": [{"price": 10**5000}]},
+        {"status": "x" * 1_000_000},
+        {"title": "t", "extra": deep},
+        {"title": "\udcff"},
+        {1: "x"},
+        _Exploding(),
+        ["not", "a", "mapping"],
+        None,
+    ]
+    async with MockShopline(TOKENS, config=MockStoreConfig(rate=None)) as server:
+        async with ShoplineClient(base_url=server.base_url, rate_limit=RateLimit.unlimited()) as client:
+            client.store("east", EAST_TOKEN)
+            ops = [UpdateProduct("east", f"hv{n}", body, key=n) for n, body in enumerate(hostile)]
+            ops.append(UpdateProduct("east", "hv-ok", {"title": "fine"}, key="ok"))
+            report = await BatchExecutor(client).gather(ops)
+    assert [r.outcome for r in report.results] == ["invalid"] * len(hostile) + ["ok"]
+    assert all(len(str(r.error)) < 400 for r in report.results[:-1]), [len(str(r.error)) for r in report.results]
+    assert server.stats("east").writes == {"hv-ok": 1}
 
 
 # --- input order per target ----------------------------------------------------------------------
