@@ -49,6 +49,7 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimitError",
     "ResponseDecodeError",
+    "ResponseMismatchError",
     "SecurityBlockError",
     "ServerError",
     "ShoplineError",
@@ -224,6 +225,19 @@ class ResponseDecodeError(APIError):
     def __init__(self, message: str, *, body: bytes = b"", **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.body = body[:2048]
+
+
+class ResponseMismatchError(APIError):
+    """A 2xx answer about another resource than the one requested (product 999 for a PUT to
+    product 123): the update cannot be taken as done. Not retried. ``field`` is the field that
+    differs (``id``, or an image's ``product_id``), ``expected`` what was asked, ``received`` what
+    came back."""
+
+    def __init__(self, message: str, *, field: str, expected: str, received: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.field = field
+        self.expected = expected
+        self.received = received
 
 
 class APIStatusError(APIError):

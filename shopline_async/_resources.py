@@ -107,7 +107,7 @@ class Products(_Resource[Product]):
         segment = path_segment(product_id, "$.product_id")
         body = encode_product_update(coerce_update(product, ProductUpdate, "$.product"))
         path = f"/admin/openapi/{self._version(api_version)}/products/{segment}.json"
-        return PreparedRequest("PUT", path, body, decode_product)
+        return PreparedRequest("PUT", path, body, decode_product, (("id", product_id),))
 
 
 class Images(_Resource[ProductImage]):
@@ -165,4 +165,4 @@ class Images(_Resource[ProductImage]):
         image_segment = path_segment(image_id, "$.image_id")
         body = encode_image_update(coerce_update(image, ImageUpdate, "$.image"))
         path = f"/admin/openapi/{self._version(api_version)}/products/{product_segment}/images/{image_segment}.json"
-        return PreparedRequest("PUT", path, body, decode_image)
+        return PreparedRequest("PUT", path, body, decode_image, (("id", image_id), ("product_id", product_id)))

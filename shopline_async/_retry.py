@@ -17,23 +17,27 @@ def should_retry_status(policy: RetryPolicy, status: int) -> bool:
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date); ``None`` if absent or unreadable."""
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date); ``None`` if absent
+    or malformed (a negative number included: backoff then goes as if there were none)."""
     if not value:
         return None
     value = value.strip()
     try:
         seconds = float(value)
     except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if not math.isfinite(seconds):
+        return _seconds_until(value, time.time() if now is None else now)
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def _seconds_until(date: str, now: float) -> float | None:
+    """An HTTP date's distance from ``now``: 0 for a date passed, None for one that is not a date."""
+    try:
+        when = email.utils.parsedate_to_datetime(date)
+    except (TypeError, ValueError, IndexError):
         return None
-    return max(0.0, seconds)
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - now)
 
 
 def retry_delay(policy: RetryPolicy, attempt: int, retry_after: float | None) -> float:

@@ -26,6 +26,8 @@ where one pool serves them all (not yet measured side by side; see the note on i
 from __future__ import annotations
 
 import asyncio
+import urllib.request
+import zlib
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
 from ssl import SSLContext
@@ -211,6 +213,18 @@ class AiohttpSender:
         self._timeout: tuple[Timeout | None, aiohttp.ClientTimeout | None] = (None, None)
         self.closed = False
 
+    def proxy_for(self, url: URL) -> URL | None:
+        """The proxy a request to ``url`` goes through: ``proxy``, else with ``trust_env`` the
+        environment's (``HTTP_PROXY``/``HTTPS_PROXY`` less ``NO_PROXY``), else None. (An app's own
+        ``session`` decides for itself, unseen here.)"""
+        if self._proxy is not None:
+            return URL(self._proxy)
+        if self._trust_env and url.host is not None:
+            proxies = urllib.request.getproxies()
+            if url.scheme in proxies and not urllib.request.proxy_bypass(url.host):
+                return URL(proxies[url.scheme])
+        return None
+
     @property
     def open_sockets_bound(self) -> int:
         """Sockets the sender may have open now (permits held by its pools): never over ``max_connections``."""
@@ -262,10 +276,13 @@ class AiohttpSender:
                 status = resp.status
                 response_headers = resp.headers
                 length = resp.content_length
-                if length is not None and length <= self.max_response_bytes:
+                # a compressed body's Content-Length says nothing of its size once inflated
+                encoding = _content_encoding(response_headers)
+                if length is not None and length <= self.max_response_bytes and encoding is None:
                     body = await resp.read()
-                else:
-                    body = await self._read_capped(resp, length)
+                else:  # inflated here, unless an app's own session inflates as it reads
+                    inflate_here = pool is not None or not session.auto_decompress
+                    body = await self._read_capped(resp, length, encoding if inflate_here else None)
                 return HTTPResponse(status, response_headers, body)
         except asyncio.TimeoutError:
             raise SendTimeout("request timed out", status=status, headers=response_headers) from None
@@ -303,7 +320,9 @@ class AiohttpSender:
                 limit=0, limit_per_host=0, keepalive_timeout=self.keepalive_timeout, ssl=self._ssl
             ),
             cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=True,
+            # inflated here, in bounded steps (_read_capped): aiohttp would inflate a whole body at once
+            auto_decompress=False,
+            headers={"Accept-Encoding": _ACCEPT_ENCODING},
             trust_env=self._trust_env,
         )
         pool = _Pool(key, session)
@@ -425,20 +444,65 @@ class AiohttpSender:
             self._timeout = (timeout, client_timeout)
         return client_timeout
 
-    async def _read_capped(self, resp: aiohttp.ClientResponse, length: int | None) -> bytes:
-        """The body of a response announced too large (refused) or of unknown length (read up to the cap)."""
+    async def _read_capped(self, resp: aiohttp.ClientResponse, length: int | None, encoding: str | None) -> bytes:
+        """The body of a response announced too large (refused), of unknown length, or compressed:
+        read (and inflated) in steps, never more than ``max_response_bytes`` of it held."""
         cap = self.max_response_bytes
-        if length is not None:
+        if length is not None and length > cap:
             raise ResponseTooLarge(
                 f"response body exceeds {cap} bytes (Content-Length {length})", status=resp.status, headers=resp.headers
             )
+        inflate = _Inflater(encoding, cap) if encoding is not None else None
         chunks: list[bytes] = []
         size = 0
         async for chunk in resp.content.iter_chunked(64 * 1024):
-            size += len(chunk)
-            if size > cap:
-                raise ResponseTooLarge(
-                    f"response body exceeds {cap} bytes (more streamed)", status=resp.status, headers=resp.headers
-                )
-            chunks.append(chunk)
+            pieces = inflate.feed(chunk) if inflate is not None else (chunk,)
+            for piece in pieces:
+                size += len(piece)
+                if size > cap:
+                    raise ResponseTooLarge(
+                        f"response body exceeds {cap} bytes ({'inflated' if inflate else 'more streamed'})",
+                        status=resp.status,
+                        headers=resp.headers,
+                    )
+                chunks.append(piece)
         return b"".join(chunks)
+
+
+_ACCEPT_ENCODING = "gzip, deflate"
+
+
+def _content_encoding(headers: Mapping[str, str]) -> str | None:
+    """The response's Content-Encoding if it has to be undone, or None for none (or identity)."""
+    encoding = headers.get("Content-Encoding")
+    if encoding is None:
+        return None
+    encoding = encoding.strip().lower()
+    return None if encoding in ("", "identity") else encoding
+
+
+class _Inflater:
+    """Undoes gzip or deflate in steps that never yield more than the cap allows (plus one byte,
+    to tell an exact fit from an overflow): a 1 MB gzip bomb costs the cap, not its 1 GB."""
+
+    __slots__ = ("_cap", "_produced", "_zlib")
+
+    def __init__(self, encoding: str, cap: int) -> None:
+        if encoding not in ("gzip", "x-gzip", "deflate"):
+            raise ConnectFailed(f"the response is encoded {encoding!r}, which was not asked for ({_ACCEPT_ENCODING})")
+        # 47: a gzip or a zlib header, found by zlib itself (some servers send zlib for gzip and back)
+        self._zlib = zlib.decompressobj(wbits=47)
+        self._cap = cap
+        self._produced = 0
+
+    def feed(self, data: bytes) -> list[bytes]:
+        pieces: list[bytes] = []
+        try:
+            while data and self._produced <= self._cap:
+                piece = self._zlib.decompress(data, self._cap + 1 - self._produced)
+                self._produced += len(piece)
+                pieces.append(piece)
+                data = self._zlib.unconsumed_tail
+        except zlib.error as exc:
+            raise ConnectFailed(f"the response body could not be decompressed: {exc}") from None
+        return pieces

@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import re
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -38,9 +39,11 @@ from ._errors import (
     EventLoopError,
     FieldError,
     ResponseDecodeError,
+    ResponseMismatchError,
     ValidationError,
     describe_errors,
     error_class_for_status,
+    excerpt,
 )
 from ._ratelimit import StoreLimiter
 from ._response import Response
@@ -87,13 +90,28 @@ class ClientState:
     per store handle, however many copies send to it: SHOPLINE's bucket is one), the event loop
     they run in, and whether they are closed."""
 
-    __slots__ = ("closed", "limiters", "loop", "sender")
+    __slots__ = ("closed", "limiters", "loop", "secrets", "sender", "transports")
 
     def __init__(self, sender: Sender) -> None:
         self.sender = sender
         self.limiters: dict[str, StoreLimiter] = {}
+        self.transports: dict[str, weakref.WeakSet[StoreTransport]] = {}
+        """Every transport of a store handle, in this client and its copies: a new token reaches all."""
+        self.secrets: dict[str, set[str]] = {}
+        """Every access token each store handle has had, scrubbed from whatever its answers say."""
         self.loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
+
+    def scrub(self, handle: str, text: str) -> str:
+        """``text`` from the network with every token the store has had replaced by ``[REDACTED]``:
+        an error body, an HTML page or a header that echoes the Authorization header must not carry
+        the token into an exception, a log record or a results file. (A request carries its own
+        store's token only, so that is all an answer can echo.)"""
+        for secret in self.secrets.get(handle, ()):
+            for form in (secret, secret.replace("/", "\\/")):  # as sent, and as JSON may escape it
+                if form in text:
+                    text = text.replace(form, "[REDACTED]")
+        return text
 
     def check_loop(self) -> None:
         """Refuse a second event loop: the sender's connections and the limiters belong to the first
@@ -120,6 +138,9 @@ class PreparedRequest(msgspec.Struct, Generic[T], frozen=True, gc=False):
     body: bytes
     decode: Callable[[bytes], T]
     """Turns a 2xx body into the endpoint's model."""
+    expect: tuple[tuple[str, str], ...] = ()
+    """(field, value) pairs the answer's model must have, where it has the field: an answer about
+    another product or image than the one requested is an error, not a success."""
 
 
 class Gate(Protocol):
@@ -198,6 +219,18 @@ def resolve_base_url(template: str, handle: str, *, allow_insecure_http: bool) -
     return str(url).rstrip("/")
 
 
+def _check_proxy_route(sender: Sender, base: URL) -> None:
+    """Refuse plain http through a proxy that is not on this machine: the request, token and all,
+    would cross the network in clear to it (the base URL itself was checked already)."""
+    proxy_for = getattr(sender, "proxy_for", None)
+    proxy = proxy_for(base) if base.scheme == "http" and proxy_for is not None else None
+    if proxy is not None and proxy.scheme == "http" and not _is_loopback(proxy.host or ""):
+        raise ConfigError(
+            f"refusing plain http through the proxy {proxy.host}: the access token would travel unencrypted to "
+            "it; use https, a proxy on this machine, or allow_insecure_http=True"
+        )
+
+
 def path_segment(value: object, path: str, *, max_length: int = 64) -> str:
     """``value`` percent-escaped as one URL path segment; ValidationError if it cannot be an id."""
     if not isinstance(value, str):
@@ -228,6 +261,7 @@ class StoreTransport:
     """One store: its limiter, its credentials and the retry loop; the client's sender does the I/O."""
 
     __slots__ = (
+        "__weakref__",
         "_base",
         "_base_path",
         "_headers",
@@ -246,6 +280,8 @@ class StoreTransport:
         self.handle = handle
         self.base_url = resolve_base_url(settings.base_url, handle, allow_insecure_http=settings.allow_insecure_http)
         self._base = URL(self.base_url)
+        if not settings.allow_insecure_http:
+            _check_proxy_route(state.sender, self._base)
         self._base_path = self._base.raw_path.rstrip("/")
         self._state = state
         self._settings = settings
@@ -253,6 +289,7 @@ class StoreTransport:
         self._limiter: StoreLimiter | None = None
         self._headers: CIMultiDict[str] = CIMultiDict()
         self._token = ""
+        state.transports.setdefault(handle, weakref.WeakSet()).add(self)
         self.set_access_token(access_token)
 
     def with_settings(self, settings: TransportSettings) -> StoreTransport:
@@ -263,8 +300,15 @@ class StoreTransport:
         return f"StoreTransport(handle={self.handle!r}, base_url={self.base_url!r})"
 
     def set_access_token(self, access_token: str) -> None:
-        """Use a new token from the next attempt on (OAuth tokens last about 10 hours)."""
-        self._token = check_token(access_token)
+        """Use a new token from the next attempt on (OAuth tokens last about 10 hours), in this
+        client and every copy of it (``with_options``): they are one store."""
+        token = check_token(access_token)
+        self._state.secrets.setdefault(self.handle, set()).add(token)
+        for transport in self._state.transports[self.handle]:
+            transport._use_token(token)
+
+    def _use_token(self, token: str) -> None:
+        self._token = token
         # a new mapping, not an update: an attempt already handed to the sender keeps what it had.
         # aiohttp's own type, which it takes as it is; a plain dict it would convert every request
         defaults = CIMultiDict({"User-Agent": self._settings.user_agent, "Accept": "application/json"})
@@ -345,19 +389,21 @@ class StoreTransport:
                 try:
                     response = await sender.send(request)
                 except SendError as exc:
-                    trace_id = exc.headers.get("traceId")
+                    failure = self._send_failure(exc, method, url)
+                    trace_id = failure.trace_id
                     if trace_id:
                         trace_ids.append(trace_id)
-                    failure = _send_failure(exc, method, url, trace_id)
-                    failure.headers = exc.headers
                 else:
                     status = response.status
-                    trace_id = response.headers.get("traceId")
+                    payload = response.body
+                    response_headers = response.headers
+                    if not 200 <= status < 300:  # an error: what it says is kept, so scrubbed first
+                        payload, response_headers = self._scrubbed(payload, response_headers)
+                    trace_id = response_headers.get("traceId")
                     if trace_id:
                         trace_ids.append(trace_id)
                     if status == 429 or status >= 500:
-                        retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                    payload = response.body
+                        retry_after = parse_retry_after(response_headers.get("Retry-After"))
                 finally:
                     network_time += time.monotonic() - attempt_started
                     if gate is not None:
@@ -388,24 +434,44 @@ class StoreTransport:
                         trace_ids=trace_ids,
                         attempts=attempt,
                         network_time=network_time,
-                        headers=response.headers,
+                        headers=self._scrubbed(b"", response_headers)[1],
                     ) from None
                 except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    payload, response_headers = self._scrubbed(payload, response_headers)
                     raise self._finish(
                         ResponseDecodeError(
-                            f"could not decode the response ({exc}); the update may have been applied: "
-                            f"{_safe_excerpt(payload)!r}",
+                            f"could not decode the response ({self._state.scrub(self.handle, str(exc))}); the update "
+                            f"may have been applied: {_safe_excerpt(payload)!r}",
                             method=method,
                             url=url,
                             status=status,
-                            trace_id=trace_id,
+                            trace_id=self._state.scrub(self.handle, trace_id) if trace_id else trace_id,
                             body=payload,
-                            headers=response.headers,
+                            headers=response_headers,
                         ),
                         attempt,
                         trace_ids,
                         network_time,
                     ) from None
+                for name, wanted in prepared.expect:
+                    got = getattr(data, name, None)
+                    if got is not None and got != wanted:  # an answer about another resource is no success
+                        raise self._finish(
+                            ResponseMismatchError(
+                                f"the answer is about {name} {excerpt(str(got))}, not {wanted!r} as requested; "
+                                "it is not taken as this update's success",
+                                method=method,
+                                url=url,
+                                status=status,
+                                trace_id=trace_id,
+                                field=name,
+                                expected=wanted,
+                                received=str(got),
+                            ),
+                            attempt,
+                            trace_ids,
+                            network_time,
+                        )
                 return Response(
                     data=data,
                     status=status,
@@ -422,7 +488,7 @@ class StoreTransport:
             if failure is None:
                 assert status is not None
                 failure = self._status_error(status, payload, method=method, url=url, trace_id=trace_id)
-                failure.headers = response.headers
+                failure.headers = response_headers
                 retryable = should_retry_status(policy, status)
             else:
                 retryable = isinstance(failure, APIConnectionError) and not isinstance(failure, APICertificateError)
@@ -460,6 +526,28 @@ class StoreTransport:
                 )
                 await limiter.sleep(delay)
 
+    def _scrubbed(self, payload: bytes, headers: Mapping[str, str]) -> tuple[bytes, Mapping[str, str]]:
+        """An answer's body and headers fit to keep in an error: every token of the store scrubbed.
+        Whatever the network says reaches an error, a log or a result through here only."""
+        scrub = self._state.scrub
+        text = payload.decode("latin-1")  # byte for byte: a token is ASCII however the body is encoded
+        if (clean := scrub(self.handle, text)) is not text:
+            payload = clean.encode("latin-1")
+        if any(scrub(self.handle, value) is not value for value in headers.values()):
+            headers = CIMultiDict((name, scrub(self.handle, value)) for name, value in headers.items())
+        return payload, headers
+
+    def _send_failure(self, exc: SendError, method: str, url: str) -> APIError:
+        """The APIError for an attempt that got no usable answer, keeping the status if one had arrived."""
+        _, headers = self._scrubbed(b"", exc.headers)
+        message = self._state.scrub(self.handle, str(exc))
+        error_class = next((error for sent, error in _SEND_FAILURES if isinstance(exc, sent)), None)
+        if error_class is None:
+            error_class, message = APIConnectionError, f"{type(exc).__name__}: {message}"
+        return error_class(
+            message, method=method, url=url, status=exc.status, trace_id=headers.get("traceId"), headers=headers
+        )
+
     @staticmethod
     def _finish(error: APIError, attempts: int, trace_ids: list[str], network_time: float) -> APIError:
         error.attempts = attempts
@@ -481,13 +569,9 @@ class StoreTransport:
         )
 
 
-def _send_failure(exc: SendError, method: str, url: str, trace_id: str | None) -> APIError:
-    if isinstance(exc, SendTimeout):
-        return APITimeoutError(str(exc), method=method, url=url, trace_id=trace_id)
-    if isinstance(exc, ResponseTooLarge):
-        return ResponseDecodeError(str(exc), method=method, url=url, status=exc.status, trace_id=trace_id)
-    if isinstance(exc, CertificateRefused):
-        return APICertificateError(str(exc), method=method, url=url, trace_id=trace_id)
-    if isinstance(exc, ConnectFailed):
-        return APIConnectionError(str(exc), method=method, url=url, trace_id=trace_id)
-    return APIConnectionError(f"{type(exc).__name__}: {exc}", method=method, url=url, trace_id=trace_id)
+_SEND_FAILURES: tuple[tuple[type[SendError], type[APIError]], ...] = (
+    (SendTimeout, APITimeoutError),
+    (ResponseTooLarge, ResponseDecodeError),
+    (CertificateRefused, APICertificateError),
+    (ConnectFailed, APIConnectionError),
+)

@@ -21,7 +21,7 @@ import pytest
 from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
 
-from shopline_async import HTTPResponse, MockSender, RateLimit, ShoplineClient, UpdateProduct
+from shopline_async import HTTPRequest, HTTPResponse, MockSender, RateLimit, ShoplineClient, UpdateProduct
 from shopline_async.fleet import (
     DevServer,
     FleetWorker,
@@ -49,7 +49,11 @@ def drain_input(n: int, **fields: Any) -> DrainInput:
 
 
 async def run_drain(job: DrainInput, *, attempt: int = 1, checkpoint: list[OperationResult] | None = None) -> Any:
-    sender = MockSender(lambda request: HTTPResponse(200, {"traceId": "t"}, b'{"product":{"id":"1"}}'))
+    def answer(request: HTTPRequest) -> HTTPResponse:  # the product asked for
+        product_id = request.url.path.rsplit("/", 1)[1].removesuffix(".json")
+        return HTTPResponse(200, {"traceId": "t"}, b'{"product":{"id":"%s"}}' % product_id.encode())
+
+    sender = MockSender(answer)
     async with ShoplineClient(sender=sender, rate_limit=RateLimit.unlimited()) as client:
         client.store("shop", "tok")
         worker = FleetWorker(client, identity="me")

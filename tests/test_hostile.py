@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
+import logging
 import re
+import tracemalloc
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from typing import Any
@@ -17,17 +21,24 @@ from hypothesis import strategies as st
 from spec_oracle import image_update_violations, product_update_violations
 
 from shopline_async import (
+    APIConnectionError,
     APIError,
     APIStatusError,
     APITimeoutError,
     AppliedWithoutBodyError,
     BatchExecutor,
+    ConfigError,
+    HTTPRequest,
+    HTTPResponse,
     ImageInput,
     ImageUpdate,
+    Ledger,
+    MockSender,
     OptionInput,
     Product,
     ProductUpdate,
     ResponseDecodeError,
+    ResponseMismatchError,
     RetryPolicy,
     ShoplineClient,
     Timeout,
@@ -274,9 +285,9 @@ def fixed(status: int, body: bytes, content_type: str = "application/json", **he
     return handler
 
 
-async def call(base_url: str, **client: object) -> object:
+async def call(base_url: str, product_id: str = "1", **client: object) -> object:
     async with ShoplineClient(base_url=base_url, retry=RetryPolicy(max_attempts=2, initial_delay=0.01), **client) as c:  # type: ignore[arg-type]
-        return await c.store("shop", "token").products.update("1", ProductUpdate(title="x"))
+        return await c.store("shop", "token").products.update(product_id, ProductUpdate(title="x"))
 
 
 @pytest.mark.parametrize(
@@ -304,7 +315,8 @@ async def test_lenient_answers_decode_into_the_model(hostile) -> None:
         b'{"product": {"id": 16069938731613985273252340, "tags": null, "images": null, "options": null,'
         b' "variants": [{"id": 18, "price": 10.10, "weight": 1, "compare_at_price": null, "image": null}]}}'
     )
-    product = await call(await hostile(fixed(200, body)))
+    # an integer id in the answer is the id asked for, as its decimal text
+    product = await call(await hostile(fixed(200, body)), "16069938731613985273252340")
     assert isinstance(product, Product)
     assert product.id == "16069938731613985273252340" and product.tags == []
     assert product.images == [] and product.options == []
@@ -374,3 +386,209 @@ async def test_a_response_that_never_ends_times_out(hostile) -> None:
     with pytest.raises(APITimeoutError) as exc:
         await call(await hostile(stall), timeout=Timeout(total=0.2))
     assert exc.value.attempts == 2
+
+
+# --- transport hardening: bombs, echoed secrets, answers about another resource, proxies ------------
+
+_BOMB_SIZE = 256 * 1024 * 1024  # inflated; about 250 KB on the wire
+
+
+def _bomb(wbits: int) -> bytes:
+    packer = zlib.compressobj(9, zlib.DEFLATED, wbits)
+    zeros = bytes(1024 * 1024)
+    return b"".join(packer.compress(zeros) for _ in range(_BOMB_SIZE // len(zeros))) + packer.flush()
+
+
+@pytest.fixture(scope="module")
+def bombs() -> dict[str, bytes]:
+    return {"gzip": _bomb(31), "deflate": _bomb(15)}
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_compression_bomb_with_a_small_content_length_is_cut_at_the_cap(
+    hostile, bombs: dict[str, bytes], encoding: str
+) -> None:
+    bomb = bombs[encoding]
+    assert len(bomb) < 1024 * 1024  # the Content-Length is within the cap: only the inflated size is not
+    base_url = await hostile(fixed(200, bomb, **{"Content-Encoding": encoding, "traceId": "bomb"}))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ResponseDecodeError, match="exceeds 1048576 bytes") as exc:
+            await call(base_url, max_response_bytes=1024 * 1024)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert exc.value.status == 200 and exc.value.trace_id == "bomb"
+    # the cap (1 MiB) twice over and the bomb itself, not the 256 MiB it inflates to
+    assert peak < 8 * 1024 * 1024, peak
+
+
+async def test_a_compressed_answer_within_the_cap_decodes(hostile) -> None:
+    body = b'{"product": {"id": "1", "title": "' + b"x" * 200 + b'"}}'
+    for encoding, packed in (("gzip", gzip.compress(body)), ("deflate", zlib.compress(body))):
+        product = await call(await hostile(fixed(200, packed, **{"Content-Encoding": encoding})))
+        assert product.title == "x" * 200  # type: ignore[attr-defined]
+
+
+def echo_token(status: int, content_type: str) -> Handler:
+    """A server (or proxy) that repeats the request's Authorization header in its body and a header."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        said = request.headers["Authorization"]
+        if content_type == "application/json":
+            body = json.dumps({"errors": f"bad token {said}", "token": said.split()[1]}).encode()
+        else:
+            body = f"<html><body><h1>{status}</h1><pre>Authorization: {said}</pre></body></html>".encode()
+        return web.Response(status=status, body=body, content_type=content_type, headers={"X-Echo": said})
+
+    return handler
+
+
+SECRET = "sk-live-echoed/secret+token"
+
+
+@pytest.mark.parametrize(
+    ("status", "content_type"), [(400, "application/json"), (502, "text/html"), (200, "text/html")]
+)
+async def test_a_token_echoed_by_the_server_reaches_no_error_log_or_result(
+    hostile, status: int, content_type: str, caplog, tmp_path, monkeypatch
+) -> None:
+    base_url = await hostile(echo_token(status, content_type))
+    caplog.set_level(logging.DEBUG, logger="shopline_async")
+    async with ShoplineClient(base_url=base_url, retry=RetryPolicy(max_attempts=2, initial_delay=0.01)) as client:
+        with pytest.raises(APIError) as exc:
+            await client.store("shop", SECRET).products.update("1", ProductUpdate(title="x"))
+    error = exc.value
+    texts = [str(error), repr(error), caplog.text, repr(getattr(error, "errors", None)), repr(dict(error.headers))]
+    texts.append(getattr(error, "body", b"").decode("latin-1"))
+    assert "[REDACTED]" in str(error) + texts[-1] + texts[-2]
+    for text in texts:
+        assert SECRET not in text and SECRET.replace("/", "\\/") not in text
+
+    from shopline_async.cli import main
+
+    source = tmp_path / "c.jsonl"
+    source.write_text('{"product_id": "1", "product": {"title": "x"}}\n')
+    monkeypatch.setenv("SHOPLINE_ACCESS_TOKEN", SECRET)
+    monkeypatch.chdir(tmp_path)
+    await asyncio.to_thread(
+        main,
+        ["sync", str(source), "--store", "shop", "--base-url", base_url, "--progress", "never", "--max-attempts", "1"],
+    )
+    results = (tmp_path / "c.jsonl.results.jsonl").read_text()
+    assert "REDACTED" in results and SECRET not in results and SECRET.replace("/", "\\/") not in results
+
+
+async def test_a_2xx_about_another_product_is_an_error_not_a_success(hostile, tmp_path) -> None:
+    asked: list[str] = []
+
+    async def other(request: web.Request) -> web.StreamResponse:
+        asked.append(request.path)
+        await request.read()
+        return web.Response(
+            body=b'{"product": {"id": "999999"}}', content_type="application/json", headers={"traceId": "tr-other"}
+        )
+
+    base_url = await hostile(other)
+    with pytest.raises(ResponseMismatchError) as exc:
+        await call(base_url, "123")
+    error = exc.value
+    assert (error.field, error.expected, error.received, error.trace_id) == ("id", "123", "999999", "tr-other")
+    assert "999999" in str(error) and "123" in str(error) and error.attempts == 1  # not retried
+    async with ShoplineClient(base_url=base_url) as client:
+        client.store("shop", "token")
+        with Ledger(tmp_path / "l.sqlite3") as ledger:
+            report = await BatchExecutor(client, ledger=ledger).gather([UpdateProduct("shop", "123", {"title": "x"})])
+            (result,) = report.results
+            assert result.outcome == "failed" and isinstance(result.error, ResponseMismatchError)
+            store = client.get_store("shop")
+            assert store is not None
+            entry = ledger.last(store.base_url, "shop", "/admin/openapi/v20260601/products/123.json")
+            assert entry is not None and not entry.ok
+
+
+async def test_an_image_answer_for_another_product_is_an_error() -> None:
+    def answer(request: HTTPRequest) -> HTTPResponse:
+        return HTTPResponse(200, {"traceId": "t"}, b'{"image": {"id": "5", "product_id": "other"}}')
+
+    async with ShoplineClient(sender=MockSender(answer)) as client:
+        with pytest.raises(ResponseMismatchError, match="product_id"):
+            await client.store("shop", "token").images.update("mine", "5", ImageUpdate(alt="x"))
+
+
+def test_plain_http_through_a_proxy_off_this_machine_is_refused(monkeypatch) -> None:
+    # refused when the store is made: nothing is ever sent to the proxy
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with pytest.raises(ConfigError, match=r"through the proxy proxy\.invalid"):
+        ShoplineClient(base_url="http://127.0.0.1:8080", trust_env=True).store("shop", "token")
+    with pytest.raises(ConfigError, match="through the proxy"):
+        ShoplineClient(base_url="http://127.0.0.1:8080", proxy="http://proxy.invalid:3128").store("shop", "token")
+    # allowed: asked for, a proxy on this machine, TLS to the store (tunnelled), no proxy from the environment
+    ShoplineClient(base_url="http://127.0.0.1:8080", trust_env=True, allow_insecure_http=True).store("shop", "t")
+    ShoplineClient(base_url="http://127.0.0.1:8080", proxy="http://127.0.0.1:3128").store("shop", "t")
+    ShoplineClient(trust_env=True).store("shop", "t")
+    ShoplineClient(base_url="http://127.0.0.1:8080").store("shop", "t")
+
+
+async def test_a_negative_retry_after_is_ignored_and_backoff_applies(hostile) -> None:
+    answers = iter([(503, b'{"errors": "busy"}'), (200, b'{"product": {"id": "1"}}')])
+
+    async def flaky(request: web.Request) -> web.StreamResponse:
+        status, body = next(answers)
+        return web.Response(status=status, body=body, content_type="application/json", headers={"Retry-After": "-30"})
+
+    base_url = await hostile(flaky)
+    policy = RetryPolicy(max_attempts=2, initial_delay=0.3, jitter=False)
+    async with ShoplineClient(base_url=base_url, retry=policy) as client:
+        response = await client.store("shop", "token").products.update_with_response("1", ProductUpdate(title="x"))
+    assert response.attempts == 2 and response.elapsed >= 0.3  # the backoff's 0.3 s, not "retry at once"
+
+
+async def test_a_body_cut_short_keeps_the_status_that_had_arrived() -> None:
+    async def half(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\ntraceId: tr-cut\r\n\r\n{"product":')
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(half, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(APIConnectionError) as exc:
+            await call(f"http://127.0.0.1:{port}")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert exc.value.status == 200 and exc.value.trace_id == "tr-cut"
+
+
+async def test_a_copy_made_before_a_token_refresh_sends_the_new_token() -> None:
+    sender = MockSender(lambda request: HTTPResponse(200, {}, b'{"product": {"id": "1"}}'))
+    async with ShoplineClient(sender=sender) as client:
+        store = client.store("shop", "old-token")
+        patient = client.with_options(retry=RetryPolicy(max_attempts=8))
+        client.store("shop", "new-token")  # refreshed on the original
+        await patient.store("shop", "new-token").products.update("1", {"title": "x"})
+        await patient.get_store("shop").products.update("1", {"title": "x"})  # type: ignore[union-attr]
+        store.set_access_token("newer-token")  # and the other way round
+        await patient.get_store("shop").products.update("1", {"title": "x"})  # type: ignore[union-attr]
+        assert client.get_store("shop") is store
+    said = [request.headers["Authorization"] for request in sender.requests]
+    assert said == ["Bearer new-token", "Bearer new-token", "Bearer newer-token"]
+
+
+async def test_the_mock_refuses_compressed_request_bodies(mock_server) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(mock_server.base_url.rsplit(":", 1)[1]))
+    body = gzip.compress(b'{"product": {"title": "x"}}')
+    writer.write(
+        b"PUT /admin/openapi/v20260601/products/1.json HTTP/1.1\r\nHost: alpha\r\n"
+        b"Authorization: Bearer token-alpha\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    await writer.drain()
+    status_line = await reader.readline()
+    writer.close()
+    assert status_line.startswith(b"HTTP/1.1 415 ")

@@ -76,7 +76,7 @@ def test_retry_after_seconds_and_http_date() -> None:
     date = email.utils.formatdate(now + 10, usegmt=True)
     assert 8.5 <= parse_retry_after(date, now=now) <= 10.0  # type: ignore[operator]
     assert parse_retry_after(email.utils.formatdate(now - 100, usegmt=True), now=now) == 0.0
-    for junk in (None, "", "soon", "nan", "inf"):
+    for junk in (None, "", "soon", "nan", "inf", "-5", "-0.5"):  # a negative delay is malformed: ignored
         assert parse_retry_after(junk) is None
 
 

@@ -10,8 +10,9 @@ latency) get one.
 
 Supported: keep-alive and pipelining (answers leave in request order), ``Content-Length`` and
 chunked request bodies, ``Expect: 100-continue``, ``Connection: close``, HTTP/1.0, HEAD. A
-malformed request gets 400 (431 for a head over 64 KB, 413 for a body over the limit) and the
-connection is closed, as a server must when it cannot tell where the next request starts.
+malformed request gets 400 (431 for a head over 64 KB, 413 for a body over the limit, 415 for a
+compressed body, which is never inflated) and the connection is closed, as a server must when it
+cannot tell where the next request starts.
 """
 
 from __future__ import annotations
@@ -184,6 +185,9 @@ class _Connection(asyncio.Protocol):
         max_body = self._server.max_body
         if length is not None and int(length) > max_body:  # llhttp checked it is digits
             raise _BadRequest(413, f"Request body too large: {length} bytes, the limit is {max_body}")
+        encoding = self._headers.get("content-encoding", "identity").strip().lower()
+        if encoding != "identity":  # never inflated here: max_body bounds what a request costs, compressed or not
+            raise _BadRequest(415, f"Content-Encoding {encoding[:40]!r} is not accepted: send the body as it is")
         if self._headers.get("expect", "").lower() == "100-continue" and not self._queue and self._pending is None:
             # only when nothing is ahead: an interim answer must not interleave with earlier ones
             self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
