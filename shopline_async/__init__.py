@@ -46,7 +46,7 @@ from ._sender import (
     SendError,
     SendTimeout,
 )
-from ._transport import Gate, PreparedRequest
+from ._transport import PreparedRequest
 from ._version import __version__
 from .models import (
     Image,
@@ -81,7 +81,6 @@ __all__ = [
     "ConnectFailed",
     "EventLoopError",
     "FieldError",
-    "Gate",
     "HTTPRequest",
     "HTTPResponse",
     "Image",

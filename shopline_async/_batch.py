@@ -1,15 +1,19 @@
 """Run many product and image updates concurrently, one result per operation.
 
-Shape (after aiometer's run_on_each, without its fail-fast): a dispatcher pulls operations
-lazily from any iterable or async iterable, prepares each through its store's resource
-(``store.products.prepare()``: an invalid one becomes a result at once, costing no request)
-and queues it in its store's lane. A lane whose store would admit a request now joins one
-first-come queue of ready lanes; workers, each started with one of the ``concurrency`` places
-for requests in flight, take lanes from it one operation at a time and send through the
-resource's public ``send()``. A place is held only by an attempt its store's own limiter admits,
-so a store waiting for its pacer or a cool-down holds none and never delays another store.
-After a response that says a store cannot be written (401, 402, 403, 423, 433-436) the rest of
-that store's operations are not sent.
+A scheduler of attempts (after aiometer's run_on_each, without its fail-fast). A dispatcher pulls
+operations lazily from any iterable or async iterable and prepares each through its store's
+resource (an invalid one becomes a result at once, costing no request). An operation goes to its
+store's queue once the operation before it on the same target (product or image) is settled.
+
+Each store's queue is a deque, not a task. Its store's limiter decides when the head may go and
+reserves that moment at once (the pacer's slot and an in-flight slot): due now, the operation
+joins the batch's ready queue; due later, the store arms one timer for that moment. Exactly
+``concurrency`` workers take ready operations first come, first served across stores, send one
+attempt each, and apply the retry policy's decision: done (its result), a retry at a later time (a
+timer puts it back at the front of its store's queue: it holds no worker, and its store's other
+operations go on meanwhile), or, after a 429, a cool-down of the store (its next reservation waits
+for it). After an answer that says a store cannot be written (401, 402, 403, 423, 433-436) the rest
+of its operations are not sent.
 
 Memory stays flat however long the input: at most ``max_pending`` operations, and about
 ``max_pending_bytes`` of encoded bodies, are taken from the input and not yet reported.
@@ -20,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import sys
 import time
 from collections import Counter, deque
 from collections.abc import (
@@ -27,13 +32,13 @@ from collections.abc import (
     AsyncIterable,
     AsyncIterator,
     Callable,
-    Coroutine,
     Hashable,
     Iterable,
     Mapping,
 )
 from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, ClassVar, Generic, Literal, TypeVar, overload
 
 import anyio
@@ -64,7 +69,8 @@ from ._errors import (
 from ._ledger import Ledger, LedgerEntry, LedgerError, body_hash
 from ._resources import Images, Products
 from ._response import Response
-from ._transport import PreparedRequest
+from ._transport import Outcome as TransportOutcome
+from ._transport import PreparedRequest, Tries, decide
 from .models._image import ImageUpdate, ProductImage
 from .models._product import Product, ProductUpdate
 
@@ -81,11 +87,9 @@ __all__ = [
 
 logger = logging.getLogger(LOGGER_NAME)
 
-_DISPATCH_BATCH = 32
-_READ_AHEAD = 256
-# a lane whose store would hold its next request longer than this (seconds) waits on a timer, and
-# is offered to the workers this long before its store admits
-_WAKE_EARLY = 0.02
+# the dispatcher yields to the event loop after this many operations settled at once (unchanged):
+# their results, and the answers of requests in flight, wait for the loop to come round
+_SETTLED_BEFORE_YIELD = 32
 
 Outcome = Literal["ok", "applied_without_body", "unchanged", "failed", "invalid", "not_attempted", "cancelled"]
 
@@ -232,205 +236,70 @@ class _Histogram:
         return 0.0  # no samples
 
 
-async def _no_worker() -> None:  # pragma: no cover - replaced per batch
-    raise RuntimeError("no batch is running")
-
-
-class _Run:
-    """One batch's scheduling: the lanes ready for a worker, the cap across stores, the workers.
-
-    A worker is a plain asyncio task (anyio's ``start_soon`` cost about four times as much per task
-    here, benchmarks/tasks.py) started holding a slot of ``concurrency``. It takes the first lane
-    in ``ready`` (first come, first served across stores, whatever the order of the input), sends
-    that lane's next operation, and goes on to the next ready lane if it can take a slot again, or
-    ends: tasks in proportion to the work that can start now, never one per store. A worker crashed
-    by a bug is re-raised by ``wait()`` once the others are done.
-    """
-
-    __slots__ = (
-        "_all_done",
-        "_crashed",
-        "closed",
-        "coming",
-        "concurrency",
-        "in_flight",
-        "parked",
-        "queued",
-        "reader",
-        "ready",
-        "slots",
-        "start_scheduled",
-        "stopping",
-        "tasks",
-        "worker",
-    )
-
-    def __init__(self, concurrency: int) -> None:
-        self.concurrency = concurrency
-        self.slots = Slots(concurrency)
-        """Requests in flight across stores. Taken by a worker for an operation its store admits now
-        (before the request is built), else at the gate once its store has admitted it: a request
-        waiting for its store's pacer or cool-down holds none, and never delays another store."""
-        self.ready: deque[_Lane] = deque()
-        """Lanes with an operation that could start now, waiting for a worker."""
-        self.coming = 0
-        """Workers on their way to take a lane from ``ready``: started and not yet running, or
-        going on from their last operation, holding a slot."""
-        self.queued = 0
-        """Operations in the lanes' queues, not yet taken by a worker."""
-        self.parked: set[_Lane] = set()
-        """Lanes waiting on a timer for their store to admit."""
-        self.reader: asyncio.Future[None] | None = None
-        """Set while the dispatcher waits for ``ready`` to shorten."""
-        self.in_flight = 0
-        self.stopping = False
-        self.closed = False
-        self.worker: Callable[[], Coroutine[Any, Any, None]] = _no_worker
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.start_scheduled = False
-        self._crashed: BaseException | None = None
-        self._all_done: asyncio.Future[None] | None = None
-
-    def next_lane(self) -> _Lane | None:
-        """For a worker that is ``coming``: the first ready lane, or None."""
-        self.coming -= 1
-        if not self.ready:
-            return None
-        lane = self.ready.popleft()
-        lane.ready = False
-        if self.reader is not None and len(self.ready) < self.concurrency and not self.reader.done():
-            self.reader.set_result(None)
-        return lane
-
-    def start_workers(self) -> None:
-        """A worker, holding a slot, for each ready lane that none is coming for, while slots are free."""
-        while len(self.ready) > self.coming and not self.closed and self.slots.try_take():
-            self.coming += 1
-            task = asyncio.get_running_loop().create_task(self.worker())
-            self.tasks.add(task)
-            task.add_done_callback(self._finished)
-
-    def give_slot(self) -> None:
-        self.slots.give()
-        # workers start once the loop comes round, not now: the worker that gave the slot usually
-        # takes it back for the next ready lane a moment later, and no new task is needed
-        if self.ready and self.slots.free and not self.start_scheduled:
-            self.start_scheduled = True
-            asyncio.get_running_loop().call_soon(self._start_later)
-
-    def _start_later(self) -> None:
-        self.start_scheduled = False
-        self.start_workers()
-
-    def read_ahead_full(self) -> bool:
-        """Whether the dispatcher should stop reading input for now: a full round of work that could
-        start now (``concurrency`` lanes) waits for a worker.
-
-        Reading on then would only prepare operations that wait, their bodies gone cold by the time
-        they are sent (benchmarks/README.md, many stores). But not while operations are queued
-        behind others of their store (``queued`` beyond the ready lanes): in input sorted by store
-        their pacers hold them, and reading on starts other stores' pacers sooner.
-        """
-        ready = len(self.ready)
-        return ready >= self.concurrency and self.queued <= ready
-
-    async def fewer_ready(self) -> None:
-        """Until a worker has taken a ready lane and fewer than ``concurrency`` are left."""
-        self.reader = asyncio.get_running_loop().create_future()
-        try:
-            await self.reader
-        finally:
-            self.reader = None
-
-    def stop(self) -> None:
-        self.stopping = True
-        for lane in list(self.parked):  # their operations are turned away now, not when their store is due
-            lane.cancel_wake(self)
-            lane.offer(self)
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self.tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None and self._crashed is None:
-            self._crashed = task.exception()
-        self.check_done()
-
-    @property
-    def busy(self) -> bool:
-        """Workers running, or lanes that will want one: on a timer, or ready."""
-        return bool(self.tasks or self.parked or self.ready)
-
-    def check_done(self) -> None:
-        if self._all_done is not None and not self.busy and not self._all_done.done():
-            self._all_done.set_result(None)
-
-    async def wait(self) -> None:
-        """Until every operation queued has its result (the input has ended)."""
-        if self.busy:
-            self._all_done = asyncio.get_running_loop().create_future()
-            await self._all_done
-        if self._crashed is not None:
-            raise self._crashed
-
-    async def cancel(self) -> None:
-        """Start nothing more; cancel the workers left (the batch was cancelled) and wait for them to end."""
-        self.closed = True
-        for lane in list(self.parked):
-            lane.cancel_wake(self)
-        if not self.tasks:
-            return
-        for task in self.tasks:
-            task.cancel()
-        with anyio.CancelScope(shield=True):  # the batch's own scope is cancelled: wait regardless
-            await asyncio.gather(*self.tasks, return_exceptions=True)
-
-
 class _Lane:
-    """One store's queue of prepared operations.
+    """One store's operations waiting for admission, in order (a retry comes back at the front),
+    and the one timer it arms for the moment its limiter reserved for the head. No task."""
 
-    It is offered to the workers (``run.ready``) while it holds an operation that could start now:
-    every one it has under way already admitted by its store's limiter (one still waiting goes
-    first; a second would only wait behind it), fewer under way than its store's ``max_in_flight``,
-    and its store would not hold another request longer than ``_WAKE_EARLY``. If it would (its
-    pacer, a cool-down), the lane waits on a timer, costing no task, until ``_WAKE_EARLY`` before
-    its store admits; the worker that then takes it waits the rest in the store's pacer, which so
-    keeps its reservation and its exact rate.
-    """
+    __slots__ = ("blocked_by", "limiter", "queue", "run", "store", "timed", "timer", "transport", "waiting_release")
 
-    __slots__ = ("active", "admitted", "blocked_by", "max_active", "queue", "ready", "store", "wake")
-
-    def __init__(self, store: Store, max_active: int) -> None:
+    def __init__(self, run: _Run, store: Store) -> None:
+        self.run = run
         self.store = store
+        self.transport = store._transport
+        self.limiter = store._transport.limiter
         self.queue: deque[_Item] = deque()
-        self.max_active = max_active
-        self.active = 0
-        """Operations taken by a worker and not yet finished."""
-        self.admitted = 0
-        """Of those, the ones whose current attempt passed the store's limiter and the batch's gate."""
-        self.ready = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.timed: _Item | None = None
+        """The operation holding the reservation the timer is armed for."""
         self.blocked_by: APIStatusError | None = None
-        self.wake: asyncio.TimerHandle | None = None
+        self.waiting_release = False
 
-    def offer(self, run: _Run) -> None:
-        """Into ``run.ready`` if it holds an operation that could start now; else on a timer, or
-        left to one of its operations under way, which offers it again once admitted or done."""
-        if self.ready or self.wake is not None or not self.queue:
+    def pump(self) -> None:
+        """Reserve admission for the queued operations while the store admits at once; for the first
+        one it admits later, arm the timer. An operation never sent is turned away instead while the
+        batch stops or the store cannot be written."""
+        run, queue, limiter = self.run, self.queue, self.limiter
+        while queue and self.timer is None and not run.closed:
+            item = queue[0]
+            if not item.tries.attempts and (run.stopping or self.blocked_by is not None):
+                queue.popleft()
+                run.executor._emit(item, _refused(item, self))
+                continue
+            due = limiter.reserve()
+            if due is None:  # every in-flight slot of the store taken: the next release pumps again
+                if not self.waiting_release:
+                    self.waiting_release = True
+                    limiter.notify_on_release(self._released)
+                return
+            queue.popleft()
+            item.reserved = True
+            run.executor._intend(item)
+            if due and due > limiter.now():
+                self.timed = item
+                self.timer = run.call_at(due, self._due)
+            else:
+                run.make_ready(item)
+
+    def _released(self) -> None:
+        self.waiting_release = False
+        self.pump()
+
+    def _due(self) -> None:
+        item, self.timed, self.timer = self.timed, None, None
+        assert item is not None
+        if self.limiter.resume_at > self.limiter.now():  # a 429 came since: its cool-down first
+            self.timed = item
+            self.timer = self.run.call_at(self.limiter.resume_at, self._due)
             return
-        if not (run.stopping or self.blocked_by is not None):  # else its operations are turned away at once
-            if self.active and (self.active != self.admitted or self.active >= self.max_active):
-                return
-            delay = self.store.admission_delay()
-            if delay is None:  # the store's max_in_flight requests are all under way
-                if self.active:
-                    return  # its own: one ending offers the lane again
-                delay = 0.0  # requests from outside the batch: the worker waits in the limiter for one to end
-            if delay > _WAKE_EARLY:
-                self.wake = asyncio.get_running_loop().call_later(delay - _WAKE_EARLY, self._woken, run)
-                run.parked.add(self)
-                return
-        self.ready = True
-        run.ready.append(self)
-        if len(run.ready) > run.coming:  # no worker on its way for it
-            run.start_workers()
+        self.run.make_ready(item)
+        self.pump()
+
+    def requeue(self, item: _Item) -> None:
+        """``item`` waits for admission again, ahead of the store's other operations (a retry)."""
+        item.retry = None
+        item.waiting_since = time.monotonic()
+        self.queue.appendleft(item)
+        self.pump()
 
     def block(self, error: APIStatusError) -> None:
         """The store answered that it cannot be written: its operations not yet sent never will be."""
@@ -442,26 +311,68 @@ class _Lane:
                 error.status,
                 error.trace_id,
             )
+        self.pump()
 
-    def cancel_wake(self, run: _Run) -> None:
-        if self.wake is not None:
-            self.wake.cancel()
-            self.wake = None
-        run.parked.discard(self)
+    def turn_away(self) -> None:
+        """The batch stops: the operation on the timer, if never sent, and the queued ones are reported now."""
+        item = self.timed
+        if self.timer is not None and item is not None and not item.tries.attempts:
+            self.timer.cancel()
+            self.timer = self.timed = None
+            item.reserved = False
+            self.limiter.release()
+            self.run.executor._emit(item, _refused(item, self))
+        self.pump()
 
-    def _woken(self, run: _Run) -> None:
-        self.wake = None
-        run.parked.discard(self)
-        self.offer(run)
-        run.check_done()
+    def close(self) -> None:
+        """The batch is over (cancelled): no timer fires into it."""
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.timed = None
 
 
-class _Refused(Exception):
-    """Raised by an item's gate: the batch is stopping, or the store cannot be written."""
+class _Run:
+    """One batch's attempts: its stores' lanes, the ready queue, the workers."""
+
+    __slots__ = ("closed", "executor", "in_flight", "lanes", "ready", "retrying", "stopping", "unsettled")
+
+    def __init__(self, executor: BatchExecutor) -> None:
+        self.executor = executor
+        self.lanes: dict[Store, _Lane] = {}
+        """By Store object: one per handle (client.store() hands out the same one), hashed by identity."""
+        self.ready: Channel[_Item | None] = Channel()
+        """Operations their store admitted (reservation taken), waiting for a worker; None ends one."""
+        self.retrying: dict[int, _Item] = {}
+        """Operations waiting on a timer to be tried again, by index."""
+        self.in_flight = 0
+        self.unsettled = 0
+        """Operations taken from the input and not yet settled (given their result)."""
+        self.stopping = False
+        self.closed = False
+
+    @staticmethod
+    def call_at(when: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+        # the loop's clock is the limiter's: its reservations are times on it
+        return asyncio.get_running_loop().call_at(when, callback)
+
+    def lane(self, store: Store) -> _Lane:
+        lane = self.lanes.get(store)
+        if lane is None:
+            lane = self.lanes[store] = _Lane(self, store)
+        return lane
+
+    def make_ready(self, item: _Item) -> None:
+        item.waiting_since = item.waiting_since or time.monotonic()
+        self.ready.put(item)
+
+    def stop(self) -> None:
+        self.stopping = True
+        for lane in list(self.lanes.values()):
+            lane.turn_away()
 
 
 class _Item(msgspec.Struct):
-    """One operation taken from the input; also the Gate its attempts pass through."""
+    """One operation taken from the input, and its attempts."""
 
     index: int
     op: Any
@@ -469,13 +380,11 @@ class _Item(msgspec.Struct):
     store_name: str = ""
     """The store as the operation named it: what every result reports, whatever its outcome."""
     store: Store | None = None
-    run: _Run | None = None
     lane: _Lane | None = None
     resource: Products | Images | None = None
     prepared: PreparedRequest[Any] | None = None
     error: ShoplineError | None = None
-    running: bool = False
-    """Handed to the sender at least once: it may have been applied."""
+    tries: Tries = msgspec.field(default_factory=Tries)
     result: AnyResult | None = None
     charged: int = 0
     """Bytes of ``max_pending_bytes`` it holds until its result is handed over."""
@@ -487,32 +396,14 @@ class _Item(msgspec.Struct):
     """With a ledger: its target's entry before the intent, restored if it is not sent after all."""
     target: tuple[str, str, str] | None = None
     """(base URL, store, path) while it holds its target's turn: the next operation on the target waits for it."""
-    holds_slot: bool = False
-    """Its worker took a slot of the batch for its first attempt before building the request."""
-
-    async def enter(self) -> None:
-        run, lane = self.run, self.lane
-        assert run is not None and lane is not None
-        if not self.running and (run.stopping or lane.blocked_by is not None):
-            if self.holds_slot:
-                self.holds_slot = False
-                run.give_slot()
-            raise _Refused  # a retry of an operation already sent goes on
-        if self.holds_slot:
-            self.holds_slot = False  # taken by its worker before the request was built
-        elif not run.slots.try_take():
-            await run.slots.take()
-        self.running = True
-        run.in_flight += 1
-        lane.admitted += 1
-        lane.offer(run)  # its next operation may go now
-
-    def exit(self) -> None:
-        run, lane = self.run, self.lane
-        assert run is not None and lane is not None
-        run.in_flight -= 1
-        lane.admitted -= 1
-        run.give_slot()
+    reserved: bool = False
+    """Its store's limiter admitted it (an in-flight slot and a pacer slot), and no attempt used that yet."""
+    running: bool = False
+    """An attempt of it is under way: cancelled now, it may or may not be applied."""
+    waiting_since: float = 0.0
+    """When it last began to wait for admission or a worker: time queued, which the retry budget does not count."""
+    retry: asyncio.TimerHandle | None = None
+    """The timer that puts it back in its store's queue for its next attempt."""
 
 
 class BatchExecutor:
@@ -561,12 +452,13 @@ class BatchExecutor:
         self._reset()
 
     def _reset(self) -> None:
-        self._run_state = _Run(self._concurrency)
-        # by Store object: one per handle (client.store() hands out the same one), hashed by identity
-        self._lanes: dict[Store, _Lane] = {}
+        self._run_state = _Run(self)
         self._targets: dict[tuple[str, str, str], deque[_Item]] = {}
         """Targets with an operation under way, each with the later operations on it, in input order."""
         self._ledger_error: LedgerError | None = None
+        self._settled: asyncio.Future[None] | None = None
+        """Set while the input has ended and operations are still unsettled."""
+        self._crashed: BaseException | None = None
         self._taken = 0
         self._open: dict[int, _Item] = {}
         self._results: Channel[AnyResult | None] = Channel()
@@ -691,66 +583,32 @@ class BatchExecutor:
         run = self._run_state
         targets = self._targets
         emit = self._emit
+        ready = run.ready
 
         async def worker() -> None:
-            holding = True  # started with a slot, counted in run.coming
-            try:
-                while (lane := run.next_lane()) is not None:
-                    if run.stopping or lane.blocked_by is not None:
-                        self._turn_away(lane)
-                        run.coming += 1  # on to the next ready lane, with the same slot
-                        continue
-                    item = lane.queue.popleft()
-                    run.queued -= 1
-                    if not self._intent_durable(item):  # it could not be recorded, so it is not sent
-                        lane.queue.appendleft(item)
-                        run.queued += 1
-                        self._turn_away(lane)  # the batch is stopping now
-                        run.coming += 1
-                        continue
-                    lane.active += 1
-                    assert item.resource is not None and item.prepared is not None
-                    # the slot goes with the request if its store admits it now (taken before the
-                    # request is built: one waiting for a slot would keep its objects alive across
-                    # garbage collections); one about to wait for its store holds none, and takes
-                    # one at the gate once admitted
-                    item.holds_slot = lane.store.admission_delay() == 0.0
-                    if not item.holds_slot:
-                        run.give_slot()
-                    holding = False
-                    started = time.monotonic()
-                    # awaited here, not in a helper: each await level is re-entered on every
-                    # resume of the request, several times per operation
-                    try:
-                        response = await item.resource.send(item.prepared, retry=self._retry, gate=item)
-                    except _Refused:
-                        result = _refused(item, lane)
-                    except AppliedWithoutBodyError as exc:
-                        result = _result(item, "applied_without_body", applied=exc)
-                    except Exception as exc:  # one odd failure must not sink the batch
-                        if isinstance(exc, APIStatusError) and exc.status in STORE_STOPPING_STATUSES:
-                            lane.block(exc)
-                        result = _result(item, "failed", error=exc, elapsed=time.monotonic() - started)
-                    else:
-                        result = _result(item, "ok", response=response)
-                    lane.active -= 1
-                    emit(item, result)  # first: it runs the caller's on_progress, which may raise
-                    # a slot to go on with (the one given back at the gate, or the one the request
-                    # never took there) before the lane is offered: offered first, it would start a
-                    # new task for the very lane this worker can take on with
-                    holding = item.holds_slot or run.slots.try_take()
-                    item.holds_slot = False
-                    if holding:
-                        run.coming += 1  # and counted as on its way to the next ready lane
-                    lane.offer(run)
-                    if not holding:
-                        break  # a request waiting at the gate was given the slot; its worker goes on
-            finally:
-                if holding:
-                    run.give_slot()
+            # awaited here, not in helpers: each await level is re-entered on every resume of the
+            # request, several times per operation
+            while (item := ready.get_nowait() if ready else await ready.get()) is not None:
+                lane = item.lane
+                assert lane is not None and item.prepared is not None
+                limiter, transport, tries = lane.limiter, lane.transport, item.tries
+                item.reserved = False  # this attempt uses the reservation, and gives it back
+                if not tries.attempts and self._turned_away(item, lane):
+                    continue
+                tries.queued += time.monotonic() - item.waiting_since
+                item.running = True
+                run.in_flight += 1
+                try:
+                    outcome = await transport.attempt(item.prepared, tries.attempts + 1)
+                finally:
+                    run.in_flight -= 1
+                    limiter.release()
+                self._decide(item, lane, outcome)
 
-        run.worker = worker
-
+        dispatcher = asyncio.current_task()
+        workers = [asyncio.get_running_loop().create_task(worker()) for _ in range(self._concurrency)]
+        for task in workers:
+            task.add_done_callback(partial(self._worker_done, dispatcher))
         try:
             index = settled = 0
             async with aclosing(_iterate(operations)) as source:
@@ -761,6 +619,7 @@ class BatchExecutor:
                     index += 1
                     self._taken += 1
                     self._open[item.index] = item
+                    run.unsettled += 1
                     if run.stopping:
                         emit(item, _result(item, "not_attempted"))
                         break
@@ -780,58 +639,147 @@ class BatchExecutor:
                     if not self._admit(item):
                         self._release(target)
                         settled += 1
-                        if settled % _DISPATCH_BATCH == 0:
-                            # settled at once (unchanged): their results wait for the caller, and the
-                            # requests in flight for their answers, until the loop comes round
+                        if settled % _SETTLED_BEFORE_YIELD == 0:
                             await asyncio.sleep(0)
                         continue
-                    if run.read_ahead_full():
-                        await run.fewer_ready()
-                    elif run.coming >= _DISPATCH_BATCH or index % _READ_AHEAD == 0:
-                        # let the new workers start; yielding per item would cost a trip round the
-                        # event loop for every operation
-                        await asyncio.sleep(0)
-            await run.wait()
+                    if len(ready) >= self._concurrency:
+                        # a round of work that could start now waits for the workers: reading on
+                        # would only prepare operations whose bodies go cold before they are sent
+                        await ready.drained(self._concurrency)
+            if run.unsettled:
+                await self._all_settled()
+        except asyncio.CancelledError:
+            if self._crashed is None:
+                raise
+            if sys.version_info >= (3, 11) and dispatcher is not None:
+                dispatcher.uncancel()
         finally:
-            await run.cancel()
+            run.closed = True
+            for _ in workers:
+                ready.put(None)
+            self._close(workers)
+            with anyio.CancelScope(shield=True):  # the batch's own scope may be cancelled: wait regardless
+                await asyncio.gather(*workers, return_exceptions=True)
+            for item in self._open.values():  # reservations no attempt used: the store's, not the batch's
+                if item.reserved and item.lane is not None:
+                    item.reserved = False
+                    item.lane.limiter.release()
             if self._ledger is not None and self._ledger_error is None:
                 self._commit_ledger()
             self._results.put(None)
+        if self._crashed is not None:
+            raise self._crashed
+
+    def _worker_done(self, dispatcher: asyncio.Task[Any] | None, task: asyncio.Task[None]) -> None:
+        # a bug in a worker (a caller's on_progress that raised, say) ends the batch with it
+        if not task.cancelled() and task.exception() is not None and self._crashed is None:
+            self._crashed = task.exception()
+            if dispatcher is not None:
+                dispatcher.cancel()
+
+    async def _all_settled(self) -> None:
+        self._settled = asyncio.get_running_loop().create_future()
+        try:
+            await self._settled
+        finally:
+            self._settled = None
+
+    def _close(self, workers: list[asyncio.Task[None]]) -> None:
+        """No timer fires into the batch any more; workers still under way (cancelled batch) are cancelled."""
+        run = self._run_state
+        for lane in run.lanes.values():
+            lane.close()
+        for item in run.retrying.values():
+            if item.retry is not None:
+                item.retry.cancel()
+        run.retrying.clear()
+        if run.unsettled:  # cancelled from outside: requests under way are abandoned
+            for task in workers:
+                task.cancel()
+
+    def _turned_away(self, item: _Item, lane: _Lane) -> bool:
+        """Whether ``item``, never sent, is not to be: the batch stops, its store cannot be written,
+        or its intent could not be recorded. If so, it is settled and its reservation given back."""
+        if not (self._run_state.stopping or lane.blocked_by is not None or not self._intent_durable(item)):
+            return False
+        lane.limiter.release()
+        self._emit(item, _refused(item, lane))
+        lane.pump()
+        return True
+
+    def _decide(self, item: _Item, lane: _Lane, outcome: TransportOutcome) -> None:
+        """After an attempt: the operation's result, or its next attempt scheduled."""
+        assert item.prepared is not None
+        transport, policy = lane.transport, self._retry or lane.transport.retry
+        delay = decide(outcome, item.tries, policy)
+        if delay is None:
+            item.running = False
+            self._emit(item, self._conclude(item, outcome))
+        else:
+            transport.log_retry(item.prepared, outcome, item.tries, delay, policy)
+            if outcome.status == 429:  # the store cools down: its next reservation waits for it
+                lane.limiter.cool_down(delay)
+                lane.requeue(item)
+            else:  # back in its store's queue once the backoff is over, holding nothing meanwhile
+                self._run_state.retrying[item.index] = item
+                item.retry = asyncio.get_running_loop().call_later(delay, self._retry_due, item)
+        lane.pump()
+
+    def _retry_due(self, item: _Item) -> None:
+        del self._run_state.retrying[item.index]
+        assert item.lane is not None
+        item.lane.requeue(item)
+
+    def _conclude(self, item: _Item, outcome: TransportOutcome) -> AnyResult:
+        """The result of an operation's last attempt."""
+        lane = item.lane
+        assert lane is not None and item.prepared is not None
+        try:
+            response = lane.transport.conclude(item.prepared, outcome, item.tries)
+        except AppliedWithoutBodyError as exc:
+            return _result(item, "applied_without_body", applied=exc)
+        except Exception as exc:  # one odd failure must not sink the batch
+            if isinstance(exc, APIStatusError) and exc.status in STORE_STOPPING_STATUSES:
+                lane.block(exc)
+            return _result(item, "failed", error=exc, elapsed=time.monotonic() - item.tries.started)
+        return _result(item, "ok", response=response)
 
     def _admit(self, item: _Item) -> bool:
-        """Queue ``item``, the first operation on its target not yet settled, for a worker: unless the
-        ledger shows its very body acknowledged (it is then settled as ``unchanged``). With a ledger,
-        its intent is recorded first. Returns whether it was queued."""
+        """Queue ``item``, the first operation on its target not yet settled, in its store's lane:
+        unless the ledger shows its very body acknowledged (it is then settled as ``unchanged``).
+        Returns whether it was queued."""
         store, prepared = item.store, item.prepared
         assert store is not None and prepared is not None
         ledger = self._ledger
         if ledger is not None:
             item.body_hash = body_hash(prepared.body)
-            unchanged = None
             try:
-                item.before = ledger.last(store.base_url, store.handle, prepared.path)
-                if self._skip_unchanged and item.before is not None and item.before.ok:
-                    unchanged = item.before if item.before.body_hash == item.body_hash else None
-                if unchanged is None:
-                    item.intent = ledger.intend(
-                        store.base_url, store.handle, prepared.path, item.op.kind, item.body_hash
-                    )
+                item.before = before = ledger.last(store.base_url, store.handle, prepared.path)
             except LedgerError as exc:
                 self._ledger_failed(exc)
-            if item.intent == 0:  # settled now: the caller releases its target
-                item.target = None
-                self._emit(item, _result(item, "not_attempted") if unchanged is None else _unchanged(item, unchanged))
+                before = None
+                self._emit_at_once(item, _result(item, "not_attempted"))
                 return False
-        lane = self._lanes.get(store)
-        if lane is None:
-            lane = self._lanes[store] = _Lane(store, min(store.rate_limit.max_in_flight, self._concurrency))
-        run = self._run_state
-        item.run = run
-        item.lane = lane
+            if self._skip_unchanged and before is not None and before.ok and before.body_hash == item.body_hash:
+                self._emit_at_once(item, _unchanged(item, before))
+                return False
+        item.lane = lane = self._run_state.lane(store)
+        item.waiting_since = time.monotonic()
         lane.queue.append(item)
-        run.queued += 1
-        lane.offer(run)
+        lane.pump()
         return True
+
+    def _emit_at_once(self, item: _Item, result: AnyResult) -> None:
+        """Settle ``item`` where it is admitted: its caller releases its target, not ``_emit``."""
+        item.target = None
+        self._emit(item, result)
+
+    def _intend(self, item: _Item) -> None:
+        """With a ledger: ``item``'s target is unknown from now on (its store admitted it), until its
+        answer; the intent must be committed before the request leaves (``_intent_durable``)."""
+        store, prepared, ledger = item.store, item.prepared, self._ledger
+        if ledger is not None and store is not None and prepared is not None and item.body_hash is not None:
+            item.intent = ledger.intend(store.base_url, store.handle, prepared.path, item.op.kind, item.body_hash)
 
     def _release(self, target: tuple[str, str, str]) -> None:
         """The operation under way on ``target`` is settled: queue the next one in input order."""
@@ -864,13 +812,6 @@ class BatchExecutor:
             self._ledger_error = error
             logger.error("the ledger failed, stopping the batch: %s", error)
         self._run_state.stop()
-
-    def _turn_away(self, lane: _Lane) -> None:
-        """Report ``lane``'s queued operations unsent: the batch is stopping, or its store cannot be written."""
-        while lane.queue:
-            item = lane.queue.popleft()
-            self._run_state.queued -= 1
-            self._emit(item, _refused(item, lane))
 
     def _prepare(self, index: int, op: Operation) -> _Item:
         key = getattr(op, "key", None)
@@ -928,6 +869,10 @@ class BatchExecutor:
         self._results.put(result)
         if item.target is not None:
             self._release(item.target)
+        run = self._run_state
+        run.unsettled -= 1
+        if not run.unsettled and self._settled is not None and not self._settled.done():
+            self._settled.set_result(None)
 
     def _account(self, result: AnyResult) -> None:
         # the least per result: totals, done and failed are derived from the outcomes when asked

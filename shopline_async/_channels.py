@@ -29,13 +29,15 @@ def wake_one(waiters: deque[asyncio.Future[None]]) -> bool:
 
 
 class Channel(Generic[T]):
-    """An unbounded FIFO from producers to consumers."""
+    """An unbounded FIFO from producers to consumers; ``await drained(n)`` waits for fewer than ``n``."""
 
-    __slots__ = ("_items", "_waiters")
+    __slots__ = ("_drain", "_drain_below", "_items", "_waiters")
 
     def __init__(self) -> None:
         self._items: deque[T] = deque()
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._drain: asyncio.Future[None] | None = None
+        self._drain_below = 0
 
     def __len__(self) -> int:
         return len(self._items)
@@ -47,7 +49,21 @@ class Channel(Generic[T]):
 
     def get_nowait(self) -> T:
         """The next item; IndexError if there is none yet."""
-        return self._items.popleft()
+        item = self._items.popleft()
+        if self._drain is not None and len(self._items) < self._drain_below and not self._drain.done():
+            self._drain.set_result(None)
+        return item
+
+    async def drained(self, below: int) -> None:
+        """Until fewer than ``below`` items are left (one waiter at a time: the producer)."""
+        if len(self._items) < below:
+            return
+        self._drain_below = below
+        self._drain = asyncio.get_running_loop().create_future()
+        try:
+            await self._drain
+        finally:
+            self._drain = None
 
     async def get(self) -> T:
         items = self._items
@@ -60,7 +76,7 @@ class Channel(Generic[T]):
                 if waiter.done() and not waiter.cancelled() and items:
                     wake_one(self._waiters)  # woken for an item we will not take: wake the next
                 raise
-        return items.popleft()
+        return self.get_nowait()
 
 
 class Slots:

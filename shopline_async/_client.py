@@ -62,13 +62,6 @@ class Store:
         """How many 429s this store has answered so far."""
         return self._transport.rate_limited
 
-    def admission_delay(self) -> float | None:
-        """Seconds the store's limiter would hold a request sent now: 0.0 for none, None while its
-        ``max_in_flight`` requests are all under way. Waits for the pacer and for a cool-down after
-        a 429 are counted. A batch asks before it gives a request a place among its ``concurrency``,
-        so that one about to wait for its store holds none."""
-        return self._transport.limiter.admission_delay()
-
     def set_access_token(self, access_token: str) -> None:
         """Switch to a refreshed token; attempts already under way keep the old one."""
         self._transport.set_access_token(access_token)

@@ -56,9 +56,11 @@ class Pacer:
                 self._tat = tat
             raise
 
-    def delay(self, now: float) -> float:
-        """How long an ``acquire()`` at ``now`` would wait (<= 0: not at all)."""
-        return max(self._tat, now) - self._tolerance - now
+    def reserve(self, now: float) -> float:
+        """Take the next slot now, without waiting for it: the time it starts (not before ``now``)."""
+        tat = max(self._tat, now)
+        self._tat = tat + self._interval
+        return max(tat - self._tolerance, now)
 
     def hold_until(self, when: float) -> None:
         """Admit nothing before ``when`` (a 429 cool-down), then resume at ``rate`` with no burst:
@@ -80,6 +82,7 @@ class StoreLimiter:
         self._pacer = Pacer(rate, config.burst, self._clock, sleep) if rate is not None else None
         self._slots = Slots(config.max_in_flight)
         self._resume_at = 0.0
+        self._on_release: list[Callable[[], None]] = []
         self.in_flight = 0
         self.rate_limited = 0
 
@@ -99,22 +102,30 @@ class StoreLimiter:
             raise
         self.in_flight += 1
 
-    def admission_delay(self) -> float | None:
-        """Seconds an ``acquire()`` now would wait (0.0: none), or None while every in-flight slot
-        is taken (it waits for a request to end, which no clock tells)."""
-        if self._slots.free <= 0:
+    def reserve(self) -> float | None:
+        """For a scheduler: admit one request without waiting, as ``acquire()`` would have, and say
+        when it may start (a clock time; not later than now: at once). None while every in-flight
+        slot is taken: nothing is reserved, and ``notify_on_release`` says when to ask again.
+        Pair with ``release()``."""
+        if not self._slots.try_take():
             return None
+        self.in_flight += 1
         if self._pacer is None and not self._resume_at:  # nothing that could hold it: no clock to read
             return 0.0
-        now = self._clock()
-        delay = self._resume_at - now
-        if self._pacer is not None:
-            delay = max(delay, self._pacer.delay(now))
-        return max(delay, 0.0)
+        start = max(self._clock(), self._resume_at)
+        return self._pacer.reserve(start) if self._pacer is not None else start
+
+    def notify_on_release(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once, at the next ``release()``."""
+        self._on_release.append(callback)
 
     def release(self) -> None:
         self.in_flight -= 1
         self._slots.give()
+        if self._on_release:
+            callbacks, self._on_release = self._on_release, []
+            for callback in callbacks:
+                callback()
 
     def cool_down(self, seconds: float) -> None:
         """Hold every request to this store for ``seconds`` (after a 429)."""
@@ -126,6 +137,14 @@ class StoreLimiter:
     @property
     def cooling_down(self) -> bool:
         return self._clock() < self._resume_at
+
+    @property
+    def resume_at(self) -> float:
+        """When the last 429's cool-down ends (a clock time; 0.0 if there was none)."""
+        return self._resume_at
+
+    def now(self) -> float:
+        return self._clock()
 
     async def _wait_for_cool_down(self) -> None:
         # a loop, not an Event: another 429 can push the deadline out while we sleep

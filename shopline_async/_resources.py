@@ -9,7 +9,7 @@ from ._codec import coerce_update, decode_image, decode_product, encode_image_up
 from ._config import RetryPolicy, Timeout
 from ._errors import ConfigError
 from ._response import Response
-from ._transport import Gate, PreparedRequest, StoreTransport, check_api_version, check_extra_headers, path_segment
+from ._transport import PreparedRequest, StoreTransport, check_api_version, check_extra_headers, path_segment
 from .models._image import ImageUpdate, ProductImage
 from .models._product import Product, ProductUpdate
 
@@ -40,23 +40,15 @@ class _Resource(Generic[M]):
         return self._transport.request(prepared, timeout=timeout, retry=retry, extra_headers=headers)
 
     def send(
-        self,
-        prepared: PreparedRequest[M],
-        *,
-        timeout: Timeout | None = None,
-        retry: RetryPolicy | None = None,
-        gate: Gate | None = None,
+        self, prepared: PreparedRequest[M], *, timeout: Timeout | None = None, retry: RetryPolicy | None = None
     ) -> Coroutine[Any, Any, Response[M]]:
         """Send what :meth:`prepare` returned (for this store or another), with retries: ``await`` it.
-
-        ``gate`` adds an admission step to every attempt, after the store's rate limiter (see
-        :class:`Gate`). Raises an APIError subclass.
-        """
+        Raises an APIError subclass."""
         # a plain function handing back the transport's coroutine: no await level of its own, which
         # every resume of the request (several per operation) would pass through
         if prepared.decode is not self._decode:
             raise ConfigError(f"this request was prepared by another resource, not {type(self).__name__}")
-        return self._transport.request(prepared, timeout=timeout, retry=retry, gate=gate)
+        return self._transport.request(prepared, timeout=timeout, retry=retry)
 
 
 class Products(_Resource[Product]):

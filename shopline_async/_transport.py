@@ -1,10 +1,12 @@
-"""The one path every request takes: admission, send, decode, retry, error mapping.
+"""The one path every request takes: one attempt, the retry decision, the answer or the error.
 
-``StoreTransport`` is one store's: its limiter, its credentials, the retry loop. Resource
-methods hand it a :class:`PreparedRequest` (method, escaped path, encoded body, decoder); each
-attempt is admitted by the store's limiter (and an optional :class:`Gate`, such as a batch's
-cap across stores), then handed to the client's :class:`~shopline_async.Sender`, which sends it
-once. Statuses and send errors become the documented exceptions here, nowhere else.
+``StoreTransport`` is one store's: its limiter, its credentials. ``attempt()`` sends a
+:class:`PreparedRequest` (method, escaped path, encoded body, decoder) once through the client's
+:class:`~shopline_async.Sender` and says what came of it (an :class:`Outcome`); ``decide()`` is
+the retry policy's verdict on it (done, or wait this long); ``conclude()`` turns the final outcome
+into the decoded response or the documented exception (statuses and send errors become
+exceptions here, nowhere else). ``request()`` is the loop of one call (``acquire -> attempt ->
+decide``); a batch runs the same steps, scheduling the waits itself.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 import msgspec
@@ -52,7 +54,6 @@ from ._sender import CertificateRefused, ConnectFailed, HTTPRequest, ResponseToo
 
 __all__ = [
     "ClientState",
-    "Gate",
     "PreparedRequest",
     "StoreTransport",
     "TransportSettings",
@@ -143,16 +144,6 @@ class PreparedRequest(msgspec.Struct, Generic[T], frozen=True, gc=False):
     another product or image than the one requested is an error, not a success."""
 
 
-class Gate(Protocol):
-    """An extra admission step for each attempt, after the store's limiter: ``await enter()``
-    before sending (it may raise to refuse), ``exit()`` after. ``BatchExecutor`` passes one to cap
-    requests in flight across stores without holding a slot while a store's limiter waits."""
-
-    async def enter(self) -> None: ...
-
-    def exit(self) -> None: ...
-
-
 def check_handle(handle: str) -> str:
     if not isinstance(handle, str) or not _HANDLE.fullmatch(handle):
         raise ConfigError(
@@ -217,6 +208,68 @@ def resolve_base_url(template: str, handle: str, *, allow_insecure_http: bool) -
             "use https, a loopback address, or allow_insecure_http=True"
         )
     return str(url).rstrip("/")
+
+
+class Outcome(msgspec.Struct, gc=False):
+    """What one attempt came to: the answer (status, body, headers), or the failure that came
+    instead of one (``failure``; ``status`` set if an answer had begun to arrive)."""
+
+    status: int | None
+    payload: bytes
+    headers: Mapping[str, str]
+    trace_id: str | None
+    network_time: float
+    failure: APIError | None = None
+
+
+class Tries:
+    """A call's attempts so far: their number, trace ids, time on the network, backoff waited, and
+    time queued in the client (its store's limiter), which the retry deadline does not count."""
+
+    __slots__ = ("attempts", "backoff", "network_time", "queued", "started", "trace_ids")
+
+    def __init__(self) -> None:
+        self.attempts = 0
+        self.trace_ids: list[str] = []
+        self.network_time = 0.0
+        self.backoff = 0.0
+        self.queued = 0.0
+        self.started = time.monotonic()
+
+    def finish(self, error: APIError) -> APIError:
+        """``error`` carrying the facts of every attempt."""
+        error.attempts = self.attempts
+        error.trace_ids = list(self.trace_ids)
+        error.network_time = self.network_time
+        return error
+
+
+def decide(outcome: Outcome, tries: Tries, policy: RetryPolicy) -> float | None:
+    """After an attempt: None if the call is done (its outcome is the answer), else the seconds to
+    wait before the next attempt (after a 429, the store's cool-down). Counts the attempt in
+    ``tries``. Pure but for that: no clock but the one ``tries`` was started with, no I/O."""
+    tries.attempts += 1
+    tries.network_time += outcome.network_time
+    if outcome.trace_id:
+        tries.trace_ids.append(outcome.trace_id)
+    status, failure = outcome.status, outcome.failure
+    if failure is not None:
+        retryable = isinstance(failure, APIConnectionError) and not isinstance(failure, APICertificateError)
+    else:
+        assert status is not None
+        retryable = not 200 <= status < 300 and should_retry_status(policy, status)
+    if not retryable or tries.attempts >= policy.max_attempts:
+        return None
+    retry_after = (
+        parse_retry_after(outcome.headers.get("Retry-After")) if status == 429 or (status or 0) >= 500 else None
+    )
+    delay = retry_delay(policy, tries.attempts, retry_after)
+    # the budget is the network's and the backoff's: time queued behind the store's other calls is not
+    spent = time.monotonic() - tries.started - tries.queued
+    if policy.deadline is not None and spent + delay > policy.deadline:
+        return None
+    tries.backoff += delay
+    return delay
 
 
 def _check_proxy_route(sender: Sender, base: URL) -> None:
@@ -329,6 +382,11 @@ class StoreTransport:
         return self._limiter
 
     @property
+    def retry(self) -> RetryPolicy:
+        """The retry policy of the client (copy) this store belongs to."""
+        return self._settings.retry
+
+    @property
     def rate_limited(self) -> int:
         """429s this store has answered so far."""
         limiter = self._limiter or self._state.limiters.get(self.handle)
@@ -340,191 +398,163 @@ class StoreTransport:
         *,
         timeout: Timeout | None = None,
         retry: RetryPolicy | None = None,
-        gate: Gate | None = None,
         extra_headers: Mapping[str, str] | None = None,
     ) -> Response[T]:
-        """Send with retries; return the decoded response or raise an APIError subclass.
+        """Send with retries; return the decoded response or raise an APIError subclass: the loop
+        ``acquire -> attempt -> decide`` of a single call (a batch runs the same two steps itself).
 
         ``extra_headers`` must have been checked (:func:`check_extra_headers`).
         """
+        self.check_usable()
+        policy = retry or self._settings.retry
+        limiter = self.limiter
+        tries = Tries()
+        while True:
+            waiting_since = time.monotonic()
+            await limiter.acquire()
+            tries.queued += time.monotonic() - waiting_since
+            try:
+                outcome = await self.attempt(prepared, tries.attempts + 1, timeout, extra_headers)
+            finally:
+                limiter.release()
+            delay = decide(outcome, tries, policy)
+            if delay is None:
+                return self.conclude(prepared, outcome, tries)
+            self.log_retry(prepared, outcome, tries, delay, policy)
+            if outcome.status == 429:
+                limiter.cool_down(delay)  # the bucket is shared by every call to this store: all wait
+            else:
+                await limiter.sleep(delay)
+
+    def check_usable(self) -> None:
         state = self._state
         if state.closed:
             raise ClientClosedError("the client is closed; create a new ShoplineClient")
         if state.loop is not asyncio.get_running_loop():
             state.check_loop()
-        settings = self._settings
-        policy = retry or settings.retry
-        method, path = prepared.method, prepared.path
-        url = self.base_url + path
+
+    async def attempt(
+        self,
+        prepared: PreparedRequest[Any],
+        number: int,
+        timeout: Timeout | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> Outcome:
+        """Send ``prepared`` once (its attempt ``number``), admitted already by the store's limiter:
+        what came back, or the failure that came instead. Never raises for what the network or the
+        server did."""
         # the path is already escaped: no re-quoting, no dot-segment folding; and with_path on the
         # parsed base skips parsing the whole URL again
-        request_url = self._base.with_path(self._base_path + path, encoded=True)
-        attempt_timeout = timeout or settings.timeout
-        limiter = self.limiter
-        sender = state.sender
+        url = self._base.with_path(self._base_path + prepared.path, encoded=True)
+        # headers read from the store now: a refreshed token applies to retries
+        headers = self._headers if not extra_headers else _with_headers(self._headers, extra_headers)
+        request = HTTPRequest(prepared.method, url, headers, prepared.body, timeout or self._settings.timeout)
         started = time.monotonic()
-        trace_ids: list[str] = []
-        network_time = 0.0
-        queued = 0.0
-        """Time spent waiting for the store's limiter (its pacer, a cool-down) or the gate: the
-        client's own queue, which the retry deadline does not count."""
-        attempt = 0
-        while True:
-            attempt += 1
-            status: int | None = None
-            trace_id: str | None = None
-            retry_after: float | None = None
-            payload = b""
-            failure: APIError | None = None
-            waiting_since = time.monotonic()
-            await limiter.acquire()
-            try:
-                if gate is not None:
-                    await gate.enter()
-                attempt_started = time.monotonic()
-                queued += attempt_started - waiting_since
-                # a request per attempt, read from the store now: a refreshed token applies to retries
-                headers = self._headers if not extra_headers else _with_headers(self._headers, extra_headers)
-                request = HTTPRequest(method, request_url, headers, prepared.body, attempt_timeout)
-                try:
-                    response = await sender.send(request)
-                except SendError as exc:
-                    failure = self._send_failure(exc, method, url)
-                    trace_id = failure.trace_id
-                    if trace_id:
-                        trace_ids.append(trace_id)
-                else:
-                    status = response.status
-                    payload = response.body
-                    response_headers = response.headers
-                    if not 200 <= status < 300:  # an error: what it says is kept, so scrubbed first
-                        payload, response_headers = self._scrubbed(payload, response_headers)
-                    trace_id = response_headers.get("traceId")
-                    if trace_id:
-                        trace_ids.append(trace_id)
-                    if status == 429 or status >= 500:
-                        retry_after = parse_retry_after(response_headers.get("Retry-After"))
-                finally:
-                    network_time += time.monotonic() - attempt_started
-                    if gate is not None:
-                        gate.exit()
-            finally:
-                limiter.release()
-            if logger.isEnabledFor(logging.DEBUG):
-                logger.debug(
-                    "store %s: %s %s -> %s traceId=%s attempt=%d elapsed=%.3fs",
-                    self.handle,
-                    method,
-                    path,
-                    status if failure is None else type(failure).__name__,
-                    trace_id,
-                    attempt,
-                    time.monotonic() - attempt_started,
-                )
+        try:
+            response = await self._state.sender.send(request)
+        except SendError as exc:
+            failure = self._send_failure(exc, prepared.method, self.base_url + prepared.path)
+            outcome = Outcome(exc.status, b"", failure.headers, failure.trace_id, time.monotonic() - started, failure)
+        else:
+            status, payload, answer_headers = response.status, response.body, response.headers
+            if not 200 <= status < 300:  # an error: what it says is kept, so scrubbed first
+                payload, answer_headers = self._scrubbed(payload, answer_headers)
+            trace_id = answer_headers.get("traceId")
+            outcome = Outcome(status, payload, answer_headers, trace_id, time.monotonic() - started)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "store %s: %s %s -> %s traceId=%s attempt=%d elapsed=%.3fs",
+                self.handle,
+                prepared.method,
+                prepared.path,
+                outcome.status if outcome.failure is None else type(outcome.failure).__name__,
+                outcome.trace_id,
+                number,
+                outcome.network_time,
+            )
+        return outcome
 
-            if failure is None and status is not None and 200 <= status < 300:
-                try:
-                    data = prepared.decode(payload)
-                except BodyMissing:
-                    raise AppliedWithoutBodyError(
+    def conclude(self, prepared: PreparedRequest[T], outcome: Outcome, tries: Tries) -> Response[T]:
+        """The final attempt's outcome as the call's answer: the decoded response, or the error raised."""
+        method, url, status, trace_id = prepared.method, self.base_url + prepared.path, outcome.status, outcome.trace_id
+        if outcome.failure is not None:
+            raise tries.finish(outcome.failure)
+        assert status is not None
+        if not 200 <= status < 300:
+            failure = self._status_error(status, outcome.payload, method=method, url=url, trace_id=trace_id)
+            failure.headers = outcome.headers
+            raise tries.finish(failure)
+        try:
+            data = prepared.decode(outcome.payload)
+        except BodyMissing:
+            raise AppliedWithoutBodyError(
+                method=method,
+                url=url,
+                status=status,
+                trace_id=trace_id,
+                trace_ids=tries.trace_ids,
+                attempts=tries.attempts,
+                network_time=tries.network_time,
+                headers=self._scrubbed(b"", outcome.headers)[1],
+            ) from None
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            payload, headers = self._scrubbed(outcome.payload, outcome.headers)
+            raise tries.finish(
+                ResponseDecodeError(
+                    f"could not decode the response ({self._state.scrub(self.handle, str(exc))}); the update "
+                    f"may have been applied: {_safe_excerpt(payload)!r}",
+                    method=method,
+                    url=url,
+                    status=status,
+                    trace_id=headers.get("traceId"),
+                    body=payload,
+                    headers=headers,
+                )
+            ) from None
+        for name, wanted in prepared.expect:
+            got = getattr(data, name, None)
+            if got is not None and got != wanted:  # an answer about another resource is no success
+                raise tries.finish(
+                    ResponseMismatchError(
+                        f"the answer is about {name} {excerpt(str(got))}, not {wanted!r} as requested; "
+                        "it is not taken as this update's success",
                         method=method,
                         url=url,
                         status=status,
                         trace_id=trace_id,
-                        trace_ids=trace_ids,
-                        attempts=attempt,
-                        network_time=network_time,
-                        headers=self._scrubbed(b"", response_headers)[1],
-                    ) from None
-                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                    payload, response_headers = self._scrubbed(payload, response_headers)
-                    raise self._finish(
-                        ResponseDecodeError(
-                            f"could not decode the response ({self._state.scrub(self.handle, str(exc))}); the update "
-                            f"may have been applied: {_safe_excerpt(payload)!r}",
-                            method=method,
-                            url=url,
-                            status=status,
-                            trace_id=self._state.scrub(self.handle, trace_id) if trace_id else trace_id,
-                            body=payload,
-                            headers=response_headers,
-                        ),
-                        attempt,
-                        trace_ids,
-                        network_time,
-                    ) from None
-                for name, wanted in prepared.expect:
-                    got = getattr(data, name, None)
-                    if got is not None and got != wanted:  # an answer about another resource is no success
-                        raise self._finish(
-                            ResponseMismatchError(
-                                f"the answer is about {name} {excerpt(str(got))}, not {wanted!r} as requested; "
-                                "it is not taken as this update's success",
-                                method=method,
-                                url=url,
-                                status=status,
-                                trace_id=trace_id,
-                                field=name,
-                                expected=wanted,
-                                received=str(got),
-                            ),
-                            attempt,
-                            trace_ids,
-                            network_time,
-                        )
-                return Response(
-                    data=data,
-                    status=status,
-                    trace_id=trace_id,
-                    method=method,
-                    url=url,
-                    attempts=attempt,
-                    elapsed=time.monotonic() - started,
-                    trace_ids=tuple(trace_ids),
-                    network_time=network_time,
+                        field=name,
+                        expected=wanted,
+                        received=str(got),
+                    )
                 )
+        return Response(
+            data=data,
+            status=status,
+            trace_id=trace_id,
+            method=method,
+            url=url,
+            attempts=tries.attempts,
+            elapsed=time.monotonic() - tries.started,
+            trace_ids=tuple(tries.trace_ids),
+            network_time=tries.network_time,
+        )
 
-            retryable: bool
-            if failure is None:
-                assert status is not None
-                failure = self._status_error(status, payload, method=method, url=url, trace_id=trace_id)
-                failure.headers = response_headers
-                retryable = should_retry_status(policy, status)
-            else:
-                retryable = isinstance(failure, APIConnectionError) and not isinstance(failure, APICertificateError)
-
-            if not retryable or attempt >= policy.max_attempts:
-                raise self._finish(failure, attempt, trace_ids, network_time)
-            delay = retry_delay(policy, attempt, retry_after)
-            if policy.deadline is not None and time.monotonic() - started - queued + delay > policy.deadline:
-                raise self._finish(failure, attempt, trace_ids, network_time)
-            outcome = f"HTTP {status}" if status is not None else type(failure).__name__
-            if status == 429:
-                # the bucket is shared by every task of this store: all of them wait
-                logger.warning(
-                    "store %s: %s %s -> 429 (traceId=%s): the store cools down for %.1fs, then attempt %d of %d",
-                    self.handle,
-                    method,
-                    path,
-                    trace_id,
-                    delay,
-                    attempt + 1,
-                    policy.max_attempts,
-                )
-                limiter.cool_down(delay)
-            else:
-                logger.warning(
-                    "store %s: %s %s -> %s (traceId=%s): retrying in %.1fs, attempt %d of %d",
-                    self.handle,
-                    method,
-                    path,
-                    outcome,
-                    trace_id,
-                    delay,
-                    attempt + 1,
-                    policy.max_attempts,
-                )
-                await limiter.sleep(delay)
+    def log_retry(
+        self, prepared: PreparedRequest[Any], outcome: Outcome, tries: Tries, delay: float, policy: RetryPolicy
+    ) -> None:
+        said = f"HTTP {outcome.status}" if outcome.failure is None else type(outcome.failure).__name__
+        logger.warning(
+            "store %s: %s %s -> %s (traceId=%s): %s %.1fs, attempt %d of %d",
+            self.handle,
+            prepared.method,
+            prepared.path,
+            said,
+            outcome.trace_id,
+            "the store cools down for" if outcome.status == 429 else "retrying in",
+            delay,
+            tries.attempts + 1,
+            policy.max_attempts,
+        )
 
     def _scrubbed(self, payload: bytes, headers: Mapping[str, str]) -> tuple[bytes, Mapping[str, str]]:
         """An answer's body and headers fit to keep in an error: every token of the store scrubbed.
@@ -547,13 +577,6 @@ class StoreTransport:
         return error_class(
             message, method=method, url=url, status=exc.status, trace_id=headers.get("traceId"), headers=headers
         )
-
-    @staticmethod
-    def _finish(error: APIError, attempts: int, trace_ids: list[str], network_time: float) -> APIError:
-        error.attempts = attempts
-        error.trace_ids = list(trace_ids)
-        error.network_time = network_time
-        return error
 
     @staticmethod
     def _status_error(status: int, payload: bytes, *, method: str, url: str, trace_id: str | None) -> APIError:

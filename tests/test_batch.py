@@ -285,33 +285,35 @@ async def test_cancelled_while_stores_wait_for_a_slot_nothing_more_is_sent(after
 
 async def test_stores_waiting_for_their_pacer_cost_no_task_and_every_operation_is_reported() -> None:
     # 200 stores x 3, sorted by store, SHOPLINE's pacing (4/s): each store's 2nd and 3rd requests
-    # wait about 0.25 s for its pacer; the lanes wait on timers, not as tasks (the previous
-    # scheduling kept a task per store sleeping in its pacer: about 200 here)
+    # wait about 0.25 s for its pacer on a timer of its store, not as a task (a scheduling of old
+    # kept a task per store sleeping in its pacer: about 200 here); the batch's tasks are its
+    # `concurrency` workers, whatever the number of stores
     tokens = {f"t{n}": f"s{n}" for n in range(200)}
     async with MockShopline(tokens) as server, ShoplineClient(base_url=server.base_url) as client:
         for token, handle in tokens.items():
             client.store(handle, token)
-        executor = BatchExecutor(client)
+        executor = BatchExecutor(client, concurrency=20)
         loop = asyncio.get_running_loop()
-        # the batch's worker tasks that carry no request in flight, while no store is due; the
-        # batch's own tasks only: aiohttp's for connections still opening (25 once, on a loaded
-        # machine) are not a store's wait
-        idle_tasks: list[int] = []
+        workers: list[int] = []
+        tasks: list[int] = []
 
         async def sample() -> None:
             started = loop.time()
             while True:
                 await asyncio.sleep(0.01)
-                # no store can be due before its first request + 0.25 s, nor woken before 0.23 s
+                # no store can be due before its first request + 0.25 s
                 if 0.08 < loop.time() - started < 0.2:
-                    workers = [t for t in asyncio.all_tasks() if batch_worker(t)]
-                    idle_tasks.append(len(workers) - executor.progress.in_flight)
+                    workers.append(sum(batch_worker(t) for t in asyncio.all_tasks()))
+                    tasks.append(sum(not mock_answer(t) for t in asyncio.all_tasks()))
 
         sampler = asyncio.create_task(sample())
         report = await executor.gather(product_op(f"s{n // 3}", n) for n in range(600))
         sampler.cancel()
     assert report.summary.ok == 600 and report.summary.rate_limited == 0
-    assert idle_tasks and max(idle_tasks) <= 20, idle_tasks
+    assert workers and set(workers) == {20}, workers
+    # the workers, this test and its sampler, the batch's dispatcher, and aiohttp's for connections
+    # still opening on a loaded machine: far from a task per store
+    assert max(tasks) <= 20 + 40, tasks
 
 
 async def test_stop_while_a_store_waits_for_its_pacer_reports_the_rest() -> None:

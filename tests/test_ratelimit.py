@@ -162,22 +162,24 @@ async def test_a_429_during_a_wait_for_the_pacer_is_honoured(clock: FakeClock) -
     assert clock.now - 1000.0 >= 5.0
 
 
-async def test_admission_delay_tells_how_long_an_acquire_would_wait(clock: FakeClock) -> None:
-    limiter = store_limiter(clock, rate=2, burst=2, headroom=0.0, max_in_flight=1)
-    assert limiter.admission_delay() == 0.0
-    await limiter.acquire()  # t=0: the one in-flight slot is taken
-    assert limiter.admission_delay() is None
+async def test_reserve_admits_without_waiting_and_says_when_the_request_may_start(clock: FakeClock) -> None:
+    # what a scheduler does instead of awaiting acquire(): it takes the slot now and arms a timer
+    limiter = store_limiter(clock, rate=2, burst=2, headroom=0.0, max_in_flight=2)
+    t0 = clock.now
+    assert [limiter.reserve(), limiter.reserve()] == [t0, t0]  # the burst
+    assert limiter.reserve() is None  # both in-flight slots taken: nothing reserved
+    released: list[int] = []
+    limiter.notify_on_release(lambda: released.append(1))
     limiter.release()
-    assert limiter.admission_delay() == 0.0  # the burst's second token
-    await limiter.acquire()
+    assert released == [1]
     limiter.release()
-    assert limiter.admission_delay() == pytest.approx(0.5)  # the pacer: next at t=0.5
-    clock.now += 0.5
-    assert limiter.admission_delay() == 0.0
-    limiter.cool_down(1.0)
-    assert limiter.admission_delay() == pytest.approx(1.0)  # a cool-down
-    for _ in range(3):  # and an acquire waits what it said
-        before, said = clock.now, limiter.admission_delay()
-        await limiter.acquire()
-        limiter.release()
-        assert said is not None and clock.now - before == pytest.approx(said)
+    assert released == [1]  # once
+    assert limiter.reserve() == pytest.approx(t0 + 0.5)  # the pacer: 2/s, the burst spent
+    assert limiter.reserve() == pytest.approx(t0 + 1.0)
+    limiter.release()
+    limiter.release()
+    limiter.cool_down(3.0)  # a 429: nothing before it ends, then the rate again with no burst
+    assert limiter.resume_at == pytest.approx(t0 + 3.0)
+    assert limiter.reserve() == pytest.approx(t0 + 3.0)
+    assert limiter.reserve() == pytest.approx(t0 + 3.5)
+    assert limiter.in_flight == 2
