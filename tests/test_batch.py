@@ -16,7 +16,10 @@ from conftest import batch_worker, mock_answer, unlimited_stores
 from shopline_async import (
     BatchExecutor,
     ConfigError,
+    HTTPRequest,
+    HTTPResponse,
     ImageInput,
+    MockSender,
     ProductUpdate,
     Progress,
     RateLimit,
@@ -361,3 +364,32 @@ async def test_a_progress_hook_that_raises_ends_the_batch_with_its_error() -> No
         await asyncio.sleep(0.05)
         leftovers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not mock_answer(t)]
         assert leftovers == []
+
+
+async def test_an_operation_in_retry_backoff_holds_back_none_of_its_stores_others() -> None:
+    # one store, 60 operations; the first is answered 503 once and backs off for 1 s: the other 59
+    # are all done long before its retry (a scheduling of old kept the store's lane closed while an
+    # operation of it slept in backoff: 98 of 99 waited for one 503)
+    answered: list[tuple[str, float]] = []
+    failed_once: set[str] = set()
+    loop = asyncio.get_running_loop()
+
+    def answer(request: HTTPRequest) -> HTTPResponse:
+        product_id = request.url.path.rsplit("/", 1)[1].removesuffix(".json")
+        if product_id == "p0" and product_id not in failed_once:
+            failed_once.add(product_id)
+            return HTTPResponse(503, {"traceId": "busy"}, b'{"errors": "busy"}')
+        answered.append((product_id, loop.time()))
+        return HTTPResponse(200, {"traceId": f"t-{product_id}"}, b'{"product": {"id": "%s"}}' % product_id.encode())
+
+    policy = RetryPolicy(max_attempts=3, initial_delay=1.0, max_delay=1.0, jitter=False)
+    async with ShoplineClient(sender=MockSender(answer), rate_limit=RateLimit.unlimited(), retry=policy) as client:
+        client.store("solo", "t")
+        started = loop.time()
+        report = await BatchExecutor(client, concurrency=4).gather(
+            UpdateProduct("solo", f"p{i}", {"title": "x"}) for i in range(60)
+        )
+    assert report.summary.ok == 60 and report.results[0].attempts == 2
+    others = [at - started for product_id, at in answered if product_id != "p0"]
+    retried = next(at - started for product_id, at in answered if product_id == "p0")
+    assert len(others) == 59 and max(others) < 0.5 < 1.0 <= retried, (max(others), retried)
