@@ -13,6 +13,7 @@
 5. mock_server: the mock under wrk, beside a minimal aiohttp app;
 6. many_stores: 10,000 stores x 5 operations in one process (many_stores.py);
 7. ledger: a rerun of 100,000 rows with 1% changed (ledger.py);
+   retry_isolation: throughput with 1% and 5% of answers 5xx against none (retry_isolation.py);
 8. fleet: 1, 2 and 4 worker processes on Temporal's dev server, bound by their sockets (fleet.py).
 Ratios are what to compare: the machine is shared and absolute numbers move.
 """
@@ -57,6 +58,7 @@ from common import (
 from fleet import bench_fleet
 from instructions import bench_instructions
 from ledger import bench_ledger
+from retry_isolation import bench_retry_isolation
 from many_stores import bench_many_stores
 from overhead import bench_overhead
 
@@ -506,6 +508,7 @@ def main() -> int:
         "mock_server",
         "many_stores",
         "ledger",
+        "retry_isolation",
         "fleet",
     ]
     parser.add_argument("--only", choices=names, action="append")
@@ -533,6 +536,7 @@ def main() -> int:
         "codec": bench_codec,
         "many_stores": bench_many_stores,
         "ledger": bench_ledger,
+        "retry_isolation": bench_retry_isolation,
         "fleet": bench_fleet,
     }
     for name in chosen:
