@@ -58,9 +58,9 @@ from common import (
 from fleet import bench_fleet
 from instructions import bench_instructions
 from ledger import bench_ledger
-from retry_isolation import bench_retry_isolation
 from many_stores import bench_many_stores
 from overhead import bench_overhead
+from retry_isolation import bench_retry_isolation
 
 from shopline_async import (
     BatchExecutor,
