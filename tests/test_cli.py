@@ -79,7 +79,8 @@ def product_rows(n: int, store: str = "east") -> list[dict[str, Any]]:
 
 
 def sync(*args: str) -> int:
-    return main(["sync", *args, "--progress", "never"])
+    """``sync`` in process; paced as fast as the mock answers (pacing has tests of its own)."""
+    return main(["sync", *args, "--progress", "never", *(() if "--rate" in args else ("--rate", "1000"))])
 
 
 def test_jsonl_sync_products_and_images(mock: MockShopline, config_file: Path, tmp_path: Path, capsys) -> None:
@@ -173,7 +174,8 @@ def test_resume_redoes_only_what_did_not_succeed(mock: MockShopline, tmp_path: P
     source = write_jsonl(tmp_path / "c.jsonl", product_rows(10, "east") + product_rows(10, "west"))
     half_config = tmp_path / "half.json"
     half_config.write_text(json.dumps({"stores": {"east": {"token": "cli-secret-token-east-123"}, "west": "wrong"}}))
-    assert sync(str(source), "--config", str(half_config), "--base-url", mock.base_url) == 1
+    # paced, so that the first 401 is back before the store's next request would leave
+    assert sync(str(source), "--config", str(half_config), "--base-url", mock.base_url, "--rate", "40") == 1
     assert re.search(r"store west answered HTTP 401 \(traceId=\S+\): \d+ rows not sent to it", capsys.readouterr().out)
     first = read_results(tmp_path / "c.jsonl.results.jsonl")
     assert sum(r["ok"] for r in first) == 10 and {r["status"] for r in first if not r["ok"]} == {401}
@@ -266,6 +268,7 @@ def test_every_option_of_every_command_says_what_it_does() -> None:
     assert list(undocumented(build_parser(), "shopline-async")) == []
 
 
+@pytest.mark.slow
 def test_demo_runs(tmp_path: Path, capsys) -> None:
     assert main(["demo", "--dir", str(tmp_path), "--progress", "never"]) == 0
     out = capsys.readouterr().out
@@ -275,7 +278,6 @@ def test_demo_runs(tmp_path: Path, capsys) -> None:
     assert len(results) == 505 and sum(r["ok"] for r in results) == 500
 
 
-@pytest.mark.slow
 @pytest.mark.slow
 def test_ctrl_c_then_resume(tmp_path: Path) -> None:
     with ThreadedMock(MockStoreConfig(rate=40, capacity=5)) as server:
@@ -331,7 +333,18 @@ def test_ctrl_c_then_resume(tmp_path: Path) -> None:
 def test_progress_bar_knows_the_total(mock: MockShopline, config_file: Path, tmp_path: Path, capsys) -> None:
     rows: list[Any] = [*product_rows(12), "not json"]
     source = write_jsonl(tmp_path / "c.jsonl", rows)
-    args = ["sync", str(source), "--config", str(config_file), "--base-url", mock.base_url, "--progress", "always"]
+    args = [
+        "sync",
+        str(source),
+        "--config",
+        str(config_file),
+        "--base-url",
+        mock.base_url,
+        "--progress",
+        "always",
+        "--rate",
+        "1000",
+    ]
     assert main(args) == 1
     final = capsys.readouterr().err.rstrip("\n").split("\r")[-1]
     assert final.endswith("13/13 ok 12 failed 1 in flight 0")
@@ -353,6 +366,7 @@ def test_plain_http_to_a_remote_host_offers_the_cli_switch(tmp_path: Path, capsy
     assert "--allow-insecure-http" in err and "allow_insecure_http" not in err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["env", "flag"])
 def test_logging_is_switched_on_by_shopline_log_or_the_flag_and_never_shows_the_token(
     mock: MockShopline, tmp_path: Path, how: str
@@ -404,6 +418,7 @@ def test_csv_takes_all_five_options(mock: MockShopline, config_file: Path, tmp_p
     assert (variant["option4"], variant["option5"]) == ("short", "casual")
 
 
+@pytest.mark.slow
 def test_after_a_double_ctrl_c_the_summary_counts_every_row_recorded(tmp_path: Path) -> None:
     from shopline_async.mock import Faults
 

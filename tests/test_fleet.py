@@ -195,6 +195,7 @@ def assert_every_result_is_the_mocks(results: list[OperationResult], mock: MockS
         assert result.trace_id in mock.stats(handle).traces[path]  # the trace id the server sent
 
 
+@pytest.mark.slow
 async def test_a_fleet_drains_every_store_and_keeps_its_results_across_a_restart(
     fleet: tuple[Client, MockShopline, Workers], temporal: tuple[DevServer, Client], tmp_path: Path
 ) -> None:

@@ -35,6 +35,7 @@ def mock() -> Any:
         yield server
 
 
+@pytest.mark.slow
 def test_a_second_run_sends_nothing_and_a_change_sends_only_the_changed_rows(
     mock: MockShopline, tmp_path: Path
 ) -> None:
@@ -64,6 +65,7 @@ def test_a_second_run_sends_nothing_and_a_change_sends_only_the_changed_rows(
     assert mock.stats("east").requests == 123
 
 
+@pytest.mark.slow
 def test_jsonl_then_csv_in_one_folder_each_sends_its_own_rows(mock: MockShopline, tmp_path: Path) -> None:
     write_jsonl(tmp_path / "catalog.jsonl", [{"product_id": f"j{i}", "product": {"title": "J"}} for i in range(3)])
     with (tmp_path / "catalog.csv").open("w", newline="") as f:
@@ -78,6 +80,7 @@ def test_jsonl_then_csv_in_one_folder_each_sends_its_own_rows(mock: MockShopline
     assert len(read_results(tmp_path / "catalog.jsonl.results.jsonl")) == 3
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_a_reordered_rerun_writes_everything_exactly(tmp_path: Path) -> None:
     n = 600
     # slow answers so the kill lands mid-run, with many results committed and many not yet sent
@@ -112,6 +115,7 @@ def test_sigkill_mid_run_then_a_reordered_rerun_writes_everything_exactly(tmp_pa
         assert len(skipped) >= len(written_before) - 220
 
 
+@pytest.mark.slow
 def test_two_runs_on_one_ledger_are_refused_with_a_clear_message(mock: MockShopline, tmp_path: Path) -> None:
     with Ledger(tmp_path / "shared.sqlite3"):
         with pytest.raises(LedgerBusyError, match="in use by another run"):
