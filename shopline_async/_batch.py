@@ -240,7 +240,18 @@ class _Lane:
     """One store's operations waiting for admission, in order (a retry comes back at the front),
     and the one timer it arms for the moment its limiter reserved for the head. No task."""
 
-    __slots__ = ("blocked_by", "limiter", "queue", "run", "store", "timed", "timer", "transport", "waiting_release")
+    __slots__ = (
+        "blocked_by",
+        "limiter",
+        "pumping",
+        "queue",
+        "run",
+        "store",
+        "timed",
+        "timer",
+        "transport",
+        "waiting_release",
+    )
 
     def __init__(self, run: _Run, store: Store) -> None:
         self.run = run
@@ -253,11 +264,21 @@ class _Lane:
         """The operation holding the reservation the timer is armed for."""
         self.blocked_by: APIStatusError | None = None
         self.waiting_release = False
+        self.pumping = False
 
     def pump(self) -> None:
         """Reserve admission for the queued operations while the store admits at once; for the first
         one it admits later, arm the timer. An operation never sent is turned away instead while the
         batch stops or the store cannot be written."""
+        if self.pumping:  # called again from a result it settles (the next operation on its target)
+            return  # the loop below sees what was queued meanwhile
+        self.pumping = True
+        try:
+            self._pump()
+        finally:
+            self.pumping = False
+
+    def _pump(self) -> None:
         run, queue, limiter = self.run, self.queue, self.limiter
         while queue and self.timer is None and not run.closed:
             item = queue[0]
@@ -325,10 +346,13 @@ class _Lane:
         self.pump()
 
     def close(self) -> None:
-        """The batch is over (cancelled): no timer fires into it."""
+        """The batch is over: no timer fires into it, and the store's limiter keeps no callback to it."""
         if self.timer is not None:
             self.timer.cancel()
         self.timer = self.timed = None
+        if self.waiting_release:
+            self.limiter.forget_release(self._released)
+            self.waiting_release = False
 
 
 class _Run:

@@ -119,6 +119,11 @@ class StoreLimiter:
         """Call ``callback`` once, at the next ``release()``."""
         self._on_release.append(callback)
 
+    def forget_release(self, callback: Callable[[], None]) -> None:
+        """Undo ``notify_on_release(callback)`` if it has not been called yet."""
+        if callback in self._on_release:
+            self._on_release.remove(callback)
+
     def release(self) -> None:
         self.in_flight -= 1
         self._slots.give()

@@ -393,3 +393,23 @@ async def test_an_operation_in_retry_backoff_holds_back_none_of_its_stores_other
     others = [at - started for product_id, at in answered if product_id != "p0"]
     retried = next(at - started for product_id, at in answered if product_id == "p0")
     assert len(others) == 59 and max(others) < 0.5 < 1.0 <= retried, (max(others), retried)
+
+
+async def test_stop_turns_away_thousands_queued_behind_a_paced_store_at_once() -> None:
+    # one store at SHOPLINE's pace holds nearly all of 3,000 operations (each product three times,
+    # so settling one releases the next on its target); stop() after the first result reports them
+    # all at once, and the store's limiter gets back every slot the batch reserved
+    async with MockShopline({"t": "solo"}) as server, ShoplineClient(base_url=server.base_url) as client:
+        store = client.store("solo", "t")
+
+        def stop_at_first(progress: Progress) -> None:
+            if progress.done:
+                executor.stop()
+
+        executor = BatchExecutor(client, on_progress=stop_at_first)
+        started = asyncio.get_running_loop().time()
+        report = await executor.gather(UpdateProduct("solo", f"p{i % 1000}", {"title": f"v{i}"}) for i in range(3000))
+        took = asyncio.get_running_loop().time() - started
+        assert report.summary.ok == 1 and report.summary.outcomes["not_attempted"] == 2999
+        assert took < 1.0, took  # not 3,000 requests at 4/s
+        assert store._transport.limiter.in_flight == 0
