@@ -284,6 +284,7 @@ class _Lane:
             item = queue[0]
             if not item.tries.attempts and (run.stopping or self.blocked_by is not None):
                 queue.popleft()
+                run.waiting -= 1
                 run.executor._emit(item, _refused(item, self))
                 continue
             due = limiter.reserve()
@@ -320,6 +321,7 @@ class _Lane:
         item.retry = None
         item.waiting_since = time.monotonic()
         self.queue.appendleft(item)
+        self.run.waiting += 1
         self.pump()
 
     def block(self, error: APIStatusError) -> None:
@@ -342,6 +344,7 @@ class _Lane:
             self.timer = self.timed = None
             item.reserved = False
             self.limiter.release()
+            self.run.waiting -= 1
             self.run.executor._emit(item, _refused(item, self))
         self.pump()
 
@@ -358,7 +361,7 @@ class _Lane:
 class _Run:
     """One batch's attempts: its stores' lanes, the ready queue, the workers."""
 
-    __slots__ = ("closed", "executor", "in_flight", "lanes", "ready", "retrying", "stopping", "unsettled")
+    __slots__ = ("closed", "executor", "in_flight", "lanes", "ready", "retrying", "stopping", "unsettled", "waiting")
 
     def __init__(self, executor: BatchExecutor) -> None:
         self.executor = executor
@@ -369,6 +372,8 @@ class _Run:
         self.retrying: dict[int, _Item] = {}
         """Operations waiting on a timer to be tried again, by index."""
         self.in_flight = 0
+        self.waiting = 0
+        """Operations in the stores' queues or on their timers: held back by their store, not by a worker."""
         self.unsettled = 0
         """Operations taken from the input and not yet settled (given their result)."""
         self.stopping = False
@@ -386,7 +391,7 @@ class _Run:
         return lane
 
     def make_ready(self, item: _Item) -> None:
-        item.waiting_since = item.waiting_since or time.monotonic()
+        self.waiting -= 1
         self.ready.put(item)
 
     def stop(self) -> None:
@@ -666,9 +671,11 @@ class BatchExecutor:
                         if settled % _SETTLED_BEFORE_YIELD == 0:
                             await asyncio.sleep(0)
                         continue
-                    if len(ready) >= self._concurrency:
+                    if len(ready) >= self._concurrency and run.waiting <= len(ready):
                         # a round of work that could start now waits for the workers: reading on
-                        # would only prepare operations whose bodies go cold before they are sent
+                        # would only prepare operations whose bodies go cold before they are sent.
+                        # Not while more wait for their stores (input sorted by store, paced):
+                        # reading on starts other stores' pacers sooner
                         await ready.drained(self._concurrency)
             if run.unsettled:
                 await self._all_settled()
@@ -790,6 +797,7 @@ class BatchExecutor:
         item.lane = lane = self._run_state.lane(store)
         item.waiting_since = time.monotonic()
         lane.queue.append(item)
+        self._run_state.waiting += 1
         lane.pump()
         return True
 
