@@ -795,7 +795,8 @@ class BatchExecutor:
                 self._emit_at_once(item, _unchanged(item, before))
                 return False
         item.lane = lane = self._run_state.lane(store)
-        item.waiting_since = time.monotonic()
+        # its call starts now: time spent behind an earlier operation on its target is not its own
+        item.tries.started = item.waiting_since = time.monotonic()
         lane.queue.append(item)
         self._run_state.waiting += 1
         lane.pump()
