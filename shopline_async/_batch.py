@@ -309,11 +309,14 @@ class _Lane:
     def _due(self) -> None:
         item, self.timed, self.timer = self.timed, None, None
         assert item is not None
-        if self.limiter.resume_at > self.limiter.now():  # a 429 came since: its cool-down first
-            self.timed = item
-            self.timer = self.run.call_at(self.limiter.resume_at, self._due)
-            return
-        self.run.make_ready(item)
+        if self.limiter.resume_at > self.limiter.now():
+            # a 429 came since it was reserved: that reservation is void, and the store's pacer,
+            # held until the cool-down ends, gives the next ones without a burst
+            item.reserved = False
+            self.limiter.release()
+            self.queue.appendleft(item)
+        else:
+            self.run.make_ready(item)
         self.pump()
 
     def requeue(self, item: _Item) -> None:
