@@ -174,7 +174,7 @@ async def test_a_store_that_cannot_be_written_stops_costing_requests() -> None:
     # every request to "dead" is answered 401, as a revoked token would be
     configs = {"dead": MockStoreConfig(rate=None, faults=Faults(fail_first=10**9, fail_status=401))}
     async with MockShopline(tokens, config=MockStoreConfig(rate=None), store_configs=configs) as server:
-        async with ShoplineClient(base_url=server.base_url, rate_limit=RateLimit(rate=20)) as client:
+        async with ShoplineClient(base_url=server.base_url, rate_limit=RateLimit(rate=100)) as client:
             for token, handle in tokens.items():
                 client.store(handle, token)
             ops = [UpdateProduct(h, f"p{i}", {"title": "x"}) for i in range(60) for h in ("dead", "live")]
