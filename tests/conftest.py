@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import looptime
 import pytest
 
 from shopline_async import RateLimit, RetryPolicy, ShoplineClient
@@ -41,6 +42,16 @@ def batch_worker(task: asyncio.Task[object]) -> bool:
 def mock_answer(task: asyncio.Task[object]) -> bool:
     """A request the in-process mock server is still answering (e.g. one it was told to stall)."""
     return getattr(task.get_coro(), "__qualname__", "") == "MockShopline._answer_later"
+
+
+@pytest.fixture
+async def fake_time() -> AsyncIterator[None]:
+    """The test's event loop on fake time: its clock starts at 0 and jumps ahead whenever nothing is
+    runnable, so schedules are asserted to the millisecond and take no real time. (looptime's own
+    pytest plugin is off, ``-p no:looptime_plugin`` in pyproject: it creates an event loop for
+    every sync test and leaves it unclosed.)"""
+    looptime.patch_event_loop(asyncio.get_running_loop(), start=0.0)  # on from here: the loop is the test's own
+    yield
 
 
 @pytest.fixture

@@ -520,8 +520,7 @@ def test_a_second_signal_aborts_at_once_without_waiting_for_requests_in_flight(t
 # --- the retry budget and logging ------------------------------------------------------------------
 
 
-@pytest.mark.looptime
-async def test_time_queued_behind_the_stores_other_calls_does_not_use_up_the_retry_deadline() -> None:
+async def test_time_queued_behind_the_stores_other_calls_does_not_use_up_the_retry_deadline(fake_time: None) -> None:
     answered: set[str] = set()
 
     def busy_once(request: HTTPRequest) -> HTTPResponse:  # every product's first answer is a 503

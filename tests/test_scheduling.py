@@ -19,7 +19,8 @@ from shopline_async import (
     UpdateProduct,
 )
 
-pytestmark = pytest.mark.looptime
+pytestmark = pytest.mark.usefixtures("fake_time")  # conftest: the loop on fake time
+
 
 Answer = Callable[[str, str, int], HTTPResponse | None]
 """(store, product id, attempt number of that product) -> an answer other than 200, or None for 200."""
