@@ -318,8 +318,9 @@ def _run_fast(main: Coroutine[Any, Any, int]) -> int:
 def _load_stores(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """Store handle -> {"token", "rate", "burst"} from --config, --store/--token and the environment."""
     stores: dict[str, dict[str, Any]] = {}
-    if args.config is not None:
-        for handle, entry in _read_config(args.config).items():
+    configured = _read_config(args.config) if args.config is not None else {}
+    if configured:
+        for handle, entry in configured.items():
             entry = {"token": entry} if isinstance(entry, str) else dict(entry)
             if "token_env" in entry:
                 entry["token"] = os.environ.get(entry["token_env"])
@@ -338,7 +339,7 @@ def _load_stores(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             if not args.dry_run:
                 where = (
                     f'give its entry in --config {args.config} a "token" or "token_env"'
-                    if args.config is not None and handle in _read_config(args.config)
+                    if handle in configured
                     else f"use --token, ${TOKEN_ENV} or --config"
                 )
                 raise SyncInputError(f"no access token for store {handle!r}: {where}")
