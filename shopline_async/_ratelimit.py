@@ -44,16 +44,15 @@ class Pacer:
 
     async def acquire(self) -> None:
         now = self._clock()
-        tat = max(self._tat, now)
-        self._tat = tat + self._interval  # reserve the slot before sleeping: FIFO, no thundering herd
-        delay = tat - self._tolerance - now
-        if delay <= 0:
+        start = self.reserve(now)  # the slot is taken before sleeping: FIFO, no thundering herd
+        if start <= now:
             return
+        reserved = self._tat
         try:
-            await self._sleep(delay)
+            await self._sleep(start - now)
         except asyncio.CancelledError:
-            if self._tat == tat + self._interval:  # nobody queued behind us: give the slot back
-                self._tat = tat
+            if self._tat == reserved:  # nobody queued behind us: give the slot back
+                self._tat -= self._interval
             raise
 
     def reserve(self, now: float) -> float:
