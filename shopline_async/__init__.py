@@ -2,7 +2,7 @@
 
 from msgspec import UNSET
 
-from ._batch import BatchExecutor, BatchReport, BatchSummary, Operation, Progress, Result, UpdateImage, UpdateProduct
+from ._batch import BatchExecutor
 from ._client import ShoplineClient, Store
 from ._config import RateLimit, RetryPolicy, Timeout
 from ._errors import (
@@ -33,6 +33,7 @@ from ._errors import (
 )
 from ._ledger import Ledger, LedgerBusyError, LedgerEntry, LedgerError
 from ._logging import setup_logging
+from ._operations import BatchReport, BatchSummary, Operation, Progress, Result, UpdateImage, UpdateProduct
 from ._response import Response
 from ._sender import (
     AiohttpSender,

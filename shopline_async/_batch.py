@@ -3,14 +3,12 @@
 A scheduler of attempts (after aiometer's run_on_each, without its fail-fast). A dispatcher pulls
 operations lazily from any iterable or async iterable and prepares each through its store's
 resource (an invalid one becomes a result at once, costing no request). An operation goes to its
-store's queue once the operation before it on the same target (product or image) is settled.
+store's queue (``_schedule``) once the operation before it on the same target (product or image)
+is settled, and the store's limiter makes it ready for a worker when it may go.
 
-Each store's queue is a deque, not a task. Its store's limiter decides when the head may go and
-reserves that moment at once (the pacer's slot and an in-flight slot): due now, the operation
-joins the batch's ready queue; due later, the store arms one timer for that moment. Exactly
-``concurrency`` workers take ready operations first come, first served across stores, send one
-attempt each, and apply the retry policy's decision: done (its result), a retry at a later time (a
-timer puts it back at the front of its store's queue: it holds no worker, and its store's other
+Exactly ``concurrency`` workers take ready operations first come, first served across stores, send
+one attempt each, and apply the retry policy's decision: done (its result), a retry at a later time
+(a timer puts it back at the front of its store's queue: it holds no worker, and its store's other
 operations go on meanwhile), or, after a 429, a cool-down of the store (its next reservation waits
 for it). After an answer that says a store cannot be written (401, 402, 403, 423, 433-436) the rest
 of its operations are not sent.
@@ -23,26 +21,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import sys
 import time
-from collections import Counter, deque
-from collections.abc import (
-    AsyncGenerator,
-    AsyncIterable,
-    AsyncIterator,
-    Callable,
-    Hashable,
-    Iterable,
-    Mapping,
-)
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
-from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, ClassVar, Generic, Literal, TypeVar, overload
+from typing import Any, overload
 
 import anyio
-import msgspec
 from msgspec.structs import replace
 
 from ._channels import ByteBudget, Channel, Slots
@@ -67,375 +54,32 @@ from ._errors import (
     ValidationError,
 )
 from ._ledger import Ledger, LedgerEntry, LedgerError, body_hash
-from ._resources import Images, Products
+from ._operations import (
+    AnyResult,
+    BatchReport,
+    BatchSummary,
+    Histogram,
+    Operation,
+    Outcome,
+    Progress,
+    Result,
+    UpdateImage,
+    UpdateProduct,
+)
 from ._response import Response
+from ._schedule import Item, Lane, Schedule
 from ._transport import Outcome as TransportOutcome
-from ._transport import PreparedRequest, Tries, decide
-from .models._image import ImageUpdate, ProductImage
-from .models._product import Product, ProductUpdate
+from ._transport import decide
+from .models._image import ProductImage
+from .models._product import Product
 
-__all__ = [
-    "BatchExecutor",
-    "BatchReport",
-    "BatchSummary",
-    "Operation",
-    "Progress",
-    "Result",
-    "UpdateImage",
-    "UpdateProduct",
-]
+__all__ = ["BatchExecutor"]
 
 logger = logging.getLogger(LOGGER_NAME)
 
 # the dispatcher yields to the event loop after this many operations settled at once (unchanged):
 # their results, and the answers of requests in flight, wait for the loop to come round
 _SETTLED_BEFORE_YIELD = 32
-
-Outcome = Literal["ok", "applied_without_body", "unchanged", "failed", "invalid", "not_attempted", "cancelled"]
-
-
-class UpdateProduct(msgspec.Struct, frozen=True):
-    """Update (upsert) one product in one store. ``key`` comes back in the result (default: product_id)."""
-
-    store: str | Store
-    product_id: str
-    product: ProductUpdate | Mapping[str, Any]
-    key: Hashable = None
-
-    kind: ClassVar[str] = "product"
-
-
-class UpdateImage(msgspec.Struct, frozen=True):
-    """Update one product image in one store. ``key`` comes back in the result (default: image_id)."""
-
-    store: str | Store
-    product_id: str
-    image_id: str
-    image: ImageUpdate | Mapping[str, Any]
-    key: Hashable = None
-
-    kind: ClassVar[str] = "image"
-
-
-Operation = UpdateProduct | UpdateImage
-# what a result's ``data`` is: the product for an UpdateProduct, the image for an UpdateImage
-ModelT = TypeVar("ModelT", bound=Product | ProductImage, covariant=True)
-
-
-class Result(msgspec.Struct, Generic[ModelT], frozen=True, kw_only=True):
-    """What became of one operation.
-
-    ``outcome``: ``ok``; ``applied_without_body`` (a 2xx, so written, but the answer was ``{}``
-    or ``{"product": null}``: ``data`` is None, ``ok`` is true); ``unchanged`` (not sent: the
-    executor's ledger shows this very body acknowledged for this target before; ``status`` and
-    ``trace_id`` are that write's, and ``ok`` is true); ``failed`` (the API or the network said
-    no; with ``attempts == 0`` it was not sent, because an earlier response showed that its
-    store cannot be written: ``error`` is then a StoreUnavailableError carrying that response's status and trace id);
-    ``invalid`` (refused before sending); ``not_attempted`` (the batch stopped first);
-    ``cancelled`` (stopped mid-request: it may or may not have been applied). ``trace_id`` is
-    the final attempt's, ``trace_ids`` every attempt's.
-    """
-
-    index: int
-    key: Hashable
-    store: str
-    kind: str
-    outcome: Outcome
-    data: ModelT | None = None
-    error: Exception | None = None
-    status: int | None = None
-    trace_id: str | None = None
-    trace_ids: tuple[str, ...] = ()
-    attempts: int = 0
-    elapsed: float = 0.0
-    network_time: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        """The target holds this update: written now, or found unchanged in the ledger."""
-        return self.outcome == "ok" or self.outcome == "unchanged" or self.outcome == "applied_without_body"
-
-
-AnyResult = Result[Product | ProductImage]
-
-
-@dataclass(frozen=True, slots=True)
-class Progress:
-    """Counts for a progress bar: taken from the input, finished ok, finished otherwise, in flight."""
-
-    taken: int
-    done: int
-    failed: int
-    in_flight: int
-
-
-@dataclass
-class BatchSummary:
-    """Totals of a batch. Latency percentiles, in seconds, are of time on the network per attempted
-    operation (all its attempts, not the waits for the rate limiter or between retries)."""
-
-    total: int = 0
-    outcomes: Counter[str] = field(default_factory=Counter)
-    statuses: Counter[int] = field(default_factory=Counter)
-    retries: int = 0
-    rate_limited: int = 0
-    elapsed: float = 0.0
-    p50: float = 0.0
-    p95: float = 0.0
-    p99: float = 0.0
-
-    @property
-    def throughput(self) -> float:
-        """Operations finished per second of wall time."""
-        return self.total / self.elapsed if self.elapsed > 0 else 0.0
-
-    @property
-    def ok(self) -> int:
-        """Written now: ``ok`` and ``applied_without_body``."""
-        return self.outcomes["ok"] + self.outcomes["applied_without_body"]
-
-    @property
-    def unchanged(self) -> int:
-        """Skipped: the ledger showed the same body already acknowledged."""
-        return self.outcomes["unchanged"]
-
-    @property
-    def failed(self) -> int:
-        return self.total - self.ok - self.unchanged
-
-
-@dataclass
-class BatchReport(Generic[ModelT]):
-    """Every result in input order, and the summary."""
-
-    results: list[Result[ModelT]]
-    summary: BatchSummary
-
-
-class _Histogram:
-    """Latency percentiles in constant memory: 2% wide logarithmic buckets from 0.1 ms."""
-
-    _BASE = 1.02
-    _FLOOR = 1e-4
-    _PER_LOG = 1 / math.log(_BASE)  # one log per sample instead of the two of math.log(x, base)
-
-    def __init__(self) -> None:
-        self._counts: Counter[int] = Counter()
-
-    def add(self, seconds: float) -> None:
-        bucket = int(math.log(seconds / self._FLOOR) * self._PER_LOG) + 1 if seconds > self._FLOOR else 0
-        self._counts[bucket] += 1
-
-    def quantile(self, q: float) -> float:
-        rank = q * self._counts.total()
-        seen = 0
-        for bucket in sorted(self._counts):
-            seen += self._counts[bucket]
-            if seen >= rank:
-                return self._FLOOR * self._BASE**bucket
-        return 0.0  # no samples
-
-
-class _Lane:
-    """One store's operations waiting for admission, in order (a retry comes back at the front),
-    and the one timer it arms for the moment its limiter reserved for the head. No task."""
-
-    __slots__ = (
-        "blocked_by",
-        "limiter",
-        "pumping",
-        "queue",
-        "run",
-        "store",
-        "timed",
-        "timer",
-        "transport",
-        "waiting_release",
-    )
-
-    def __init__(self, run: _Run, store: Store) -> None:
-        self.run = run
-        self.store = store
-        self.transport = store._transport
-        self.limiter = store._transport.limiter
-        self.queue: deque[_Item] = deque()
-        self.timer: asyncio.TimerHandle | None = None
-        self.timed: _Item | None = None
-        """The operation holding the reservation the timer is armed for."""
-        self.blocked_by: APIStatusError | None = None
-        self.waiting_release = False
-        self.pumping = False
-
-    def pump(self) -> None:
-        """Reserve admission for the queued operations while the store admits at once; for the first
-        one it admits later, arm the timer. An operation never sent is turned away instead while the
-        batch stops or the store cannot be written."""
-        if self.pumping:  # called again from a result it settles (the next operation on its target)
-            return  # the loop below sees what was queued meanwhile
-        self.pumping = True
-        try:
-            self._pump()
-        finally:
-            self.pumping = False
-
-    def _pump(self) -> None:
-        run, queue, limiter = self.run, self.queue, self.limiter
-        while queue and self.timer is None and not run.closed:
-            item = queue[0]
-            if not item.tries.attempts and (run.stopping or self.blocked_by is not None):
-                queue.popleft()
-                run.waiting -= 1
-                run.executor._emit(item, _refused(item, self))
-                continue
-            due = limiter.reserve()
-            if due is None:  # every in-flight slot of the store taken: the next release pumps again
-                if not self.waiting_release:
-                    self.waiting_release = True
-                    limiter.notify_on_release(self._released)
-                return
-            queue.popleft()
-            item.reserved = True
-            run.executor._intend(item)
-            if due and due > limiter.now():
-                self.timed = item
-                self.timer = run.call_at(due, self._due)
-            else:
-                run.make_ready(item)
-
-    def _released(self) -> None:
-        self.waiting_release = False
-        self.pump()
-
-    def _due(self) -> None:
-        item, self.timed, self.timer = self.timed, None, None
-        assert item is not None
-        if self.limiter.resume_at > self.limiter.now():
-            # a 429 came since it was reserved: that reservation is void, and the store's pacer,
-            # held until the cool-down ends, gives the next ones without a burst
-            item.reserved = False
-            self.limiter.release()
-            self.queue.appendleft(item)
-        else:
-            self.run.make_ready(item)
-        self.pump()
-
-    def requeue(self, item: _Item) -> None:
-        """``item`` waits for admission again, ahead of the store's other operations (a retry)."""
-        item.retry = None
-        item.waiting_since = time.monotonic()
-        self.queue.appendleft(item)
-        self.run.waiting += 1
-        self.pump()
-
-    def block(self, error: APIStatusError) -> None:
-        """The store answered that it cannot be written: its operations not yet sent never will be."""
-        if self.blocked_by is None:
-            self.blocked_by = error
-            logger.warning(
-                "store %s: HTTP %d (traceId=%s): it cannot be written, its other operations are not sent",
-                self.store.handle,
-                error.status,
-                error.trace_id,
-            )
-        self.pump()
-
-    def turn_away(self) -> None:
-        """The batch stops: the operation on the timer, if never sent, and the queued ones are reported now."""
-        item = self.timed
-        if self.timer is not None and item is not None and not item.tries.attempts:
-            self.timer.cancel()
-            self.timer = self.timed = None
-            item.reserved = False
-            self.limiter.release()
-            self.run.waiting -= 1
-            self.run.executor._emit(item, _refused(item, self))
-        self.pump()
-
-    def close(self) -> None:
-        """The batch is over: no timer fires into it, and the store's limiter keeps no callback to it."""
-        if self.timer is not None:
-            self.timer.cancel()
-        self.timer = self.timed = None
-        if self.waiting_release:
-            self.limiter.forget_release(self._released)
-            self.waiting_release = False
-
-
-class _Run:
-    """One batch's attempts: its stores' lanes, the ready queue, the workers."""
-
-    __slots__ = ("closed", "executor", "in_flight", "lanes", "ready", "retrying", "stopping", "unsettled", "waiting")
-
-    def __init__(self, executor: BatchExecutor) -> None:
-        self.executor = executor
-        self.lanes: dict[Store, _Lane] = {}
-        """By Store object: one per handle (client.store() hands out the same one), hashed by identity."""
-        self.ready: Channel[_Item | None] = Channel()
-        """Operations their store admitted (reservation taken), waiting for a worker; None ends one."""
-        self.retrying: dict[int, _Item] = {}
-        """Operations waiting on a timer to be tried again, by index."""
-        self.in_flight = 0
-        self.waiting = 0
-        """Operations in the stores' queues or on their timers: held back by their store, not by a worker."""
-        self.unsettled = 0
-        """Operations taken from the input and not yet settled (given their result)."""
-        self.stopping = False
-        self.closed = False
-
-    @staticmethod
-    def call_at(when: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
-        # the loop's clock is the limiter's: its reservations are times on it
-        return asyncio.get_running_loop().call_at(when, callback)
-
-    def lane(self, store: Store) -> _Lane:
-        lane = self.lanes.get(store)
-        if lane is None:
-            lane = self.lanes[store] = _Lane(self, store)
-        return lane
-
-    def make_ready(self, item: _Item) -> None:
-        self.waiting -= 1
-        self.ready.put(item)
-
-    def stop(self) -> None:
-        self.stopping = True
-        for lane in list(self.lanes.values()):
-            lane.turn_away()
-
-
-class _Item(msgspec.Struct):
-    """One operation taken from the input, and its attempts."""
-
-    index: int
-    op: Any
-    key: Hashable = None
-    store_name: str = ""
-    """The store as the operation named it: what every result reports, whatever its outcome."""
-    store: Store | None = None
-    lane: _Lane | None = None
-    resource: Products | Images | None = None
-    prepared: PreparedRequest[Any] | None = None
-    error: ShoplineError | None = None
-    tries: Tries = msgspec.field(default_factory=Tries)
-    result: AnyResult | None = None
-    charged: int = 0
-    """Bytes of ``max_pending_bytes`` it holds until its result is handed over."""
-    body_hash: bytes | None = None
-    """With a ledger: the hash recorded for the body once its result is known."""
-    intent: int = 0
-    """With a ledger: the number of the intent recorded before it is sent (0: none, not to be sent)."""
-    before: LedgerEntry | None = None
-    """With a ledger: its target's entry before the intent, restored if it is not sent after all."""
-    target: tuple[str, str, str] | None = None
-    """(base URL, store, path) while it holds its target's turn: the next operation on the target waits for it."""
-    reserved: bool = False
-    """Its store's limiter admitted it (an in-flight slot and a pacer slot), and no attempt used that yet."""
-    running: bool = False
-    """An attempt of it is under way: cancelled now, it may or may not be applied."""
-    waiting_since: float = 0.0
-    """When it last began to wait for admission or a worker: time queued, which the retry budget does not count."""
-    retry: asyncio.TimerHandle | None = None
-    """The timer that puts it back in its store's queue for its next attempt."""
 
 
 class BatchExecutor:
@@ -484,18 +128,18 @@ class BatchExecutor:
         self._reset()
 
     def _reset(self) -> None:
-        self._run_state = _Run(self)
-        self._targets: dict[tuple[str, str, str], deque[_Item]] = {}
+        self._run_state = Schedule(self._intend, self._refuse)
+        self._targets: dict[tuple[str, str, str], deque[Item]] = {}
         """Targets with an operation under way, each with the later operations on it, in input order."""
         self._ledger_error: LedgerError | None = None
         self._settled: asyncio.Future[None] | None = None
         """Set while the input has ended and operations are still unsettled."""
         self._crashed: BaseException | None = None
         self._taken = 0
-        self._open: dict[int, _Item] = {}
+        self._open: dict[int, Item] = {}
         self._results: Channel[AnyResult | None] = Channel()
         self._summary = BatchSummary()
-        self._histogram = _Histogram()
+        self._histogram = Histogram()
         self._started = time.monotonic()
         self._rate_limited_before = self._rate_limited_now()
 
@@ -731,17 +375,17 @@ class BatchExecutor:
             for task in workers:
                 task.cancel()
 
-    def _turned_away(self, item: _Item, lane: _Lane) -> bool:
+    def _turned_away(self, item: Item, lane: Lane) -> bool:
         """Whether ``item``, never sent, is not to be: the batch stops, its store cannot be written,
         or its intent could not be recorded. If so, it is settled and its reservation given back."""
         if not (self._run_state.stopping or lane.blocked_by is not None or not self._intent_durable(item)):
             return False
         lane.limiter.release()
-        self._emit(item, _refused(item, lane))
+        self._refuse(item)
         lane.pump()
         return True
 
-    def _decide(self, item: _Item, lane: _Lane, outcome: TransportOutcome) -> None:
+    def _decide(self, item: Item, lane: Lane, outcome: TransportOutcome) -> None:
         """After an attempt: the operation's result, or its next attempt scheduled."""
         assert item.prepared is not None
         transport, policy = lane.transport, self._retry or lane.transport.retry
@@ -759,12 +403,12 @@ class BatchExecutor:
                 item.retry = asyncio.get_running_loop().call_later(delay, self._retry_due, item)
         lane.pump()
 
-    def _retry_due(self, item: _Item) -> None:
+    def _retry_due(self, item: Item) -> None:
         del self._run_state.retrying[item.index]
         assert item.lane is not None
         item.lane.requeue(item)
 
-    def _conclude(self, item: _Item, outcome: TransportOutcome) -> AnyResult:
+    def _conclude(self, item: Item, outcome: TransportOutcome) -> AnyResult:
         """The result of an operation's last attempt."""
         lane = item.lane
         assert lane is not None and item.prepared is not None
@@ -778,7 +422,7 @@ class BatchExecutor:
             return _result(item, "failed", error=exc, elapsed=time.monotonic() - item.tries.started)
         return _result(item, "ok", response=response)
 
-    def _admit(self, item: _Item) -> bool:
+    def _admit(self, item: Item) -> bool:
         """Queue ``item``, the first operation on its target not yet settled, in its store's lane:
         unless the ledger shows its very body acknowledged (it is then settled as ``unchanged``).
         Returns whether it was queued."""
@@ -805,12 +449,15 @@ class BatchExecutor:
         lane.pump()
         return True
 
-    def _emit_at_once(self, item: _Item, result: AnyResult) -> None:
+    def _emit_at_once(self, item: Item, result: AnyResult) -> None:
         """Settle ``item`` where it is admitted: its caller releases its target, not ``_emit``."""
         item.target = None
         self._emit(item, result)
 
-    def _intend(self, item: _Item) -> None:
+    def _refuse(self, item: Item) -> None:
+        self._emit(item, _refused(item))
+
+    def _intend(self, item: Item) -> None:
         """With a ledger: ``item``'s target is unknown from now on (its store admitted it), until its
         answer; the intent must be committed before the request leaves (``_intent_durable``)."""
         store, prepared, ledger = item.store, item.prepared, self._ledger
@@ -825,7 +472,7 @@ class BatchExecutor:
                 return  # its own result releases the next
         del self._targets[target]
 
-    def _intent_durable(self, item: _Item) -> bool:
+    def _intent_durable(self, item: Item) -> bool:
         """Whether ``item``'s intent is committed, committing now if not: a write leaves only once
         the ledger says its target's state is unknown."""
         ledger = self._ledger
@@ -849,17 +496,17 @@ class BatchExecutor:
             logger.error("the ledger failed, stopping the batch: %s", error)
         self._run_state.stop()
 
-    def _prepare(self, index: int, op: Operation) -> _Item:
+    def _prepare(self, index: int, op: Operation) -> Item:
         key = getattr(op, "key", None)
         if key is None:  # the default key: what the operation updates
             key = op.image_id if isinstance(op, UpdateImage) else getattr(op, "product_id", None)
         named = getattr(op, "store", "")
         if isinstance(named, Store):
             store: Store | None = named
-            item = _Item(index, op, key, named.handle, named)
+            item = Item(index, op, key, named.handle, named)
         else:
             store = self._client.get_store(named) if isinstance(named, str) else None
-            item = _Item(index, op, key, str(named), store)
+            item = Item(index, op, key, str(named), store)
         if store is None:
             item.error = ConfigError(
                 f"unknown store {named!r}: no client.store(handle, token) for it (--store or --config in the CLI)"
@@ -880,7 +527,7 @@ class BatchExecutor:
             item.error = ValidationError([FieldError("$", f"cannot be prepared: {type(exc).__name__}: {exc}")])
         return item
 
-    def _emit(self, item: _Item, result: AnyResult) -> None:
+    def _emit(self, item: Item, result: AnyResult) -> None:
         """Settle ``item`` with ``result``: recorded in the ledger if sent, counted, handed over."""
         item.result = result
         if item.intent:
@@ -923,19 +570,20 @@ class BatchExecutor:
             self._on_progress(self.progress)
 
 
-def _unchanged(item: _Item, last: LedgerEntry) -> AnyResult:
+def _unchanged(item: Item, last: LedgerEntry) -> AnyResult:
     return replace(_result(item, "unchanged"), status=last.status, trace_id=last.trace_id)
 
 
-def _refused(item: _Item, lane: _Lane) -> AnyResult:
+def _refused(item: Item) -> AnyResult:
     """The result of an operation turned away before it was ever sent."""
-    if lane.blocked_by is not None:
-        return _result(item, "failed", error=StoreUnavailableError(item.store_name, lane.blocked_by))
+    blocked_by = item.lane.blocked_by if item.lane is not None else None
+    if blocked_by is not None:
+        return _result(item, "failed", error=StoreUnavailableError(item.store_name, blocked_by))
     return _result(item, "not_attempted")  # the batch is stopping
 
 
 def _result(
-    item: _Item,
+    item: Item,
     outcome: Outcome,
     *,
     response: Response[Any] | None = None,
@@ -984,7 +632,7 @@ class _Delivered:
     def __init__(
         self,
         results: Channel[AnyResult | None],
-        open_items: dict[int, _Item],
+        open_items: dict[int, Item],
         pending: Slots,
         pending_bytes: ByteBudget,
     ) -> None:

@@ -21,9 +21,9 @@ from typing import IO, Any, NamedTuple
 import msgspec
 from msgspec import UNSET, Struct, UnsetType
 
-from ._batch import Operation, UpdateImage, UpdateProduct
 from ._codec import mapping_errors, msgspec_error_to_field_error
 from ._errors import FieldError, excerpt
+from ._operations import Operation, UpdateImage, UpdateProduct
 from .models._image import ImageUpdate
 from .models._product import ProductUpdate
 

@@ -25,12 +25,13 @@ from typing import IO, Any
 import msgspec
 from msgspec import Struct
 
-from ._batch import AnyResult, BatchExecutor, BatchSummary, Progress
+from ._batch import BatchExecutor
 from ._client import ShoplineClient
 from ._config import RateLimit, RetryPolicy
 from ._constants import DEFAULT_RATE, LOGGER_NAME
 from ._errors import APIStatusError, StoreUnavailableError, ValidationError
 from ._ledger import Ledger, LedgerError
+from ._operations import AnyResult, BatchSummary, Progress
 from ._rows import RowKey, SyncInputError, open_input, read_operations
 
 __all__ = [

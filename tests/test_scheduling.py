@@ -139,3 +139,62 @@ async def test_stop_while_stores_wait_reports_the_rest_at_once() -> None:
         await stopper
     assert report.summary.ok == 3 and report.summary.outcomes["not_attempted"] == 97
     assert took == pytest.approx(0.6)  # not when the store would have been due next
+
+
+async def test_a_targets_next_update_goes_only_once_the_one_before_it_is_answered() -> None:
+    async def slow(request: HTTPRequest) -> HTTPResponse:
+        answer = recorder(request)  # noted when sent
+        await asyncio.sleep(0.5)  # answered 500 ms later
+        return answer
+
+    recorder = Recorder()
+    async with ShoplineClient(sender=MockSender(slow), rate_limit=RateLimit(rate=10, headroom=0.0)) as c:
+        c.store("a", "t")
+        operations = [
+            UpdateProduct("a", pid, {"title": title})
+            for pid, title in [("p0", "1"), ("p1", "1"), ("p0", "2"), ("p2", "1"), ("p0", "3")]
+        ]
+        report = await BatchExecutor(c).gather(operations)
+    assert report.summary.ok == 5
+    # p1 and p2 at the store's pace; p0's second and third body each leave once the one before is
+    # answered (500 ms), the store's pace permitting: in input order, so the store ends with "3"
+    assert recorder.sent == [
+        ("a.myshopline.com", "p0", 0.0),
+        ("a.myshopline.com", "p1", 100.0),
+        ("a.myshopline.com", "p2", 200.0),
+        ("a.myshopline.com", "p0", 500.0),
+        ("a.myshopline.com", "p0", 1000.0),
+    ]
+    assert [r.trace_id for r in report.results] == ["t1", "t2", "t4", "t3", "t5"]
+
+
+async def test_a_batch_cancelled_from_outside_accounts_for_every_operation() -> None:
+    async def slow(request: HTTPRequest) -> HTTPResponse:
+        answer = recorder(request)
+        await asyncio.sleep(1.0)
+        return answer
+
+    recorder = Recorder()
+    async with ShoplineClient(sender=MockSender(slow), rate_limit=RateLimit(rate=10, headroom=0.0)) as c:
+        c.store("a", "t")
+        executor = BatchExecutor(c, concurrency=2)
+        seen = []
+
+        async def consume() -> None:
+            async with executor.stream(ops("a", 10)) as results:
+                async for result in results:
+                    seen.append(result)
+
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(1.05)  # p0 (sent at 0) answered; p1 (sent at 100 ms) and p2 (at 1 s, p0's worker) under way
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        left = executor.unreported()
+        assert asyncio.get_running_loop().time() == pytest.approx(1.05)  # at once, not after p1's answer
+    assert [r.key for r in seen] == ["p0"]
+    outcomes = {r.key: r.outcome for r in left}
+    assert outcomes.pop("p1") == "cancelled" and outcomes.pop("p2") == "cancelled"  # under way: may be applied
+    assert set(outcomes.values()) == {"not_attempted"}
+    assert sorted(r.index for r in seen + left) == list(range(len(seen) + len(left)))  # each once
+    assert not [s for s in recorder.sent if s[1] not in ("p0", "p1", "p2")]  # nothing else sent

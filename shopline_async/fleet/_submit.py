@@ -23,10 +23,10 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from .._batch import Operation, UpdateImage
 from .._codec import coerce_update, encode_image_update, encode_product_update
 from .._constants import DEFAULT_FLEET_CHUNK_SIZE
 from .._errors import ValidationError
+from .._operations import Operation, UpdateImage
 from .._rows import RowKey
 from ..models import ImageUpdate, ProductUpdate
 from ._model import (

@@ -27,11 +27,12 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from .._batch import AnyResult, BatchExecutor, Operation, UpdateImage, UpdateProduct
+from .._batch import BatchExecutor
 from .._client import ShoplineClient
 from .._config import RateLimit, RetryPolicy
 from .._constants import DEFAULT_BATCH_CONCURRENCY, DEFAULT_FLEET_MAX_STORES, DEFAULT_FLEET_TASK_QUEUE
 from .._errors import APIStatusError, ValidationError
+from .._operations import AnyResult, Operation, UpdateImage, UpdateProduct
 from ._model import (
     ACTIVITY_NAME,
     DrainInput,
