@@ -158,7 +158,7 @@ def loops_for(url: str, stores: list[str]) -> dict[str, Loop]:
 
     return {
         "raw": lambda: raw_run(url, stores, PER_STORE, CONCURRENCY),
-        "raw_validating": lambda: raw_run(url, stores, PER_STORE, CONCURRENCY, validate_each=True),
+        "raw_validating": lambda: raw_run(url, stores, PER_STORE, CONCURRENCY, validate_each="sdk"),
         "update": lambda: with_client(update_loop),
         "floor": lambda: with_client(floor),
         "stream": lambda: with_client(stream),

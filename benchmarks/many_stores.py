@@ -18,10 +18,11 @@ import statistics
 import time
 import tracemalloc
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import msgspec
+from careful import careful_encode
 from common import PRODUCT_PATH, mock_server_process, rss_mb, spec_product_update
 
 from shopline_async import BatchExecutor, RateLimit, ShoplineClient, UpdateProduct
@@ -64,8 +65,10 @@ def handles(stores: int) -> list[str]:
     return [f"s{n}" for n in range(stores)]
 
 
-def operations(stores: list[str], per_store: int) -> Iterator[UpdateProduct]:
-    update = spec_product_update()
+def operations(stores: list[str], per_store: int, *, as_dict: bool = False) -> Iterator[UpdateProduct]:
+    """The example update to every store in turn; ``as_dict``: as the catalog's dict, not the model."""
+    model = spec_product_update()
+    update: Any = msgspec.to_builtins(model) if as_dict else model
     for i in range(per_store):  # round robin, as a catalog fanned out to every store would be
         for handle in stores:
             yield UpdateProduct(handle, product_id(handle, i), update)
@@ -79,7 +82,13 @@ def product_id(handle: str, i: int) -> str:
 
 
 async def sdk_run(
-    base_url: str, stores: list[str], per_store: int, rate_limit: RateLimit | None, *, sample: bool = True
+    base_url: str,
+    stores: list[str],
+    per_store: int,
+    rate_limit: RateLimit | None,
+    *,
+    sample: bool = True,
+    as_dict: bool = False,
 ) -> dict[str, float]:
     """Default client and executor (or ``rate_limit``); wall, CPU and (``sample``) peaks of this process.
     Without ``sample`` nothing runs beside the batch, as nothing runs beside ``raw_run``'s loop."""
@@ -92,7 +101,7 @@ async def sdk_run(
         not_ok = 0
         with Peaks(sample) as peaks:
             cpu, wall = time.process_time(), time.perf_counter()
-            async with BatchExecutor(client).stream(operations(stores, per_store)) as results:
+            async with BatchExecutor(client).stream(operations(stores, per_store, as_dict=as_dict)) as results:
                 async for result in results:
                     not_ok += not result.ok
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
@@ -105,11 +114,18 @@ async def sdk_run(
 
 
 async def raw_run(
-    base_url: str, stores: list[str], per_store: int, concurrency: int, *, validate_each: bool = False
+    base_url: str,
+    stores: list[str],
+    per_store: int,
+    concurrency: int,
+    *,
+    validate_each: Literal["sdk", "careful"] | None = None,
 ) -> float:
     """A minimal aiohttp loop: one session for every store, pre-encoded body, msgspec decode; ops/s.
-    With ``validate_each``, every update is checked and encoded with the SDK's encoder first."""
+    ``validate_each``: every update is checked and encoded first, with the SDK's encoder (``sdk``)
+    or as a careful user would with plain msgspec Structs from the catalog's dict (``careful``)."""
     update = spec_product_update()
+    row = msgspec.to_builtins(update)
     body = encode_product_update(update)
     jobs = iter([(h, i) for i in range(per_store) for h in stores])
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
@@ -120,7 +136,12 @@ async def raw_run(
                     "Authorization": f"Bearer mock-token-{handle}",
                     "Content-Type": "application/json; charset=utf-8",
                 }
-                data = encode_product_update(update) if validate_each else body
+                if validate_each == "sdk":
+                    data = encode_product_update(update)
+                elif validate_each == "careful":
+                    data = careful_encode(row)
+                else:
+                    data = body
                 async with session.put(
                     base_url + PRODUCT_PATH.format(product_id(handle, i)), data=data, headers=headers
                 ) as resp:
@@ -192,7 +213,7 @@ def bench_many_stores(quick: bool) -> dict[str, Any]:
             sdk_rates.append(asyncio.run(sdk_run(unlimited, stores, per_store, unpaced, sample=False))["ops_per_s"])
             raw_rates.append(asyncio.run(raw_run(unlimited, stores, per_store, concurrency=100)))
             validating_rates.append(
-                asyncio.run(raw_run(unlimited, stores, per_store, concurrency=100, validate_each=True))
+                asyncio.run(raw_run(unlimited, stores, per_store, concurrency=100, validate_each="sdk"))
             )
         idle_new, idle_used = asyncio.run(bytes_per_idle_store(unlimited, handles(1_000 if quick else 10_000)))
     result: dict[str, Any] = {

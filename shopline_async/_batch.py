@@ -80,6 +80,8 @@ logger = logging.getLogger(LOGGER_NAME)
 # the dispatcher yields to the event loop after this many operations settled at once (unchanged):
 # their results, and the answers of requests in flight, wait for the loop to come round
 _SETTLED_BEFORE_YIELD = 32
+# operations kept ready for the next free workers while all are busy (benchmarks/README.md, 2026-12-07)
+_READY_AHEAD = 4
 
 
 class BatchExecutor:
@@ -318,12 +320,12 @@ class BatchExecutor:
                         if settled % _SETTLED_BEFORE_YIELD == 0:
                             await asyncio.sleep(0)
                         continue
-                    if len(ready) >= self._concurrency and run.waiting <= len(ready):
-                        # a round of work that could start now waits for the workers: reading on
-                        # would only prepare operations whose bodies go cold before they are sent.
-                        # Not while more wait for their stores (input sorted by store, paced):
-                        # reading on starts other stores' pacers sooner
-                        await ready.drained(self._concurrency)
+                    if len(ready) >= _READY_AHEAD and run.waiting <= len(ready):
+                        # enough work could start now for the next workers to be free: reading on
+                        # would only prepare operations that wait, and keep more objects alive for
+                        # the garbage collector to walk. Not while more wait for their stores
+                        # (input sorted by store, paced): reading on starts other stores' pacers sooner
+                        await ready.drained(_READY_AHEAD)
             if run.unsettled:
                 await self._all_settled()
         except asyncio.CancelledError:
