@@ -14,7 +14,7 @@ from msgspec import UNSET, UnsetType
 from ._errors import FieldError, ValidationError
 from .models._image import ImageUpdate, ProductImage
 from .models._product import Product, ProductUpdate
-from .models._validate import validate_and_encode
+from .models._validate import encode_mapping, validate_and_encode
 
 __all__ = [
     "BodyMissing",
@@ -115,12 +115,20 @@ def msgspec_error_to_field_error(exc: msgspec.ValidationError, root: str) -> Fie
     return FieldError(path, message)
 
 
-def encode_product_update(update: ProductUpdate) -> bytes:
-    return b'{"product":' + validate_and_encode(update, "$.product") + b"}"
+def encode_product_update(update: ProductUpdate | Mapping[str, Any]) -> bytes:
+    """The request body for a model or a plain mapping; raises ValidationError naming every problem."""
+    return b'{"product":' + _encode(update, ProductUpdate, "$.product") + b"}"
 
 
-def encode_image_update(update: ImageUpdate) -> bytes:
-    return b'{"image":' + validate_and_encode(update, "$.image") + b"}"
+def encode_image_update(update: ImageUpdate | Mapping[str, Any]) -> bytes:
+    """The request body for a model or a plain mapping; raises ValidationError naming every problem."""
+    return b'{"image":' + _encode(update, ImageUpdate, "$.image") + b"}"
+
+
+def _encode(update: U | Mapping[str, Any], cls: type[U], root: str) -> bytes:
+    # a catalog row's dict goes to the wire in one pass when it can; else through the model
+    encoded = encode_mapping(update, cls)
+    return encoded if encoded is not None else validate_and_encode(coerce_update(update, cls, root), root)
 
 
 def decode_product(body: bytes) -> Product:

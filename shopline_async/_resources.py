@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Generic, TypeVar
 
-from ._codec import coerce_update, decode_image, decode_product, encode_image_update, encode_product_update
+from ._codec import decode_image, decode_product, encode_image_update, encode_product_update
 from ._config import RetryPolicy, Timeout
 from ._errors import ConfigError
 from ._response import Response
@@ -97,7 +97,7 @@ class Products(_Resource[Product]):
     ) -> PreparedRequest[Product]:
         """Validate and encode without sending. Raises ValidationError (or ConfigError for a bad version)."""
         segment = path_segment(product_id, "$.product_id")
-        body = encode_product_update(coerce_update(product, ProductUpdate, "$.product"))
+        body = encode_product_update(product)
         path = f"/admin/openapi/{self._version(api_version)}/products/{segment}.json"
         return PreparedRequest("PUT", path, body, decode_product, (("id", product_id),))
 
@@ -155,6 +155,6 @@ class Images(_Resource[ProductImage]):
         """Validate and encode without sending. Raises ValidationError (or ConfigError for a bad version)."""
         product_segment = path_segment(product_id, "$.product_id")
         image_segment = path_segment(image_id, "$.image_id")
-        body = encode_image_update(coerce_update(image, ImageUpdate, "$.image"))
+        body = encode_image_update(image)
         path = f"/admin/openapi/{self._version(api_version)}/products/{product_segment}/images/{image_segment}.json"
         return PreparedRequest("PUT", path, body, decode_image, (("id", image_id), ("product_id", product_id)))

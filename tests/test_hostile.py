@@ -47,8 +47,8 @@ from shopline_async import (
     ValidationError,
     VariantInput,
 )
-from shopline_async._codec import encode_image_update, encode_product_update
-from shopline_async.models._validate import validate, validate_and_encode
+from shopline_async._codec import coerce_update, encode_image_update, encode_product_update
+from shopline_async.models._validate import encode_mapping, validate, validate_and_encode
 
 # --- property-based: random models against an independent reading of the reference pages ----------
 
@@ -220,6 +220,57 @@ def both_paths(update: ProductUpdate | ImageUpdate) -> tuple[bytes | None, bytes
 def test_the_wire_form_shortcut_agrees_with_the_full_check(update: ProductUpdate | ImageUpdate) -> None:
     fast, slow = both_paths(update)
     assert fast == slow
+
+
+def through_the_model(row: dict[str, Any], cls: type[ProductUpdate] | type[ImageUpdate]) -> bytes | None:
+    """What the model path sends for a row: the row converted into the model, then checked and encoded."""
+    root = "$.product" if cls is ProductUpdate else "$.image"
+    try:
+        return validate_and_encode(coerce_update(row, cls, root), root)  # type: ignore[arg-type]
+    except ValidationError:
+        return None
+
+
+rows = st.one_of(
+    products.map(lambda update: (msgspec.to_builtins(update), ProductUpdate)),
+    image_updates.map(lambda update: (msgspec.to_builtins(update), ImageUpdate)),
+)
+mutations = st.sampled_from(
+    [
+        None,
+        ("colour", "red"),  # unknown
+        ("id", "1"),  # read-only in a product
+        ("created_at", "2026-01-01"),
+        ("title", 12),
+        ("position", "3"),  # a numeric string where a number goes: the model path is lax about it
+        ("vendor", None),
+    ]
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows, mutations)
+def test_a_rows_one_pass_encoding_agrees_with_the_model_path(
+    row_and_cls: tuple[dict[str, Any], type[ProductUpdate] | type[ImageUpdate]], mutation: tuple[str, Any] | None
+) -> None:
+    row, cls = row_and_cls
+    if mutation is not None:
+        row[mutation[0]] = mutation[1]
+    fast = encode_mapping(row, cls)
+    assert fast is None or fast == through_the_model(row, cls)
+
+
+def test_a_rows_one_pass_encoding_takes_the_common_rows() -> None:
+    """Not a shortcut that never runs: the documented forms go in one pass; the rest the model's way."""
+    assert encode_mapping({"title": "x", "variants": [{"price": "90.22", "inventory_tracker": "true"}]}, ProductUpdate)
+    assert encode_mapping({"title": "x", "id": "1"}, ProductUpdate) is None  # read-only: dropped on the model path
+    assert encode_mapping({"variants": [{"price": 90.22}]}, ProductUpdate) is None  # normalised there
+    assert encode_mapping({"colour": "red"}, ProductUpdate) is None  # refused there, with its path
+    assert encode_mapping({"alt": "a", "position": 1, "sku_id": "7"}, ImageUpdate) == (
+        b'{"alt":"a","position":1,"sku_id":"7"}'
+    )
+    assert encode_mapping({"position": 0}, ImageUpdate) is None
+    assert encode_mapping({"position": 2**63}, ImageUpdate) is None  # beyond 64 bits signed: the model path decides
 
 
 @pytest.mark.parametrize(

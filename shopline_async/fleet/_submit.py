@@ -23,12 +23,11 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from .._codec import coerce_update, encode_image_update, encode_product_update
+from .._codec import encode_image_update, encode_product_update
 from .._constants import DEFAULT_FLEET_CHUNK_SIZE
 from .._errors import ValidationError
 from .._operations import Operation, UpdateImage
 from .._rows import RowKey
-from ..models import ImageUpdate, ProductUpdate
 from ._model import (
     PROGRESS_QUERY,
     SUBMIT_SIGNAL,
@@ -80,11 +79,9 @@ def _fleet_operation(op: Operation, seq: int) -> FleetOperation:
     """The operation as it travels: validated here, its body exactly what the worker will send."""
     line, key = _line_and_key(op, seq)
     if isinstance(op, UpdateImage):
-        image = coerce_update(op.image, ImageUpdate, "$.image")
-        body = msgspec.json.decode(encode_image_update(image))["image"]
+        body = msgspec.json.decode(encode_image_update(op.image))["image"]
         return FleetOperation(seq, line, key, "image", op.product_id, body, op.image_id)
-    product = coerce_update(op.product, ProductUpdate, "$.product")
-    body = msgspec.json.decode(encode_product_update(product))["product"]
+    body = msgspec.json.decode(encode_product_update(op.product))["product"]
     return FleetOperation(seq, line, key, "product", op.product_id, body)
 
 

@@ -41,7 +41,7 @@ from msgspec import UNSET, UnsetType
 from .._constants import LOGGER_NAME
 from .._errors import FieldError, ValidationError
 
-__all__ = ["normalise_money", "validate", "validate_and_encode"]
+__all__ = ["encode_mapping", "normalise_money", "validate", "validate_and_encode"]
 
 S = TypeVar("S", bound=msgspec.Struct)
 # A JSON path, built only if an error needs it: the root string, or (parent, ".name" | index).
@@ -113,6 +113,19 @@ def validate_and_encode(value: msgspec.Struct, path: str = "$") -> bytes:
     return _encoder.encode(validate(value, path))  # raises, listing every problem
 
 
+def encode_mapping(value: object, cls: type[msgspec.Struct]) -> bytes | None:
+    """A plain dict (a catalog row) checked and encoded in one pass, in C, when it is in wire form
+    and names no read-only field: what :func:`validate_and_encode` would send for the model built
+    from it. None otherwise: the caller then builds the model and takes that path, which says
+    what is wrong or drops the read-only values."""
+    if type(value) is not dict:
+        return None
+    try:
+        return _encoder.encode(msgspec.convert(value, _closed_wire_type_for(cls), strict=False))
+    except msgspec.ValidationError:
+        return None
+
+
 class _NotSent(FieldError):
     """Not an error: a read-only field the checkers dropped, reported in the same pass."""
 
@@ -158,6 +171,11 @@ def _wire_decoder_for(cls: type[msgspec.Struct]) -> msgspec.msgpack.Decoder[Any]
     return msgspec.msgpack.Decoder(_wire_type(cls))
 
 
+@cache
+def _closed_wire_type_for(cls: type[msgspec.Struct]) -> Any:
+    return _wire_type(cls, closed=True)
+
+
 def _extra_of(tp: Any) -> dict[str, Any]:
     """The ``Meta(extra=...)`` of an ``Annotated`` type, merged; of ``T | UnsetType``, of ``T``."""
     if get_origin(tp) in (Union, types.UnionType):
@@ -170,10 +188,13 @@ def _extra_of(tp: Any) -> dict[str, Any]:
     return extra
 
 
-def _wire_type(tp: Any) -> Any:
-    """``tp`` with every struct replaced by its wire form (see the module docstring)."""
+def _wire_type(tp: Any, *, closed: bool = False) -> Any:
+    """``tp`` with every struct replaced by its wire form (see the module docstring). ``closed``: a
+    read-only field is an unknown one, refused, as the model refuses every other unknown field."""
     if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
-        return _wire_struct(tp)
+        return _wire_struct(tp, closed)
+    if closed and tp is int:  # a copy made from a model fails beyond 64 bits; a dict converted does not
+        return Annotated[int, msgspec.Meta(le=2**63 - 1)]  # (every int sent has a lower bound)
     origin = get_origin(tp)
     if origin is Annotated:
         base, *metas = get_args(tp)
@@ -183,21 +204,21 @@ def _wire_type(tp: Any) -> Any:
             pattern = _WIRE_POSITIVE_MONEY if extra["money"] == "positive" else _WIRE_MONEY
             wired = Annotated[str, msgspec.Meta(pattern=pattern)]
         elif "max_bytes" in extra:  # at most 4 UTF-8 bytes a character
-            wired = Annotated[_wire_type(base), msgspec.Meta(max_length=extra["max_bytes"] // 4)]
+            wired = Annotated[_wire_type(base, closed=closed), msgspec.Meta(max_length=extra["max_bytes"] // 4)]
         else:
-            wired = _wire_type(base)
+            wired = _wire_type(base, closed=closed)
         for meta in metas:  # the other constraints stay
             wired = Annotated[wired, meta]
         return wired
     if origin is Union or origin is types.UnionType:
-        return functools.reduce(operator.or_, map(_wire_type, get_args(tp)))
+        return functools.reduce(operator.or_, (_wire_type(arg, closed=closed) for arg in get_args(tp)))
     if origin in (list, dict):
-        return origin[tuple(_wire_type(arg) for arg in get_args(tp))]
+        return origin[tuple(_wire_type(arg, closed=closed) for arg in get_args(tp))]
     return tp
 
 
 @cache
-def _wire_struct(cls: type[msgspec.Struct]) -> type[msgspec.Struct]:
+def _wire_struct(cls: type[msgspec.Struct], closed: bool) -> type[msgspec.Struct]:
     hints = get_type_hints(cls, include_extras=True)
     all_fields = msgspec.structs.fields(cls)
     # Read-only fields are absent from the wire form, which ignores unknown fields: decoding the
@@ -207,10 +228,10 @@ def _wire_struct(cls: type[msgspec.Struct]) -> type[msgspec.Struct]:
     config = cls.__struct_config__  # what decoding and encoding depend on, as the model has it
     return msgspec.defstruct(
         f"Wire{cls.__name__}",
-        [(f.name, _wire_type(hints[f.name]), f.default) for f in fields],
+        [(f.name, _wire_type(hints[f.name], closed=closed), f.default) for f in fields],
         kw_only=True,
         omit_defaults=config.omit_defaults,
-        forbid_unknown_fields=config.forbid_unknown_fields and len(fields) == len(all_fields),
+        forbid_unknown_fields=config.forbid_unknown_fields and (closed or len(fields) == len(all_fields)),
         array_like=config.array_like,
         tag=config.tag,
         tag_field=config.tag_field,
