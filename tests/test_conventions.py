@@ -50,7 +50,7 @@ async def test_extra_headers_per_client_and_per_call() -> None:
     assert second["Authorization"] == "Bearer tok" and second["Content-Type"] == "application/json; charset=utf-8"
 
 
-async def test_an_extra_header_replaces_one_of_the_same_name_whatever_its_case() -> None:
+async def test_an_extra_header_replaces_one_of_the_same_name_whatever_its_case(fake_time: None) -> None:
     sender = answering()
     async with ShoplineClient(sender=sender, extra_headers={"accept": "application/vnd.app+json"}) as client:
         products = client.store("shop", "tok").products
@@ -104,7 +104,7 @@ async def test_with_options_shares_connections_stores_and_limiters() -> None:
         assert mock.stats("a").requests == 3
 
 
-async def test_with_options_stores_share_one_limiter_with_the_original() -> None:
+async def test_with_options_stores_share_one_limiter_with_the_original(fake_time: None) -> None:
     sender = answering()
     async with ShoplineClient(sender=sender, rate_limit=RateLimit(rate=2, burst=1)) as client:
         copy = client.with_options()

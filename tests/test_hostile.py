@@ -616,7 +616,7 @@ async def test_a_body_cut_short_keeps_the_status_that_had_arrived() -> None:
     assert exc.value.status == 200 and exc.value.trace_id == "tr-cut"
 
 
-async def test_a_copy_made_before_a_token_refresh_sends_the_new_token() -> None:
+async def test_a_copy_made_before_a_token_refresh_sends_the_new_token(fake_time: None) -> None:
     sender = MockSender(lambda request: HTTPResponse(200, {}, b'{"product": {"id": "1"}}'))
     async with ShoplineClient(sender=sender) as client:
         store = client.store("shop", "old-token")

@@ -142,7 +142,7 @@ async def test_undecodable_success_body_is_a_typed_error(body: bytes) -> None:
     assert "may have been applied" in str(exc.value)
 
 
-async def test_5xx_429_and_send_errors_are_retried_with_every_trace_id_kept() -> None:
+async def test_5xx_429_and_send_errors_are_retried_with_every_trace_id_kept(fake_time: None) -> None:
     answers = [
         answer(503, {"errors": "busy"}),
         answer(429, {"errors": "Too many request"}, **{"Retry-After": "0"}),
@@ -166,7 +166,7 @@ async def test_5xx_429_and_send_errors_are_retried_with_every_trace_id_kept() ->
         (ResponseTooLarge("response body exceeds 1024 bytes", status=200), ResponseDecodeError, 1),
     ],
 )
-async def test_send_errors_map_to_the_documented_exceptions(failure, cls, attempts) -> None:
+async def test_send_errors_map_to_the_documented_exceptions(failure, cls, attempts, fake_time: None) -> None:
     async with client_with(failure, retry=RetryPolicy(max_attempts=3, initial_delay=0.001)) as client:
         with pytest.raises(cls) as exc:
             await client.store("open001", TOKEN).products.update("123", {"title": "x"})
