@@ -24,10 +24,10 @@ import logging
 import sys
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from functools import partial
-from typing import Any, overload
+from typing import Any, Literal, overload
 
 import anyio
 from msgspec.structs import replace
@@ -164,7 +164,8 @@ class BatchExecutor:
     def progress(self) -> Progress:
         outcomes = self._summary.outcomes
         done = outcomes["ok"] + outcomes["applied_without_body"] + outcomes["unchanged"]
-        return Progress(self._taken, done, outcomes.total() - done, self._run_state.in_flight)
+        skipped = outcomes["not_attempted"]
+        return Progress(self._taken, done, outcomes.total() - done - skipped, self._run_state.in_flight, skipped)
 
     def summary(self) -> BatchSummary:
         """Totals so far (final once the batch has ended)."""
@@ -179,6 +180,28 @@ class BatchExecutor:
         """What would stop ``operation`` before it is sent (unknown store, invalid input), or None.
         Nothing is sent: this is the batch's own preparation step, for dry runs."""
         return self._prepare(-1, operation).error
+
+    def plan(
+        self, operations: Iterable[Operation]
+    ) -> Iterator[tuple[Operation, Literal["send", "unchanged"] | ShoplineError]]:
+        """What a batch would do with each operation, sending nothing: ``send``, ``unchanged`` (its
+        ledger entry, or an earlier operation of ``operations`` on its target, has its very body), or
+        the error that would make it ``invalid``. The ledger is read, never written."""
+        planned: dict[tuple[str, str, str], bytes] = {}
+        for op in operations:
+            item = self._prepare(-1, op)
+            if item.error is not None:
+                yield op, item.error
+                continue
+            assert item.store is not None and item.prepared is not None
+            target = (item.store.base_url, item.store.handle, item.prepared.path)
+            digest = body_hash(item.prepared.body)
+            last = planned.get(target)
+            if last is None and self._ledger is not None:
+                entry = self._ledger.last(*target)
+                last = entry.body_hash if entry is not None and entry.ok else None
+            planned[target] = digest
+            yield op, "unchanged" if self._skip_unchanged and last == digest else "send"
 
     def unreported(self) -> list[AnyResult]:
         """After a batch was cancelled from outside: a result for every operation taken but not reported

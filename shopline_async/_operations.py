@@ -97,12 +97,14 @@ AnyResult = Result[Product | ProductImage]
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """Counts for a progress bar: taken from the input, finished ok, finished otherwise, in flight."""
+    """Counts for a progress bar: taken from the input, finished ok, finished otherwise, in flight,
+    and not attempted (the batch stopped before sending them: neither ok nor failed)."""
 
     taken: int
     done: int
     failed: int
     in_flight: int
+    not_attempted: int = 0
 
 
 @dataclass

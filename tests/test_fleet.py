@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -18,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+pytest.importorskip("temporalio", reason="the fleet's tests need the [fleet] extra: pip install -e '.[test,fleet]'")
+
 from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
 
@@ -268,3 +272,15 @@ async def test_a_worker_killed_mid_run_loses_nothing(fleet: tuple[Client, MockSh
     assert max(resent.values()) <= window, resent
     assert sum(resent.values()) > 0  # the kill did land mid-run
     assert all(s.sender_overlaps <= 1 for s in stats.values())  # the takeover waited out the victim
+
+
+@pytest.mark.slow
+def test_fleet_demo_runs_a_whole_fleet_from_nothing(tmp_path: Path) -> None:
+    env = {**os.environ, "HOME": str(tmp_path)}
+    command = [sys.executable, "-m", "shopline_async.cli", "fleet", "demo", "--dir", str(tmp_path / "demo")]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert "501 operations drained, 500 ok, 1 failed" in done.stdout, done.stdout
+    results = [json.loads(line) for line in (tmp_path / "demo" / "fleet-results.jsonl").read_text().splitlines()]
+    assert len(results) == 501 and [r["line"] for r in results if not r["ok"]] == [505]  # the image that is not there
+    assert "4 rows invalid, not submitted" in done.stdout

@@ -531,6 +531,15 @@ async def test_a_token_echoed_by_the_server_reaches_no_error_log_or_result(
     assert "REDACTED" in results and SECRET not in results and SECRET.replace("/", "\\/") not in results
 
 
+async def test_a_token_too_short_to_be_a_credential_does_not_garble_what_the_server_said() -> None:
+    # a mock or test token such as "t": scrubbed, "not found" would read "no[REDACTED] found"
+    sender = MockSender(lambda request: HTTPResponse(404, {"traceId": "t1"}, b'{"errors": "not found: the product"}'))
+    async with ShoplineClient(sender=sender) as client:
+        with pytest.raises(APIError) as exc:
+            await client.store("shop", "t").products.update("1", {"title": "x"})
+    assert "not found: the product" in str(exc.value)
+
+
 async def test_a_2xx_about_another_product_is_an_error_not_a_success(hostile, tmp_path) -> None:
     asked: list[str] = []
 

@@ -16,7 +16,7 @@ from temporalio.client import Client
 
 from .._errors import ConfigError
 from .._rows import open_input, read_operations
-from .._sync import EXIT_FAILED, EXIT_OK
+from .._sync import EXIT_FAILED, EXIT_OK, plural
 from ._dev import DevServer
 from ._model import StoreProgress, StoreSettings
 from ._submit import Invalid, fetch_progress, fetch_results, submit
@@ -77,7 +77,10 @@ async def worker_command(
     await asyncio.wait([task, ready_wait], return_when=asyncio.FIRST_COMPLETED)
     ready_wait.cancel()
     if ready.is_set():
-        print(f"fleet worker on {address} ({namespace}), task queue {task_queue}: {len(stores)} stores", flush=True)
+        print(
+            f"fleet worker on {address} ({namespace}), task queue {task_queue}: {plural(len(stores), 'store')}",
+            flush=True,
+        )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):  # a shutdown, not a cancellation, so that it completes
         loop.add_signal_handler(sig, stop.set)
@@ -108,7 +111,7 @@ async def submit_command(
         invalid.append(item)
 
     def say_waiting(store: str, queued: int) -> None:
-        why = "no worker answers yet" if queued < 0 else f"{queued} chunks queued"
+        why = "no worker answers yet" if queued < 0 else f"{plural(queued, 'chunk')} queued"
         print(f"store {store}: waiting for its workers ({why})", file=sys.stderr, flush=True)
 
     with open_input(input_path) as source:
@@ -127,8 +130,9 @@ async def submit_command(
     for item in sorted(invalid, key=lambda i: i.line or 0):
         print(f"line {item.line}: {item.message}", file=sys.stderr)
     print(
-        f"submission {report.submission}: {report.operations:,} operations for {len(report.stores):,} stores "
-        f"in {report.chunks:,} chunks; {len(invalid):,} invalid rows not submitted",
+        f"submission {report.submission}: {plural(report.operations, 'operation')} for "
+        f"{plural(len(report.stores), 'store')} in {plural(report.chunks, 'chunk')}; "
+        f"{plural(len(invalid), 'invalid row')} not submitted",
         flush=True,
     )
     return EXIT_OK if not invalid else EXIT_FAILED
@@ -150,7 +154,7 @@ async def status_command(*, address: str, namespace: str, app: str, submission: 
     progress = await fetch_progress(temporal, app=app)
     for item in progress:
         print(_progress_line(item, submission))
-    print(f"{len(progress):,} stores")
+    print(plural(len(progress), "store"))
     return EXIT_OK
 
 
@@ -173,7 +177,7 @@ async def results_command(
             out.close()
         else:
             out.flush()
-    print(f"{count:,} results, {failed:,} failed", file=sys.stderr)
+    print(f"{plural(count, 'result')}, {failed:,} failed", file=sys.stderr)
     return EXIT_OK if failed == 0 else EXIT_FAILED
 
 
