@@ -117,6 +117,8 @@ class StoreSettings:
 
 @dataclass
 class SubmissionTotals:
+    """One submission's counts in one store: operations submitted, done, and done ok."""
+
     submitted: int = 0
     done: int = 0
     ok: int = 0
@@ -159,6 +161,8 @@ class DrainOutcome:
 
 @dataclass
 class StoreProgress:
+    """A store workflow's state: chunks and operations queued, whether a drain runs, counts per submission."""
+
     store: str
     queued_chunks: int
     queued_operations: int

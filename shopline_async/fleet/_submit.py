@@ -53,6 +53,8 @@ _SIGNALS_AT_ONCE = 32
 
 @dataclass(frozen=True)
 class Invalid:
+    """A row refused at submit: its line (None for an operation built in Python), key, store and why."""
+
     line: int | None
     key: str
     store: str | None
@@ -61,6 +63,8 @@ class Invalid:
 
 @dataclass
 class SubmitReport:
+    """What ``submit()`` queued: the submission id, operations, chunks, stores, and the rows refused."""
+
     submission: str
     operations: int = 0
     chunks: int = 0

@@ -47,6 +47,7 @@ from ._workflow import StoreWorkflow
 __all__ = ["DEFAULT_TASK_QUEUE", "WORKER_HEADER", "FleetWorker", "StoreConfig", "new_identity", "run_worker"]
 
 DEFAULT_TASK_QUEUE = DEFAULT_FLEET_TASK_QUEUE
+"""The task queue workers poll and submissions go to unless told otherwise."""
 WORKER_HEADER = "X-Shopline-Fleet-Worker"
 # Our own pace for heartbeats: each one encodes every result so far, so not one per result.
 # Temporal's worker sends the newest at most every 0.8 x heartbeat timeout; that is the window.
