@@ -8,6 +8,7 @@ import io
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -348,11 +349,15 @@ def test_ctrl_c_then_resume(tmp_path: Path) -> None:
         assert {r["outcome"] for r in first} <= {"ok", "not_attempted"}
         not_attempted = sum(r["outcome"] == "not_attempted" for r in first)
         assert f"{not_attempted:,} rows not attempted; the same command sends them" in out, out
-        assert f"shopline_async.cli sync {source} --store east" in out  # the command, to run again
+        # the hint's next line is the command to run again (the console script when installed, else -m)
+        lines = out.splitlines()
+        hint = lines[next(i for i, line in enumerate(lines) if "the same command" in line) + 1]
+        printed = shlex.split(hint)
+        assert printed[-len(args[3:]) :] == args[3:], hint
         writes_before = dict(server.stats("east").writes)
         assert sum(writes_before.values()) == len(done)
 
-        rerun = subprocess.run([*args, "--rate", "200"], env=env, capture_output=True, timeout=60, cwd=tmp_path)
+        rerun = subprocess.run([*printed, "--rate", "200"], env=env, capture_output=True, timeout=60, cwd=tmp_path)
         assert rerun.returncode == 0, rerun.stderr
         final = read_results(results_path)
         assert {r["key"] for r in final if r["ok"]} == {f"east-{i}" for i in range(150)}
