@@ -34,7 +34,7 @@ shared machine gets than the host's own size, at which neither loop misses it (b
 2026-12-05). Skipped where valgrind is not installed (``apt-get install valgrind``). Minutes, not
 seconds: valgrind runs the client some fifty times slower.
 
-``python benchmarks/instructions.py [--quick]`` or ``run.py --only instructions``.
+``python benchmarks/instructions.py [--quick] [--loops=stream,stream_otel]`` or ``run.py --only instructions``.
 """
 
 from __future__ import annotations
@@ -69,7 +69,33 @@ LOOPS = (
     "careful_one_store_50",
     "stream_one_store_50",
     "stream_dict_one_store_50",
+    "stream_hooks",
+    "stream_otel",
 )
+
+
+def telemetry_for(loop: str) -> dict[str, Any]:
+    """The client options of a loop with hooks (one no-op hook per event) or OpenTelemetry on (the
+    SDK's providers, every span batched to an exporter that drops it, metrics aggregated in memory)."""
+    if loop == "stream_hooks":
+        return {"event_hooks": {"request": [id], "response": [id], "retry": [id]}}
+    if loop != "stream_otel":
+        return {}
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    from shopline_async.otel import OpenTelemetry
+
+    class Dropped(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(BatchSpanProcessor(Dropped()))
+    meter_provider = MeterProvider([InMemoryMetricReader()])
+    return {"telemetry": OpenTelemetry(tracer_provider=tracer_provider, meter_provider=meter_provider)}
 
 
 def run_child(loop: str, url: str, stores: int, per_store: int) -> None:
@@ -77,6 +103,7 @@ def run_child(loop: str, url: str, stores: int, per_store: int) -> None:
     names = handles(stores)
     warm = names[:300]
     as_dict = "dict" in loop
+    options = telemetry_for(loop)
 
     def run(targets: list[str], per_target: int) -> None:
         if loop in ("raw", "careful", "validating"):
@@ -88,7 +115,9 @@ def run_child(loop: str, url: str, stores: int, per_store: int) -> None:
             in_flight = {"one_store": None, "one_store_at_100": CONCURRENCY}.get(loop, 50)
             unpaced = RateLimit.unlimited(in_flight) if in_flight else RateLimit.unlimited()
             rate_limit = unpaced if "one_store" in loop else None if loop == "paced" else RateLimit.unlimited()
-            asyncio.run(sdk_run(url, targets, per_target, rate_limit, sample=False, as_dict=as_dict))
+            asyncio.run(
+                sdk_run(url, targets, per_target, rate_limit, sample=False, as_dict=as_dict, client_options=options)
+            )
 
     if "one_store" in loop:  # one store, as many updates as the others send to all stores
         run(names[:1], len(warm))
@@ -132,7 +161,7 @@ def counted(loop: str, url: str, stores: int, per_store: int, workdir: Path) -> 
     return dict(zip(events, totals, strict=True))
 
 
-def bench_instructions(quick: bool) -> dict[str, Any]:
+def bench_instructions(quick: bool, loops: tuple[str, ...] = LOOPS) -> dict[str, Any]:
     if shutil.which("valgrind") is None:
         print("  skipped: valgrind is not installed", flush=True)
         return {}
@@ -146,7 +175,7 @@ def bench_instructions(quick: bool) -> dict[str, Any]:
         tempfile.TemporaryDirectory() as tmp,
         ThreadPoolExecutor(2) as pool,  # the two runs of a loop side by side: valgrind uses one core
     ):
-        for loop in LOOPS:
+        for loop in loops:
             url = limited if loop == "paced" else unlimited
             small, large = pool.map(counted, [loop] * 2, [url] * 2, [stores] * 2, SIZES, [Path(tmp)] * 2)
             per_request[loop] = {event: round((large[event] - small[event]) / requests) for event in small}
@@ -159,18 +188,21 @@ def bench_instructions(quick: bool) -> dict[str, Any]:
             "last_level_misses": costs["ILmr"] + costs["DLmr"] + costs["DLmw"],
         }
     ir = {loop: costs["instructions"] for loop, costs in result["per_request"].items()}
+    wanted = {
+        "stream / careful": ("stream", "careful"),
+        "stream_dict / careful": ("stream_dict", "careful"),
+        "stream / validating": ("stream", "validating"),
+        "stream_dict / validating": ("stream_dict", "validating"),
+        "stream / raw": ("stream", "raw"),
+        "paced / one_store": ("paced", "one_store"),
+        "paced / one_store_at_100": ("paced", "one_store_at_100"),
+        "stream_one_store_50 / careful_one_store_50": ("stream_one_store_50", "careful_one_store_50"),
+        "stream_dict_one_store_50 / careful_one_store_50": ("stream_dict_one_store_50", "careful_one_store_50"),
+        "stream_hooks / stream": ("stream_hooks", "stream"),
+        "stream_otel / stream": ("stream_otel", "stream"),
+    }
     result["ratios"] = ratios = {
-        "stream / careful": round(ir["stream"] / ir["careful"], 3),
-        "stream_dict / careful": round(ir["stream_dict"] / ir["careful"], 3),
-        "stream / validating": round(ir["stream"] / ir["validating"], 3),
-        "stream_dict / validating": round(ir["stream_dict"] / ir["validating"], 3),
-        "stream / raw": round(ir["stream"] / ir["raw"], 3),
-        "paced / one_store": round(ir["paced"] / ir["one_store"], 3),
-        "paced / one_store_at_100": round(ir["paced"] / ir["one_store_at_100"], 3),
-        "stream_one_store_50 / careful_one_store_50": round(ir["stream_one_store_50"] / ir["careful_one_store_50"], 3),
-        "stream_dict_one_store_50 / careful_one_store_50": round(
-            ir["stream_dict_one_store_50"] / ir["careful_one_store_50"], 3
-        ),
+        name: round(ir[a] / ir[b], 3) for name, (a, b) in wanted.items() if a in ir and b in ir
     }
     print(
         f"  {stores:,} stores x {SIZES[0]} and x {SIZES[1]}, limits off, concurrency {CONCURRENCY}, per request: "
@@ -191,4 +223,5 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--child"]:
         run_child(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
     else:
-        bench_instructions("--quick" in sys.argv)
+        chosen = next((arg.split("=", 1)[1] for arg in sys.argv if arg.startswith("--loops=")), None)
+        bench_instructions("--quick" in sys.argv, tuple(chosen.split(",")) if chosen else LOOPS)

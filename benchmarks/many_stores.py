@@ -89,12 +89,14 @@ async def sdk_run(
     *,
     sample: bool = True,
     as_dict: bool = False,
+    client_options: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Default client and executor (or ``rate_limit``); wall, CPU and (``sample``) peaks of this process.
     Without ``sample`` nothing runs beside the batch, as nothing runs beside ``raw_run``'s loop."""
     gc.collect()
     rss_before = rss_mb()
     kwargs: dict[str, Any] = {} if rate_limit is None else {"rate_limit": rate_limit}
+    kwargs |= client_options or {}
     async with ShoplineClient(base_url=base_url, **kwargs) as client:
         for handle in stores:
             client.store(handle, f"mock-token-{handle}")

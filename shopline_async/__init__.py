@@ -47,6 +47,7 @@ from ._sender import (
     SendError,
     SendTimeout,
 )
+from ._telemetry import RequestEvent, ResponseEvent, RetryEvent
 from ._transport import PreparedRequest
 from ._version import __version__
 from .models import (
@@ -106,11 +107,14 @@ __all__ = [
     "Progress",
     "RateLimit",
     "RateLimitError",
+    "RequestEvent",
     "Response",
     "ResponseDecodeError",
+    "ResponseEvent",
     "ResponseMismatchError",
     "ResponseTooLarge",
     "Result",
+    "RetryEvent",
     "RetryPolicy",
     "SecurityBlockError",
     "SendError",

@@ -119,6 +119,9 @@ class BatchExecutor:
         if concurrency < 1 or max_pending < 1 or max_pending_bytes < 1:
             raise ConfigError("concurrency, max_pending and max_pending_bytes must be >= 1")
         self._client = client
+        self._observer = client._settings.observer
+        self._batch: Any = None
+        """The observer's handle for the batch running (its span), the parent of its operations'."""
         self._concurrency = concurrency
         self._max_pending = max(max_pending, concurrency)
         self._max_pending_bytes = max_pending_bytes
@@ -244,13 +247,26 @@ class BatchExecutor:
         # Taken from the input and not yet handed to the caller: bounds memory however long the input
         pending = Slots(self._max_pending)
         pending_bytes = ByteBudget(self._max_pending_bytes)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._run, operations, pending, pending_bytes)
-            try:
-                yield _Delivered(self._results, self._open, pending, pending_bytes)
-            finally:
-                tg.cancel_scope.cancel()
-                self._running = False
+        observer = self._observer
+        self._batch = observer.batch_started() if observer is not None else None
+        error: BaseException | None = None
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._run, operations, pending, pending_bytes)
+                try:
+                    yield _Delivered(self._results, self._open, pending, pending_bytes)
+                finally:
+                    tg.cancel_scope.cancel()
+                    self._running = False
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if observer is not None:
+                for item in self._open.values():  # left unsettled by a batch cut short
+                    if item.result is None:
+                        observer.operation_finished(item.trace, "cancelled", None, item.tries.attempts, error)
+                observer.batch_finished(self._batch, self._summary.outcomes, error)
 
     @overload
     async def gather(
@@ -284,6 +300,7 @@ class BatchExecutor:
         run = self._run_state
         targets = self._targets
         emit = self._emit
+        observer = self._observer
         ready = run.ready
 
         async def worker() -> None:
@@ -296,11 +313,12 @@ class BatchExecutor:
                 item.reserved = False  # this attempt uses the reservation, and gives it back
                 if not tries.attempts and self._turned_away(item, lane):
                     continue
-                tries.queued += time.monotonic() - item.waiting_since
+                queued = time.monotonic() - item.waiting_since
+                tries.queued += queued
                 item.running = True
                 run.in_flight += 1
                 try:
-                    outcome = await transport.attempt(item.prepared, tries.attempts + 1)
+                    outcome = await transport.attempt(item.prepared, tries.attempts + 1, None, None, item.trace, queued)
                 finally:
                     run.in_flight -= 1
                     limiter.release()
@@ -321,6 +339,9 @@ class BatchExecutor:
                     self._taken += 1
                     self._open[item.index] = item
                     run.unsettled += 1
+                    if observer is not None:
+                        name, ids = _described(op)
+                        item.trace = observer.operation_started(name, item.store_name, ids, self._batch)
                     if run.stopping:
                         emit(item, _result(item, "not_attempted"))
                         break
@@ -419,7 +440,7 @@ class BatchExecutor:
             item.running = False
             self._emit(item, self._conclude(item, outcome))
         else:
-            transport.log_retry(item.prepared, outcome, item.tries, delay, policy)
+            transport.retrying(item.prepared, outcome, item.tries, delay, policy, item.trace)
             if outcome.status == 429:  # the store cools down: its next reservation waits for it
                 lane.limiter.cool_down(delay)
                 lane.requeue(item)
@@ -443,6 +464,8 @@ class BatchExecutor:
             return _result(item, "applied_without_body", applied=exc)
         except Exception as exc:  # one odd failure must not sink the batch
             if isinstance(exc, APIStatusError) and exc.status in STORE_STOPPING_STATUSES:
+                if lane.blocked_by is None and self._observer is not None:
+                    self._observer.store_stopped(lane.store.handle, exc.status, exc.trace_id)
                 lane.block(exc)
             return _result(item, "failed", error=exc, elapsed=time.monotonic() - item.tries.started)
         return _result(item, "ok", response=response)
@@ -574,6 +597,9 @@ class BatchExecutor:
             if ledger.due and self._ledger_error is None:
                 self._commit_ledger()
         self._account(result)
+        observer = self._observer
+        if observer is not None:
+            observer.operation_finished(item.trace, result.outcome, result.trace_id, result.attempts, result.error)
         self._results.put(result)
         if item.target is not None:
             self._release(item.target)
@@ -689,3 +715,10 @@ async def _iterate(operations: Iterable[Operation] | AsyncIterable[Operation]) -
     else:
         for op in operations:
             yield op
+
+
+def _described(op: object) -> tuple[str, dict[str, str]]:
+    """An operation's name and ids, for its span."""
+    if isinstance(op, UpdateImage):
+        return "shopline.update_image", {"product_id": str(op.product_id), "image_id": str(op.image_id)}
+    return "shopline.update_product", {"product_id": str(getattr(op, "product_id", ""))}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from ssl import SSLContext
 from types import TracebackType
 
@@ -20,6 +20,7 @@ from ._constants import (
 from ._errors import ClientClosedError, ConfigError
 from ._resources import Images, Products
 from ._sender import AiohttpSender, Sender
+from ._telemetry import EventHook, Observer, build_observer
 from ._transport import (
     ClientState,
     StoreTransport,
@@ -83,6 +84,11 @@ class ShoplineClient:
     ``extra_headers`` go with every request (never Authorization, Content-Type, Content-Length,
     Host or Transfer-Encoding, which the SDK sets). Networking (``trust_env``, ``proxy``, ``ssl``,
     ``session``) is passed to :class:`AiohttpSender`; see there what an app's own session takes over.
+
+    ``event_hooks`` (``{"request": [...], "response": [...], "retry": [...]}``) are called with a
+    :class:`RequestEvent`, :class:`ResponseEvent` or :class:`RetryEvent` for every attempt, in
+    the event loop: keep them quick. ``telemetry=shopline_async.otel.OpenTelemetry()`` records
+    spans and metrics (the ``[otel]`` extra). Copies from ``with_options`` keep both.
     """
 
     def __init__(
@@ -105,6 +111,8 @@ class ShoplineClient:
         ssl: SSLContext | bool = True,
         session: aiohttp.ClientSession | None = None,
         sender: Sender | None = None,
+        event_hooks: Mapping[str, Sequence[EventHook]] | None = None,
+        telemetry: Observer | None = None,
     ) -> None:
         agent = user_agent or f"shopline-async/{__version__}"
         if any(c in agent for c in "\r\n\0"):
@@ -118,6 +126,7 @@ class ShoplineClient:
             user_agent=agent,
             allow_insecure_http=allow_insecure_http,
             extra_headers=check_extra_headers(extra_headers, "extra_headers"),
+            observer=build_observer(event_hooks, telemetry),
         )
         if sender is None:
             sender = AiohttpSender(
@@ -166,6 +175,7 @@ class ShoplineClient:
             extra_headers=settings.extra_headers
             if extra_headers is None
             else check_extra_headers(extra_headers, "extra_headers"),
+            observer=settings.observer,
         )
         copy._state = self._state
         copy._products_api_version = self._products_api_version

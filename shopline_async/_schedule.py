@@ -246,3 +246,5 @@ class Item(msgspec.Struct):
     """When it last began to wait for admission or a worker: time queued, which the retry budget does not count."""
     retry: asyncio.TimerHandle | None = None
     """The timer that puts it back in its store's queue for its next attempt."""
+    trace: Any = None
+    """The observer's handle for it (its span), if the client has an observer."""

@@ -34,6 +34,7 @@ from ._errors import APIStatusError, StoreUnavailableError, ValidationError
 from ._ledger import Ledger, LedgerError
 from ._operations import AnyResult, BatchSummary, Progress
 from ._rows import RowKey, SyncInputError, open_input, read_operations
+from ._telemetry import Observer
 
 __all__ = [
     "DEFAULT_LEDGER",
@@ -292,11 +293,14 @@ async def run_sync(
     dry_run: bool,
     progress: bool,
     allow_insecure_http: bool = False,
+    telemetry: Observer | None = None,
 ) -> int:
     if not dry_run:
         check_paths(input_path, results_path, ledger_path)
     with open_input(input_path) as source:
-        async with ShoplineClient(base_url=base_url, retry=retry, allow_insecure_http=allow_insecure_http) as client:
+        async with ShoplineClient(
+            base_url=base_url, retry=retry, allow_insecure_http=allow_insecure_http, telemetry=telemetry
+        ) as client:
             for handle, entry in stores.items():
                 client.store(handle, entry["token"], rate_limit=store_rate_limit(entry, rate_limit))
             if dry_run:

@@ -51,6 +51,7 @@ from ._ratelimit import StoreLimiter
 from ._response import Response
 from ._retry import parse_retry_after, retry_delay, should_retry_status
 from ._sender import CertificateRefused, ConnectFailed, HTTPRequest, ResponseTooLarge, Sender, SendError, SendTimeout
+from ._telemetry import Observer, RequestEvent, ResponseEvent, RetryEvent, describe
 
 __all__ = [
     "ClientState",
@@ -84,6 +85,8 @@ class TransportSettings:
     user_agent: str
     allow_insecure_http: bool
     extra_headers: Mapping[str, str] = field(default_factory=dict)
+    observer: Observer | None = None
+    """The client's event hooks and telemetry, or None: nothing watches."""
 
 
 # a token shorter than this is no credential SHOPLINE issues (theirs are JWTs of hundreds of
@@ -413,21 +416,48 @@ class StoreTransport:
         ``extra_headers`` must have been checked (:func:`check_extra_headers`).
         """
         self.check_usable()
+        observer = self._settings.observer
+        if observer is None:
+            return await self._call(prepared, timeout, retry, extra_headers, None)
+        name, ids = describe(prepared.method, prepared.expect)
+        operation = observer.operation_started(name, self.handle, ids, None)
+        try:
+            response = await self._call(prepared, timeout, retry, extra_headers, operation)
+        except BaseException as exc:
+            if isinstance(exc, AppliedWithoutBodyError):
+                outcome = "applied_without_body"
+            else:
+                outcome = "failed" if isinstance(exc, Exception) else "cancelled"
+            attempts = exc.attempts if isinstance(exc, APIError) else 0
+            observer.operation_finished(operation, outcome, getattr(exc, "trace_id", None), attempts, exc)
+            raise
+        observer.operation_finished(operation, "ok", response.trace_id, response.attempts, None)
+        return response
+
+    async def _call(
+        self,
+        prepared: PreparedRequest[T],
+        timeout: Timeout | None,
+        retry: RetryPolicy | None,
+        extra_headers: Mapping[str, str] | None,
+        operation: Any,
+    ) -> Response[T]:
         policy = retry or self._settings.retry
         limiter = self.limiter
         tries = Tries()
         while True:
             waiting_since = time.monotonic()
             await limiter.acquire()
-            tries.queued += time.monotonic() - waiting_since
+            queued = time.monotonic() - waiting_since
+            tries.queued += queued
             try:
-                outcome = await self.attempt(prepared, tries.attempts + 1, timeout, extra_headers)
+                outcome = await self.attempt(prepared, tries.attempts + 1, timeout, extra_headers, operation, queued)
             finally:
                 limiter.release()
             delay = decide(outcome, tries, policy)
             if delay is None:
                 return self.conclude(prepared, outcome, tries)
-            self.log_retry(prepared, outcome, tries, delay, policy)
+            self.retrying(prepared, outcome, tries, delay, policy, operation)
             if outcome.status == 429:
                 limiter.cool_down(delay)  # the bucket is shared by every call to this store: all wait
             else:
@@ -446,22 +476,36 @@ class StoreTransport:
         number: int,
         timeout: Timeout | None = None,
         extra_headers: Mapping[str, str] | None = None,
+        operation: Any = None,
+        queued: float = 0.0,
     ) -> Outcome:
-        """Send ``prepared`` once (its attempt ``number``), admitted already by the store's limiter:
-        what came back, or the failure that came instead. Never raises for what the network or the
-        server did."""
+        """Send ``prepared`` once (its attempt ``number``), admitted already by the store's limiter
+        after ``queued`` seconds: what came back, or the failure that came instead. Never raises for
+        what the network or the server did. ``operation``: the observer's handle for the call."""
         # the path is already escaped: no re-quoting, no dot-segment folding; and with_path on the
         # parsed base skips parsing the whole URL again
         url = self._base.with_path(self._base_path + prepared.path, encoded=True)
         # headers read from the store now: a refreshed token applies to retries
         headers = self._headers if not extra_headers else _with_headers(self._headers, extra_headers)
         request = HTTPRequest(prepared.method, url, headers, prepared.body, timeout or self._settings.timeout)
+        observer = self._settings.observer
+        if observer is not None:
+            event = RequestEvent(self.handle, self.base_url, prepared.method, prepared.path, number, queued)
+            attempt = observer.attempt_started(operation, event)
         started = time.monotonic()
         try:
             response = await self._state.sender.send(request)
         except SendError as exc:
             failure = self._send_failure(exc, prepared.method, self.base_url + prepared.path)
             outcome = Outcome(exc.status, b"", failure.headers, failure.trace_id, time.monotonic() - started, failure)
+        except BaseException as exc:  # cancelled: the attempt's span and gauge must still end
+            if observer is not None:
+                elapsed = time.monotonic() - started
+                cut = ResponseEvent(
+                    self.handle, prepared.method, prepared.path, number, None, None, elapsed, type(exc).__name__
+                )
+                observer.attempt_finished(operation, attempt, cut)
+            raise
         else:
             status, payload, answer_headers = response.status, response.body, response.headers
             if not 200 <= status < 300:  # an error: what it says is kept, so scrubbed first
@@ -478,6 +522,22 @@ class StoreTransport:
                 outcome.trace_id,
                 number,
                 outcome.network_time,
+            )
+        if observer is not None:
+            error = None if outcome.failure is None else type(outcome.failure).__name__
+            observer.attempt_finished(
+                operation,
+                attempt,
+                ResponseEvent(
+                    self.handle,
+                    prepared.method,
+                    prepared.path,
+                    number,
+                    outcome.status,
+                    outcome.trace_id,
+                    outcome.network_time,
+                    error,
+                ),
             )
         return outcome
 
@@ -546,9 +606,32 @@ class StoreTransport:
             network_time=tries.network_time,
         )
 
-    def log_retry(
-        self, prepared: PreparedRequest[Any], outcome: Outcome, tries: Tries, delay: float, policy: RetryPolicy
+    def retrying(
+        self,
+        prepared: PreparedRequest[Any],
+        outcome: Outcome,
+        tries: Tries,
+        delay: float,
+        policy: RetryPolicy,
+        operation: Any,
     ) -> None:
+        """Say that the call goes on after ``outcome``: in the log, and to the observer."""
+        observer = self._settings.observer
+        if observer is not None:
+            observer.retrying(
+                operation,
+                RetryEvent(
+                    self.handle,
+                    prepared.method,
+                    prepared.path,
+                    tries.attempts,
+                    outcome.status,
+                    outcome.trace_id,
+                    None if outcome.failure is None else type(outcome.failure).__name__,
+                    delay,
+                    outcome.status == 429,
+                ),
+            )
         said = f"HTTP {outcome.status}" if outcome.failure is None else type(outcome.failure).__name__
         logger.warning(
             "store %s: %s %s -> %s (traceId=%s): %s %.1fs, attempt %d of %d",

@@ -19,7 +19,7 @@ import signal
 import sys
 import tempfile
 import textwrap
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -52,6 +52,7 @@ from ._sync import (
     run_sync,
     store_rate_limit,
 )
+from ._telemetry import Observer
 from ._transport import resolve_base_url
 from ._version import __version__
 
@@ -203,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow a plain http --base-url to a host that is not loopback (sends the token unencrypted)",
     )
     sync.add_argument("--progress", choices=["auto", "always", "never"], default="auto", help="progress bar on stderr")
+    sync.add_argument("--otel", action="store_true", help=_OTEL_HELP)
 
     demo = _subcommand(
         commands,
@@ -376,6 +378,7 @@ def _add_fleet_parser(commands: Any) -> None:
         action="store_true",
         help="send X-Shopline-Fleet-Worker: host:pid:random with every request (for a proxy's log or the mock)",
     )
+    worker.add_argument("--otel", action="store_true", help=_OTEL_HELP)
 
     submit = _subcommand(
         actions,
@@ -522,6 +525,10 @@ def _load_stores(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return stores
 
 
+_OTEL_HELP = (
+    "export traces and metrics over OTLP/HTTP, configured by the standard OTEL_* variables "
+    "(OTEL_EXPORTER_OTLP_ENDPOINT, default http://localhost:4318); needs shopline-async[otlp]"
+)
 _CONFIG_EXAMPLE = '{"stores": {"shop1": {"token": "..."}, "shop2": {"token_env": "SHOP2_TOKEN"}}}'
 
 
@@ -563,6 +570,18 @@ async def _sync_command(args: argparse.Namespace) -> int:
         raise SyncInputError("--resume needs the ledger: drop --no-ledger (the ledger is what resumes a run)")
     show_progress = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
     _require_positive(args, "concurrency", "max_attempts", "burst", "max_in_flight", "rate")
+    with _exporting(args.otel, "shopline.sync") as telemetry:
+        return await _sync_run(args, stores, fmt, results_path, show_progress, telemetry)
+
+
+async def _sync_run(
+    args: argparse.Namespace,
+    stores: dict[str, dict[str, Any]],
+    fmt: str,
+    results_path: Path,
+    show_progress: bool,
+    telemetry: Observer | None,
+) -> int:
     return await run_sync(
         input_path=args.input,
         fmt=fmt,
@@ -580,7 +599,28 @@ async def _sync_command(args: argparse.Namespace) -> int:
         full=args.full,
         dry_run=args.dry_run,
         progress=show_progress,
+        telemetry=telemetry,
     )
+
+
+@contextlib.contextmanager
+def _exporting(enabled: bool, span: str | None) -> Iterator[Observer | None]:
+    """With ``--otel``: telemetry exported over OTLP for the command's run, under one ``span``."""
+    if not enabled:
+        yield None
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            from .otel import otlp_export
+
+            telemetry = stack.enter_context(otlp_export("shopline-async"))
+        except ImportError as exc:
+            raise SyncInputError(
+                f"--otel needs the OpenTelemetry SDK and its OTLP exporter: pip install 'shopline-async[otlp]' ({exc})"
+            ) from None
+        if span is not None:
+            stack.enter_context(telemetry.span(span))
+        yield telemetry
 
 
 def _require_positive(args: argparse.Namespace, *names: str) -> None:
@@ -604,18 +644,20 @@ async def _fleet(args: argparse.Namespace) -> int:
             handle: StoreConfig(entry["token"], store_rate_limit(entry, rate_limit))
             for handle, entry in _load_stores(args).items()
         }
-        return await _commands.worker_command(
-            address=args.address,
-            namespace=args.namespace,
-            task_queue=args.task_queue,
-            stores=stores,
-            base_url=args.base_url,
-            max_concurrent_stores=args.max_stores,
-            concurrency=args.concurrency,
-            allow_insecure_http=args.allow_insecure_http,
-            send_identity=args.send_identity,
-            max_connections=args.max_connections,
-        )
+        with _exporting(args.otel, None) as telemetry:
+            return await _commands.worker_command(
+                address=args.address,
+                namespace=args.namespace,
+                task_queue=args.task_queue,
+                stores=stores,
+                base_url=args.base_url,
+                max_concurrent_stores=args.max_stores,
+                concurrency=args.concurrency,
+                allow_insecure_http=args.allow_insecure_http,
+                send_identity=args.send_identity,
+                max_connections=args.max_connections,
+                telemetry=telemetry,
+            )
     if action == "submit":
         return await _commands.submit_command(
             address=args.address,

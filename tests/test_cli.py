@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.server
 import io
 import json
 import os
@@ -16,7 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -519,3 +520,52 @@ def test_an_abbreviated_option_is_an_error_not_a_guess(tmp_path: Path, capsys) -
     with pytest.raises(SystemExit) as exit:
         main(["sync", str(source), "--stor", "east", "--dry-run"])
     assert exit.value.code == 2 and "unrecognized arguments: --stor" in capsys.readouterr().err
+
+
+class _Collector(http.server.BaseHTTPRequestHandler):
+    """An OTLP/HTTP endpoint that keeps what it is sent."""
+
+    received: ClassVar[list[tuple[str, bytes]]] = []
+
+    def do_POST(self) -> None:
+        self.received.append((self.path, self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_sync_exports_traces_and_metrics_with_otel(
+    mock: MockShopline, config_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.http", reason="--otel needs the [otlp] extra")
+    collector = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
+    threading.Thread(target=collector.serve_forever, daemon=True).start()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{collector.server_address[1]}")
+    source = write_jsonl(tmp_path / "c.jsonl", product_rows(3))
+    try:
+        assert sync(str(source), "--config", str(config_file), "--base-url", mock.base_url, "--otel") == 0
+    finally:
+        collector.shutdown()
+        collector.server_close()
+    paths = {path for path, _ in _Collector.received}
+    assert paths == {"/v1/traces", "/v1/metrics"}
+    traces = b"".join(body for path, body in _Collector.received if path == "/v1/traces")
+    for name in (b"shopline.sync", b"shopline.batch", b"shopline.update_product", b"PUT", b"shopline.trace_id"):
+        assert name in traces
+    metrics = b"".join(body for path, body in _Collector.received if path == "/v1/metrics")
+    assert b"http.client.request.duration" in metrics and b"shopline.operations" in metrics
+    for token in TOKENS:
+        assert token.encode() not in traces + metrics
+
+
+def test_otel_without_its_extra_says_what_to_install(
+    mock: MockShopline, config_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setitem(sys.modules, "opentelemetry.exporter.otlp.proto.http.trace_exporter", None)
+    source = write_jsonl(tmp_path / "c.jsonl", product_rows(1))
+    assert sync(str(source), "--config", str(config_file), "--base-url", mock.base_url, "--otel") == 2
+    assert "pip install 'shopline-async[otlp]'" in capsys.readouterr().err

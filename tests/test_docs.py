@@ -23,6 +23,12 @@ def test_the_site_builds_strictly_and_documents_every_public_name(tmp_path: Path
     assert built.returncode == 0, built.stderr
     modules = [(shopline_async, "index.html"), (shopline_async.mock, "mock/index.html")]
     try:
+        import shopline_async.otel as otel
+    except ImportError:  # without [otel]
+        pass
+    else:
+        modules.append((otel, "otel/index.html"))
+    try:
         import shopline_async.fleet as fleet
     except ImportError:  # without [fleet] its page documents nothing to check against
         pass

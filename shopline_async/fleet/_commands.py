@@ -17,6 +17,7 @@ from temporalio.client import Client
 from .._errors import ConfigError
 from .._rows import open_input, read_operations
 from .._sync import EXIT_FAILED, EXIT_OK, plural
+from .._telemetry import Observer
 from ._dev import DevServer
 from ._model import StoreProgress, StoreSettings
 from ._submit import Invalid, fetch_progress, fetch_results, submit
@@ -55,6 +56,7 @@ async def worker_command(
     allow_insecure_http: bool,
     send_identity: bool,
     max_connections: int | None,
+    telemetry: Observer | None = None,
 ) -> int:
     temporal = await connect(address, namespace)
     ready, stop = asyncio.Event(), asyncio.Event()
@@ -69,6 +71,7 @@ async def worker_command(
             allow_insecure_http=allow_insecure_http,
             send_identity=send_identity,
             max_connections=max_connections,
+            telemetry=telemetry,
             ready=ready,
             stop=stop,
         )

@@ -33,6 +33,7 @@ from .._config import RateLimit, RetryPolicy
 from .._constants import DEFAULT_BATCH_CONCURRENCY, DEFAULT_FLEET_MAX_STORES, DEFAULT_FLEET_TASK_QUEUE
 from .._errors import APIStatusError, ValidationError
 from .._operations import AnyResult, Operation, UpdateImage, UpdateProduct
+from .._telemetry import Observer
 from ._model import (
     ACTIVITY_NAME,
     DrainInput,
@@ -75,9 +76,15 @@ class FleetWorker:
     store workflows, which pass on who drained a store last."""
 
     def __init__(
-        self, client: ShoplineClient, *, identity: str | None = None, concurrency: int = DEFAULT_BATCH_CONCURRENCY
+        self,
+        client: ShoplineClient,
+        *,
+        identity: str | None = None,
+        concurrency: int = DEFAULT_BATCH_CONCURRENCY,
+        telemetry: Observer | None = None,
     ) -> None:
         self.client = client
+        self.telemetry = telemetry
         self.concurrency = concurrency
         self.identity = identity or new_identity()
 
@@ -104,6 +111,8 @@ class FleetWorker:
                     activity.heartbeat(encode_results(results))
                     last_beat = time.monotonic()
         activity.heartbeat(encode_results(results))
+        if self.telemetry is not None:
+            self.telemetry.chunk_drained(job.store, len(todo))
         return self._outcome(results, info.attempt, resumed)
 
     def _outcome(self, results: list[OperationResult], attempt: int, resumed: int) -> DrainOutcome:
@@ -194,6 +203,7 @@ async def run_worker(
     allow_insecure_http: bool = False,
     send_identity: bool = False,
     max_connections: int | None = None,
+    telemetry: Observer | None = None,
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
@@ -212,10 +222,12 @@ async def run_worker(
         options["retry"] = retry
     if max_connections is not None:
         options["max_connections"] = max_connections
+    if telemetry is not None:
+        options["telemetry"] = telemetry
     async with ShoplineClient(**options) as client:
         for handle, config in stores.items():
             client.store(handle, config.token, rate_limit=config.rate_limit)
-        fleet = FleetWorker(client, identity=identity, concurrency=concurrency)
+        fleet = FleetWorker(client, identity=identity, concurrency=concurrency, telemetry=telemetry)
         worker = Worker(
             temporal,
             task_queue=task_queue,
