@@ -318,7 +318,9 @@ class BatchExecutor:
                 item.running = True
                 run.in_flight += 1
                 try:
-                    outcome = await transport.attempt(item.prepared, tries.attempts + 1, None, None, item.trace, queued)
+                    outcome = await transport.attempt(
+                        item.prepared, tries.attempts + 1, operation=item.trace, queued=queued
+                    )
                 finally:
                     run.in_flight -= 1
                     limiter.release()

@@ -417,51 +417,45 @@ class StoreTransport:
         """
         self.check_usable()
         observer = self._settings.observer
-        if observer is None:
-            return await self._call(prepared, timeout, retry, extra_headers, None)
-        name, ids = describe(prepared.method, prepared.expect)
-        operation = observer.operation_started(name, self.handle, ids, None)
-        try:
-            response = await self._call(prepared, timeout, retry, extra_headers, operation)
-        except BaseException as exc:
-            if isinstance(exc, AppliedWithoutBodyError):
-                outcome = "applied_without_body"
-            else:
-                outcome = "failed" if isinstance(exc, Exception) else "cancelled"
-            attempts = exc.attempts if isinstance(exc, APIError) else 0
-            observer.operation_finished(operation, outcome, getattr(exc, "trace_id", None), attempts, exc)
-            raise
-        observer.operation_finished(operation, "ok", response.trace_id, response.attempts, None)
-        return response
-
-    async def _call(
-        self,
-        prepared: PreparedRequest[T],
-        timeout: Timeout | None,
-        retry: RetryPolicy | None,
-        extra_headers: Mapping[str, str] | None,
-        operation: Any,
-    ) -> Response[T]:
+        operation = None
+        if observer is not None:
+            name, ids = describe(prepared.method, prepared.expect)
+            operation = observer.operation_started(name, self.handle, ids, None)
         policy = retry or self._settings.retry
         limiter = self.limiter
         tries = Tries()
-        while True:
-            waiting_since = time.monotonic()
-            await limiter.acquire()
-            queued = time.monotonic() - waiting_since
-            tries.queued += queued
-            try:
-                outcome = await self.attempt(prepared, tries.attempts + 1, timeout, extra_headers, operation, queued)
-            finally:
-                limiter.release()
-            delay = decide(outcome, tries, policy)
-            if delay is None:
-                return self.conclude(prepared, outcome, tries)
-            self.retrying(prepared, outcome, tries, delay, policy, operation)
-            if outcome.status == 429:
-                limiter.cool_down(delay)  # the bucket is shared by every call to this store: all wait
-            else:
-                await limiter.sleep(delay)
+        try:
+            while True:
+                waiting_since = time.monotonic()
+                await limiter.acquire()
+                queued = time.monotonic() - waiting_since
+                tries.queued += queued
+                try:
+                    outcome = await self.attempt(
+                        prepared, tries.attempts + 1, timeout, extra_headers, operation, queued
+                    )
+                finally:
+                    limiter.release()
+                delay = decide(outcome, tries, policy)
+                if delay is None:
+                    response = self.conclude(prepared, outcome, tries)
+                    break
+                self.retrying(prepared, outcome, tries, delay, policy, operation)
+                if outcome.status == 429:
+                    limiter.cool_down(delay)  # the bucket is shared by every call to this store: all wait
+                else:
+                    await limiter.sleep(delay)
+        except BaseException as exc:
+            if observer is not None:
+                if isinstance(exc, AppliedWithoutBodyError):
+                    said = "applied_without_body"
+                else:
+                    said = "failed" if isinstance(exc, Exception) else "cancelled"
+                observer.operation_finished(operation, said, getattr(exc, "trace_id", None), tries.attempts, exc)
+            raise
+        if observer is not None:
+            observer.operation_finished(operation, "ok", response.trace_id, response.attempts, None)
+        return response
 
     def check_usable(self) -> None:
         state = self._state

@@ -571,36 +571,25 @@ async def _sync_command(args: argparse.Namespace) -> int:
     show_progress = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
     _require_positive(args, "concurrency", "max_attempts", "burst", "max_in_flight", "rate")
     with _exporting(args.otel, "shopline.sync") as telemetry:
-        return await _sync_run(args, stores, fmt, results_path, show_progress, telemetry)
-
-
-async def _sync_run(
-    args: argparse.Namespace,
-    stores: dict[str, dict[str, Any]],
-    fmt: str,
-    results_path: Path,
-    show_progress: bool,
-    telemetry: Observer | None,
-) -> int:
-    return await run_sync(
-        input_path=args.input,
-        fmt=fmt,
-        stores=stores,
-        default_store=args.store,
-        base_url=args.base_url,
-        rate_limit=RateLimit.unlimited(args.max_in_flight)
-        if args.unlimited
-        else RateLimit(rate=args.rate, burst=args.burst, max_in_flight=args.max_in_flight),
-        concurrency=args.concurrency,
-        retry=RetryPolicy(max_attempts=args.max_attempts),
-        results_path=results_path,
-        ledger_path=None if args.no_ledger else args.ledger,
-        allow_insecure_http=args.allow_insecure_http,
-        full=args.full,
-        dry_run=args.dry_run,
-        progress=show_progress,
-        telemetry=telemetry,
-    )
+        return await run_sync(
+            input_path=args.input,
+            fmt=fmt,
+            stores=stores,
+            default_store=args.store,
+            base_url=args.base_url,
+            rate_limit=RateLimit.unlimited(args.max_in_flight)
+            if args.unlimited
+            else RateLimit(rate=args.rate, burst=args.burst, max_in_flight=args.max_in_flight),
+            concurrency=args.concurrency,
+            retry=RetryPolicy(max_attempts=args.max_attempts),
+            results_path=results_path,
+            ledger_path=None if args.no_ledger else args.ledger,
+            allow_insecure_http=args.allow_insecure_http,
+            full=args.full,
+            dry_run=args.dry_run,
+            progress=show_progress,
+            telemetry=telemetry,
+        )
 
 
 @contextlib.contextmanager
