@@ -52,15 +52,17 @@ def drain_input(n: int, **fields: Any) -> DrainInput:
     return DrainInput("shop", Chunk.of("sub", 0, ops(n)), settings, fields.get("last_drainer"), fields.get("last_end"))
 
 
-async def run_drain(job: DrainInput, *, attempt: int = 1, checkpoint: list[OperationResult] | None = None) -> Any:
+async def run_drain(
+    job: DrainInput, *, attempt: int = 1, checkpoint: list[OperationResult] | None = None, telemetry: Any = None
+) -> Any:
     def answer(request: HTTPRequest) -> HTTPResponse:  # the product asked for
         product_id = request.url.path.rsplit("/", 1)[1].removesuffix(".json")
         return HTTPResponse(200, {"traceId": "t"}, b'{"product":{"id":"%s"}}' % product_id.encode())
 
     sender = MockSender(answer)
-    async with ShoplineClient(sender=sender, rate_limit=RateLimit.unlimited()) as client:
+    async with ShoplineClient(sender=sender, rate_limit=RateLimit.unlimited(), telemetry=telemetry) as client:
         client.store("shop", "tok")
-        worker = FleetWorker(client, identity="me")
+        worker = FleetWorker(client, identity="me", telemetry=telemetry)
         env = ActivityEnvironment()
         details = [encode_results(checkpoint)] if checkpoint else []
         env.info = dataclasses.replace(env.info, attempt=attempt, heartbeat_details=details)
@@ -77,6 +79,35 @@ async def test_a_drain_sends_every_operation_and_heartbeats_its_results() -> Non
     assert {r.trace_id for r in results} == {"t"} and outcome.drainer == "me" and outcome.ok == 5
     assert len(sender.requests) == 5
     assert len(decode_results(beats[-1][0])) == 5  # the last heartbeat holds every result: a retry sends nothing
+
+
+async def test_a_drain_with_telemetry_counts_its_chunk_and_traces_each_operation() -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from shopline_async.otel import OpenTelemetry
+
+    spans, reader, tracer_provider = InMemorySpanExporter(), InMemoryMetricReader(), TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    telemetry = OpenTelemetry(tracer_provider=tracer_provider, meter_provider=MeterProvider([reader]))
+    await run_drain(drain_input(3), telemetry=telemetry)
+    names = sorted(span.name for span in spans.get_finished_spans())
+    assert names == ["PUT"] * 3 + ["shopline.batch"] + ["shopline.update_product"] * 3
+    data = reader.get_metrics_data()
+    assert data is not None
+    chunks = [
+        point.value
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "shopline.fleet.chunks"
+        for point in metric.data.data_points
+    ]
+    assert chunks == [1]
 
 
 async def test_a_retried_drain_resumes_after_its_checkpoint() -> None:
