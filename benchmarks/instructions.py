@@ -49,10 +49,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from common import mock_server_process
-from many_stores import handles, raw_run, sdk_run
+from common import mock_server_process, spec_product_update
+from many_stores import handles, product_id, raw_run, sdk_run
 
-from shopline_async import RateLimit
+from shopline_async import RateLimit, ShoplineClient
 
 CONCURRENCY = 100
 SIZES = (1, 3)  # updates per store in the two runs
@@ -71,7 +71,22 @@ LOOPS = (
     "stream_dict_one_store_50",
     "stream_hooks",
     "stream_otel",
+    "update",
 )
+
+
+async def update_run(base_url: str, stores: list[str], per_store: int) -> None:
+    """Single calls: ``CONCURRENCY`` tasks awaiting ``store.products.update()`` in turn, limits off."""
+    update = spec_product_update()
+    async with ShoplineClient(base_url=base_url, rate_limit=RateLimit.unlimited()) as client:
+        by_handle = {handle: client.store(handle, f"mock-token-{handle}") for handle in stores}
+        jobs = iter([(handle, i) for i in range(per_store) for handle in stores])
+
+        async def worker() -> None:
+            for handle, i in jobs:
+                assert (await by_handle[handle].products.update(product_id(handle, i), update)).id
+
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
 
 
 def telemetry_for(loop: str) -> dict[str, Any]:
@@ -109,6 +124,8 @@ def run_child(loop: str, url: str, stores: int, per_store: int) -> None:
         if loop in ("raw", "careful", "validating"):
             validating = {"raw": None, "careful": "careful", "validating": "sdk"}[loop]
             asyncio.run(raw_run(url, targets, per_target, CONCURRENCY, validate_each=validating))  # type: ignore[arg-type]
+        elif loop == "update":
+            asyncio.run(update_run(url, targets, per_target))
         elif loop == "careful_one_store_50":
             asyncio.run(raw_run(url, targets, per_target, 50, validate_each="careful"))
         else:

@@ -66,11 +66,16 @@ def _points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
     }
 
 
-async def test_a_batch_as_spans_and_metrics() -> None:
+async def test_a_batch_as_spans_and_metrics_and_hooks_told_the_same() -> None:
     telemetry, exporter, reader = _telemetry()
+    answers: list[ResponseEvent] = []
     async with MockShopline(TOKENS, store_configs=CONFIGS, record_traces=True) as server:
         async with ShoplineClient(
-            base_url=server.base_url, retry=FAST, rate_limit=RateLimit.unlimited(), telemetry=telemetry
+            base_url=server.base_url,
+            retry=FAST,
+            rate_limit=RateLimit.unlimited(),
+            telemetry=telemetry,
+            event_hooks={"response": [answers.append]},
         ) as client:
             for token, handle in TOKENS.items():
                 client.store(handle, token)
@@ -121,6 +126,12 @@ async def test_a_batch_as_spans_and_metrics() -> None:
     assert [e.name for e in retried.events if e.name == "shopline.retry"] == ["shopline.retry"]
     limited_events = operations_by_store["limited"].events
     assert any(e.name == "shopline.retry" and e.attributes["shopline.cool_down"] for e in limited_events)
+    attempts_seen = {
+        (s.attributes["shopline.store"], s.attributes["http.response.status_code"], s.attributes["shopline.trace_id"])
+        for s in spans
+        if s.name == "PUT"
+    }
+    assert {(a.store, a.status, a.trace_id) for a in answers} == attempts_seen and len(answers) == 6
     dead = operations_by_store["dead"]
     assert dead.status.status_code.name == "ERROR" and dead.attributes["error.type"] == "AuthenticationError"
     (dead_attempt,) = _children(spans, dead)
