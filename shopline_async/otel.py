@@ -25,12 +25,14 @@ attribute: URLs carry none, and error texts are scrubbed before they reach an ex
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from functools import cache
 from typing import Any
 
 from opentelemetry import metrics, trace
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from yarl import URL
 
@@ -49,13 +51,13 @@ _GOOD_OUTCOMES = frozenset({"ok", "unchanged", "applied_without_body"})
 
 
 class _Handle:
-    """An operation's or an attempt's span, and the attributes its metrics carry."""
+    """An operation's or an attempt's span, and what its metrics are keyed by."""
 
-    __slots__ = ("attributes", "span")
+    __slots__ = ("key", "span")
 
-    def __init__(self, span: Span, attributes: dict[str, Any]) -> None:
+    def __init__(self, span: Span, key: Any) -> None:
         self.span = span
-        self.attributes = attributes
+        self.key = key
 
 
 @cache
@@ -64,10 +66,26 @@ def _server(base_url: str) -> tuple[str, int]:
     return parsed.host or "", parsed.port or 0
 
 
+def _counts(create: Callable[..., Any], name: str, unit: str, description: str, names: tuple[str, ...]) -> Counter[Any]:
+    """A count per key (a tuple of the values of ``names``), reported by the instrument ``create``
+    makes whenever the meter provider collects."""
+    counts: Counter[Any] = Counter()
+
+    def observe(options: CallbackOptions) -> list[Observation]:
+        # the reader's thread: list() copies the items in one step, under the GIL
+        return [Observation(count, dict(zip(names, key, strict=True))) for key, count in list(counts.items())]
+
+    create(name, [observe], unit=unit, description=description)
+    return counts
+
+
 class OpenTelemetry(Observer):
     """Spans and metrics for every call of a client (see the module's docstring for what).
 
     >>> client = ShoplineClient(telemetry=OpenTelemetry())
+
+    Only the two histograms are recorded per attempt; counts and gauges are kept in plain dicts
+    and read by the meter provider when it collects, which costs a request almost nothing.
     """
 
     def __init__(self, *, tracer_provider: Any = None, meter_provider: Any = None) -> None:
@@ -79,33 +97,34 @@ class OpenTelemetry(Observer):
             description="Duration of HTTP client requests.",
             explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
         )
-        self._active = meter.create_up_down_counter(
-            "http.client.active_requests", unit="{request}", description="Requests in flight."
-        )
-        self._operations = meter.create_counter(
-            "shopline.operations", unit="{operation}", description="Operations finished, by outcome."
-        )
-        self._pending = meter.create_up_down_counter(
-            "shopline.operations.pending", unit="{operation}", description="Operations taken and not yet finished."
-        )
-        self._retries = meter.create_counter("shopline.retries", unit="{retry}", description="Attempts retried.")
-        self._rate_limited = meter.create_counter(
-            "shopline.rate_limited", unit="{response}", description="429 answers: the store's bucket was full."
-        )
-        self._stopped = meter.create_counter(
-            "shopline.stores.stopped",
-            unit="{store}",
-            description="Stores that answered they cannot be written (401, 402, 403, 423, 433-436).",
-        )
         self._limiter_wait = meter.create_histogram(
             "shopline.limiter.wait",
             unit="s",
             description="Time an attempt waited for its store's limiter.",
             explicit_bucket_boundaries_advisory=_WAIT_BUCKETS,
         )
-        self._chunks = meter.create_counter(
-            "shopline.fleet.chunks", unit="{chunk}", description="Chunks a fleet worker drained."
+        store, outcome, error = "shopline.store", "shopline.outcome", "error.type"
+        connection = ("http.request.method", "server.address", "server.port", store)
+        gauge, counter = meter.create_observable_up_down_counter, meter.create_observable_counter
+        self._active = _counts(gauge, "http.client.active_requests", "{request}", "Requests in flight.", connection)
+        self._pending = _counts(
+            gauge, "shopline.operations.pending", "{operation}", "Operations taken and not yet finished.", (store,)
         )
+        self._operations = _counts(
+            counter, "shopline.operations", "{operation}", "Operations finished, by outcome.", (store, outcome)
+        )
+        self._retries = _counts(counter, "shopline.retries", "{retry}", "Attempts retried.", (store, error))
+        self._rate_limited = _counts(
+            counter, "shopline.rate_limited", "{response}", "429 answers: the store's bucket was full.", (store,)
+        )
+        self._stopped = _counts(
+            counter,
+            "shopline.stores.stopped",
+            "{store}",
+            "Stores that answered they cannot be written (401, 402, 403, 423, 433-436).",
+            (store, "http.response.status_code"),
+        )
+        self._chunks = _counts(counter, "shopline.fleet.chunks", "{chunk}", "Chunks a fleet worker drained.", (store,))
 
     def __repr__(self) -> str:
         return "OpenTelemetry()"
@@ -118,8 +137,8 @@ class OpenTelemetry(Observer):
             attributes[f"shopline.{key}"] = value
         context = trace.set_span_in_context(parent) if parent is not None else None
         span = self._tracer.start_span(name, context=context, kind=SpanKind.INTERNAL, attributes=attributes)
-        self._pending.add(1, {"shopline.store": store})
-        return _Handle(span, attributes)
+        self._pending[(store,)] += 1
+        return _Handle(span, store)
 
     def operation_finished(
         self,
@@ -131,64 +150,70 @@ class OpenTelemetry(Observer):
     ) -> None:
         if operation is None:
             return
-        span, store = operation.span, operation.attributes["shopline.store"]
-        span.set_attribute("shopline.outcome", outcome)
-        span.set_attribute("shopline.attempts", attempts)
+        span, store = operation.span, operation.key
+        ended: dict[str, Any] = {"shopline.outcome": outcome, "shopline.attempts": attempts}
         if trace_id:
-            span.set_attribute("shopline.trace_id", trace_id)
+            ended["shopline.trace_id"] = trace_id
         if outcome not in _GOOD_OUTCOMES:
-            kind = type(error).__name__ if error is not None else outcome
-            span.set_attribute("error.type", kind)
+            ended["error.type"] = type(error).__name__ if error is not None else outcome
             span.set_status(Status(StatusCode.ERROR, str(error) if error is not None else outcome))
+        span.set_attributes(ended)
         span.end()
-        self._pending.add(-1, {"shopline.store": store})
-        self._operations.add(1, {"shopline.store": store, "shopline.outcome": outcome})
+        self._pending[(store,)] -= 1
+        self._operations[(store, outcome)] += 1
 
     # --- attempts --------------------------------------------------------
 
     def attempt_started(self, operation: _Handle | None, event: RequestEvent) -> _Handle:
         host, port = _server(event.base_url)
+        key = (event.method, host, port, event.store)
         attributes: dict[str, Any] = {
             "http.request.method": event.method,
             "server.address": host,
             "server.port": port,
             "shopline.store": event.store,
+            "url.full": event.base_url + event.path,
         }
-        span_attributes = {**attributes, "url.full": event.base_url + event.path}
         if event.attempt > 1:
-            span_attributes["http.request.resend_count"] = event.attempt - 1
+            attributes["http.request.resend_count"] = event.attempt - 1
         parent = trace.set_span_in_context(operation.span) if operation is not None else None
-        span = self._tracer.start_span(event.method, context=parent, kind=SpanKind.CLIENT, attributes=span_attributes)
-        self._active.add(1, attributes)
+        span = self._tracer.start_span(event.method, context=parent, kind=SpanKind.CLIENT, attributes=attributes)
+        self._active[key] += 1
         self._limiter_wait.record(event.queued, {"shopline.store": event.store})
         if operation is not None and event.queued >= 0.001:
             operation.span.add_event(
                 "shopline.limiter_wait", {"shopline.wait_seconds": event.queued, "shopline.attempt": event.attempt}
             )
-        return _Handle(span, attributes)
+        return _Handle(span, key)
 
     def attempt_finished(self, operation: _Handle | None, attempt: _Handle, event: ResponseEvent) -> None:
-        span, attributes = attempt.span, attempt.attributes
-        self._active.add(-1, attributes)
-        measured = dict(attributes)
+        span, key = attempt.span, attempt.key
+        self._active[key] -= 1
+        method, host, port, store = key
+        measured: dict[str, Any] = {
+            "http.request.method": method,
+            "server.address": host,
+            "server.port": port,
+            "shopline.store": store,
+        }
+        ended: dict[str, Any] = {}
         if event.status is not None:
-            span.set_attribute("http.response.status_code", event.status)
-            measured["http.response.status_code"] = event.status
+            ended["http.response.status_code"] = measured["http.response.status_code"] = event.status
         if event.trace_id:
-            span.set_attribute("shopline.trace_id", event.trace_id)
+            ended["shopline.trace_id"] = event.trace_id
         failed = event.error or (str(event.status) if event.status is not None and event.status >= 400 else None)
         if failed is not None:
-            span.set_attribute("error.type", failed)
+            ended["error.type"] = measured["error.type"] = failed
             span.set_status(Status(StatusCode.ERROR))
-            measured["error.type"] = failed
+        span.set_attributes(ended)
         span.end()
         self._duration.record(event.elapsed, measured)
         if event.status == 429:
-            self._rate_limited.add(1, {"shopline.store": event.store})
+            self._rate_limited[(store,)] += 1
 
     def retrying(self, operation: _Handle | None, event: RetryEvent) -> None:
         reason = event.error or str(event.status)
-        self._retries.add(1, {"shopline.store": event.store, "error.type": reason})
+        self._retries[(event.store, reason)] += 1
         if operation is not None:
             operation.span.add_event(
                 "shopline.retry",
@@ -202,7 +227,7 @@ class OpenTelemetry(Observer):
             )
 
     def store_stopped(self, store: str, status: int, trace_id: str | None) -> None:
-        self._stopped.add(1, {"shopline.store": store, "http.response.status_code": status})
+        self._stopped[(store, status)] += 1
 
     # --- batches ---------------------------------------------------------
 
@@ -223,7 +248,7 @@ class OpenTelemetry(Observer):
         return self._tracer.start_as_current_span(name, attributes=attributes)
 
     def chunk_drained(self, store: str, operations: int) -> None:
-        self._chunks.add(1, {"shopline.store": store})
+        self._chunks[(store,)] += 1
 
 
 @contextmanager
