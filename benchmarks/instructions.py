@@ -71,6 +71,7 @@ LOOPS = (
     "stream_dict_one_store_50",
     "stream_hooks",
     "stream_otel",
+    "stream_otel_unsampled",
     "update",
 )
 
@@ -91,10 +92,11 @@ async def update_run(base_url: str, stores: list[str], per_store: int) -> None:
 
 def telemetry_for(loop: str) -> dict[str, Any]:
     """The client options of a loop with hooks (one no-op hook per event) or OpenTelemetry on (the
-    SDK's providers, every span batched to an exporter that drops it, metrics aggregated in memory)."""
+    SDK's providers, every span batched to an exporter that drops it, metrics aggregated in memory;
+    ``_unsampled``: no span sampled, so metrics only)."""
     if loop == "stream_hooks":
         return {"event_hooks": {"request": [id], "response": [id], "retry": [id]}}
-    if loop != "stream_otel":
+    if not loop.startswith("stream_otel"):
         return {}
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -107,7 +109,9 @@ def telemetry_for(loop: str) -> dict[str, Any]:
         def export(self, spans: Any) -> SpanExportResult:
             return SpanExportResult.SUCCESS
 
-    tracer_provider = TracerProvider()
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
+
+    tracer_provider = TracerProvider(sampler=ALWAYS_OFF if loop.endswith("_unsampled") else ALWAYS_ON)
     tracer_provider.add_span_processor(BatchSpanProcessor(Dropped()))
     meter_provider = MeterProvider([InMemoryMetricReader()])
     return {"telemetry": OpenTelemetry(tracer_provider=tracer_provider, meter_provider=meter_provider)}
@@ -217,6 +221,8 @@ def bench_instructions(quick: bool, loops: tuple[str, ...] = LOOPS) -> dict[str,
         "stream_dict_one_store_50 / careful_one_store_50": ("stream_dict_one_store_50", "careful_one_store_50"),
         "stream_hooks / stream": ("stream_hooks", "stream"),
         "stream_otel / stream": ("stream_otel", "stream"),
+        "stream_otel_unsampled / stream": ("stream_otel_unsampled", "stream"),
+        "update / stream": ("update", "stream"),
     }
     result["ratios"] = ratios = {
         name: round(ir[a] / ir[b], 3) for name, (a, b) in wanted.items() if a in ir and b in ir
