@@ -25,7 +25,17 @@ pytest.importorskip("temporalio", reason="the fleet's tests need the [fleet] ext
 from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
 
-from shopline_async import HTTPRequest, HTTPResponse, MockSender, RateLimit, ShoplineClient, UpdateProduct
+from shopline_async import (
+    HTTPRequest,
+    HTTPResponse,
+    ImageUpdate,
+    MockSender,
+    ProductUpdate,
+    RateLimit,
+    ShoplineClient,
+    UpdateImage,
+    UpdateProduct,
+)
 from shopline_async.fleet import (
     DevServer,
     FleetWorker,
@@ -108,6 +118,36 @@ async def test_a_drain_with_telemetry_counts_its_chunk_and_traces_each_operation
         for point in metric.data.data_points
     ]
     assert chunks == [1]
+
+
+class _RecordingTemporal:
+    """Stands in for Temporal's client where submit only starts workflows: keeps what it is sent."""
+
+    def __init__(self) -> None:
+        self.chunks: list[Chunk] = []
+
+    async def start_workflow(self, *args: Any, start_signal_args: list[Chunk], **kwargs: Any) -> None:
+        self.chunks.extend(start_signal_args)
+
+
+async def test_submit_refuses_what_sync_refuses_ids_and_handles_included() -> None:
+    rows: list[Any] = [
+        UpdateProduct("shop", "p1", ProductUpdate(title="ok")),
+        UpdateProduct("shop", "x" * 65, ProductUpdate(title="id too long")),
+        UpdateProduct("shop", "..", ProductUpdate(title="a dot segment")),
+        UpdateProduct("shop", 7, ProductUpdate(title="not a string")),
+        UpdateImage("shop", "p1", "", ImageUpdate(alt="no image id")),
+        UpdateProduct("not a handle!", "p2", ProductUpdate(title="bad store")),
+        UpdateProduct("shop", "p3", {"status": "live"}),
+    ]
+    temporal = _RecordingTemporal()
+    report = await submit(temporal, rows, submission="s1")  # type: ignore[arg-type]
+    assert report.operations == 1 and [op.product_id for c in temporal.chunks for op in c.decoded()] == ["p1"]
+    said = [i.message for i in report.invalid]
+    assert [i.key for i in report.invalid] == ["1", "2", "3", "4", "5", "6"]
+    assert "$.product_id: must be at most 64 characters, got 65" in said[0]
+    assert "must not be '.' or '..'" in said[1] and "expected a string, got int" in said[2]
+    assert "$.image_id: must not be empty" in said[3] and "not a handle!" in said[4] and "status" in said[5]
 
 
 async def test_a_retried_drain_resumes_after_its_checkpoint() -> None:

@@ -25,9 +25,10 @@ from temporalio.service import RPCError
 
 from .._codec import encode_image_update, encode_product_update
 from .._constants import DEFAULT_FLEET_CHUNK_SIZE
-from .._errors import ValidationError
+from .._errors import ConfigError, ValidationError
 from .._operations import Operation, UpdateImage
 from .._rows import RowKey
+from .._transport import check_handle, path_segment
 from ._model import (
     PROGRESS_QUERY,
     SUBMIT_SIGNAL,
@@ -80,9 +81,13 @@ def _line_and_key(op: Operation, seq: int) -> tuple[int | None, str]:
 
 
 def _fleet_operation(op: Operation, seq: int) -> FleetOperation:
-    """The operation as it travels: validated here, its body exactly what the worker will send."""
+    """The operation as it travels: validated here as ``sync`` validates it (store handle, ids,
+    body), its body exactly what the worker will send."""
     line, key = _line_and_key(op, seq)
+    check_handle(op.store if isinstance(op.store, str) else op.store.handle)
+    path_segment(op.product_id, "$.product_id")
     if isinstance(op, UpdateImage):
+        path_segment(op.image_id, "$.image_id")
         body = msgspec.json.decode(encode_image_update(op.image))["image"]
         return FleetOperation(seq, line, key, "image", op.product_id, body, op.image_id)
     body = msgspec.json.decode(encode_product_update(op.product))["product"]
@@ -131,9 +136,10 @@ async def submit(
         store = op.store if isinstance(op.store, str) else op.store.handle
         try:
             fleet_op = _fleet_operation(op, seq)
-        except ValidationError as exc:
+        except (ValidationError, ConfigError) as exc:
             line, key = _line_and_key(op, seq)
-            invalid = Invalid(line, key, store, "; ".join(str(e) for e in exc.errors))
+            said = "; ".join(str(e) for e in exc.errors) if isinstance(exc, ValidationError) else str(exc)
+            invalid = Invalid(line, key, store, said)
             report.invalid.append(invalid)
             if on_invalid is not None:
                 on_invalid(invalid)
