@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -36,6 +37,7 @@ from shopline_async import (
     UpdateImage,
     UpdateProduct,
 )
+from shopline_async.cli import main
 from shopline_async.fleet import (
     DevServer,
     FleetWorker,
@@ -118,6 +120,15 @@ async def test_a_drain_with_telemetry_counts_its_chunk_and_traces_each_operation
         for point in metric.data.data_points
     ]
     assert chunks == [1]
+
+
+def test_fleet_dev_refuses_a_port_in_use(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["fleet", "dev", "--port", str(port)]) == 2
+    assert f"port {port} on 127.0.0.1 is in use" in capsys.readouterr().err
 
 
 class _RecordingTemporal:

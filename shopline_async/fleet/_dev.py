@@ -44,6 +44,17 @@ def _free_port(host: str) -> int:
         return port
 
 
+def _check_free(host: str, port: int) -> None:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT is no owner
+        try:
+            sock.bind((host, port))
+        except OSError:
+            raise ConfigError(
+                f"port {port} on {host} is in use (another Temporal server?): stop it, or choose another port"
+            ) from None
+
+
 class DevServer:
     """``temporal server start-dev --headless`` in a child process.
 
@@ -85,7 +96,9 @@ class DevServer:
         return command
 
     async def start(self) -> str:
-        """Start it and wait until it answers; returns its address (``host:port``)."""
+        """Start it and wait until it answers; returns its address (``host:port``). A port in use
+        is refused: what answers there is another server, not this one."""
+        _check_free(self.host, self.port)
         env = dict(os.environ)
         if self.home is not None:
             env["HOME"] = str(self.home)
@@ -96,7 +109,9 @@ class DevServer:
         while True:
             try:
                 await Client.connect(self.address, namespace=self.namespace)
-                return self.address
+                if self._process.returncode is None:  # ours answered, not one that took the port since
+                    return self.address
+                raise RuntimeError("exited")
             except RuntimeError:
                 if self._process.returncode is not None or asyncio.get_running_loop().time() > deadline:
                     error = await self._stderr_tail()
