@@ -49,8 +49,12 @@ class SyncInputError(Exception):
 
 
 class RowKey(NamedTuple):
+    """A catalog row's key as the results report it: its line, its key, and what it updates."""
+
     line: int
     key: Hashable
+    product_id: str = ""
+    image_id: str | None = None
 
 
 InvalidRow = Callable[[int, Hashable, str, "str | None"], None]
@@ -134,9 +138,10 @@ def _operations(
             if row.image_id is UNSET:
                 on_invalid(line, key, '$.image_id: required with "image"', store)
                 continue
-            yield UpdateImage(store, product_id, str(row.image_id), row.image, key=RowKey(line, key))
+            image_id = str(row.image_id)
+            yield UpdateImage(store, product_id, image_id, row.image, key=RowKey(line, key, product_id, image_id))
         else:
-            yield UpdateProduct(store, product_id, row.product, key=RowKey(line, key))  # type: ignore[arg-type]
+            yield UpdateProduct(store, product_id, row.product, key=RowKey(line, key, product_id))  # type: ignore[arg-type]
 
 
 # --- JSONL ------------------------------------------------------------------------------------

@@ -62,6 +62,8 @@ class _ResultLine(Struct, omit_defaults=True):
     kind: str | None
     ok: bool
     outcome: str
+    product_id: str | None = None
+    image_id: str | None = None
     reason: str | None = None
     status: int | None = None
     trace_id: str | None = None
@@ -102,7 +104,7 @@ class SyncJob:
         self._write(_ResultLine(key=key, line=line, store=store, kind=None, ok=False, outcome="invalid", error=message))
 
     def record(self, result: AnyResult) -> None:
-        line, key = result.key if isinstance(result.key, RowKey) else (0, result.key)
+        row = result.key if isinstance(result.key, RowKey) else RowKey(0, result.key)
         if not result.ok:
             self.reasons[_reason(result)] += 1
         if isinstance(result.error, StoreUnavailableError):
@@ -112,12 +114,14 @@ class SyncJob:
         self.per_store.setdefault(result.store, Counter())["skipped" if unchanged else result.outcome] += 1
         self._write(
             _ResultLine(
-                key=key,
-                line=line,
+                key=row.key,
+                line=row.line,
                 store=result.store,
                 kind=result.kind,
                 ok=result.ok,
                 outcome="skipped" if unchanged else result.outcome,
+                product_id=row.product_id or None,
+                image_id=row.image_id,
                 reason="unchanged" if unchanged else None,
                 status=result.status,
                 trace_id=result.trace_id,

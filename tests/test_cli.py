@@ -98,6 +98,9 @@ def test_jsonl_sync_products_and_images(mock: MockShopline, config_file: Path, t
     assert len(results) == 31 and all(r["ok"] for r in results)
     assert sorted(r["line"] for r in results) == list(range(1, 32))
     assert all(r["trace_id"] and r["trace_ids"][-1] == r["trace_id"] for r in results)
+    by_line = {r["line"]: r for r in results}
+    assert (by_line[1]["product_id"], by_line[31]["product_id"], by_line[31]["image_id"]) == ("p0", "w1", "img-1")
+    assert "image_id" not in by_line[1]  # a product row names its product only
     assert mock.stats("east").writes.total() == 20 and mock.stats("west").writes.total() == 11
     assert mock.product("west", "w1")["images"][0]["alt"] == "Front"  # type: ignore[index]
     out = capsys.readouterr().out

@@ -179,6 +179,18 @@ async def test_a_worker_taking_a_store_over_waits_for_its_bucket(
     assert (elapsed >= 0.2) is waits, elapsed  # capacity 2 at 10/s: 0.2 s
 
 
+async def test_drain_results_name_their_product_and_say_an_error_as_sync_does() -> None:
+    def not_found(request: HTTPRequest) -> HTTPResponse:
+        return HTTPResponse(404, {"traceId": "t404"}, b'{"errors": "Not Found"}')
+
+    async with ShoplineClient(sender=MockSender(not_found), rate_limit=RateLimit.unlimited()) as client:
+        client.store("shop", "token-shop-0001")
+        outcome = await ActivityEnvironment().run(FleetWorker(client, identity="me").drain, drain_input(1))
+    (result,) = decode_results(outcome.results)
+    assert (result.product_id, result.image_id, result.status, result.trace_id) == ("p0", None, 404, "t404")
+    assert result.error is not None and result.error.startswith("HTTP 404 Not Found: Not Found (PUT ")
+
+
 async def test_a_store_the_worker_has_no_token_for_fails_each_operation_unsent() -> None:
     job = dataclasses.replace(drain_input(2), store="elsewhere")
     outcome, results, sender, _, _ = await run_drain(job)

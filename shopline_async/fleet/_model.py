@@ -70,6 +70,8 @@ class OperationResult(msgspec.Struct, frozen=True):
     trace_ids: list[str] = []
     attempts: int = 0
     error: str | None = None
+    product_id: str | None = None
+    image_id: str | None = None
 
 
 # Operations and results cross Temporal as msgspec JSON text inside the dataclasses below: its

@@ -31,8 +31,8 @@ from .._batch import BatchExecutor
 from .._client import ShoplineClient
 from .._config import RateLimit, RetryPolicy
 from .._constants import DEFAULT_BATCH_CONCURRENCY, DEFAULT_FLEET_MAX_STORES, DEFAULT_FLEET_TASK_QUEUE
-from .._errors import APIStatusError, ValidationError
 from .._operations import AnyResult, Operation, UpdateImage, UpdateProduct
+from .._sync import error_text
 from .._telemetry import Observer
 from ._model import (
     ACTIVITY_NAME,
@@ -160,7 +160,9 @@ def _result(job: DrainInput, op: FleetOperation, result: AnyResult) -> Operation
         trace_id=result.trace_id,
         trace_ids=list(result.trace_ids),
         attempts=result.attempts,
-        error=_error_text(result.error) if result.error is not None else None,
+        error=error_text(result.error) if result.error is not None else None,
+        product_id=op.product_id,
+        image_id=op.image_id,
     )
 
 
@@ -175,15 +177,9 @@ def _not_sent(job: DrainInput, op: FleetOperation, message: str) -> OperationRes
         ok=False,
         outcome="failed",
         error=message,
+        product_id=op.product_id,
+        image_id=op.image_id,
     )
-
-
-def _error_text(error: Exception) -> str:
-    if isinstance(error, ValidationError):
-        return "; ".join(str(e) for e in error.errors)
-    if isinstance(error, APIStatusError):
-        return f"HTTP {error.status}: {error}"
-    return f"{type(error).__name__}: {error}"
 
 
 def _checkpoint(details: Any) -> list[OperationResult]:
