@@ -330,6 +330,27 @@ async def test_a_fleet_drains_every_store_and_keeps_its_results_across_a_restart
 
 
 @pytest.mark.slow
+async def test_a_store_that_cannot_be_written_is_sent_nothing_more_of_its_submission(
+    fleet: tuple[Client, MockShopline, Workers],
+) -> None:
+    client, mock, workers = fleet
+    del mock.tokens["fleet-token-002"]  # store002 revoked the app: every request to it is a 401
+    await workers.start()
+    await submit(client, updates(3, 9), submission="dead", chunk_size=3)  # 3 chunks per store
+    await wait_until_done(client, "dead", 27, timeout=120)
+    results = await results_of(client, "dead")
+    dead = [r for r in results if r.store == "store002"]
+    assert len(dead) == 9 and not any(r.ok for r in dead)
+    assert sum(r.attempts for r in dead) == 1  # one request learnt it; the rest of the submission was not sent
+    assert all("HTTP 401" in (r.error or "") for r in dead)
+    assert all(r.ok for r in results if r.store != "store002") and len(results) == 27
+    (progress,) = [p for p in await fetch_progress(client) if not isinstance(p, str) and p.store == "store002"]
+    stopped = progress.totals["dead"].stopped
+    (sent,) = [r for r in dead if r.attempts]
+    assert stopped is not None and (stopped.status, stopped.trace_id) == (401, sent.trace_id)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("fleet", [50], indirect=True)
 async def test_fifty_stores_two_workers_one_owner_per_store(fleet: tuple[Client, MockShopline, Workers]) -> None:
     client, mock, workers = fleet

@@ -149,7 +149,11 @@ def _progress_line(progress: StoreProgress | str, submission: str | None) -> str
     done = sum(t.done for t in totals.values())
     ok = sum(t.ok for t in totals.values())
     state = "draining" if progress.draining else ("queued" if progress.queued_chunks else "idle")
-    return f"{progress.store}: {state}, {done:,}/{submitted:,} done, {ok:,} ok, {done - ok:,} failed"
+    line = f"{progress.store}: {state}, {done:,}/{submitted:,} done, {ok:,} ok, {done - ok:,} failed"
+    stopped = next((t.stopped for t in totals.values() if t.stopped is not None), None)
+    if stopped is not None:
+        line += f"; stopped: HTTP {stopped.status} (traceId={stopped.trace_id or '-'}), {stopped.message}"
+    return line
 
 
 async def status_command(*, address: str, namespace: str, app: str, submission: str | None) -> int:

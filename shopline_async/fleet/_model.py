@@ -23,6 +23,7 @@ __all__ = [
     "StoreProgress",
     "StoreSettings",
     "StoreState",
+    "StoreStopped",
     "SubmissionTotals",
     "workflow_id",
 ]
@@ -118,13 +119,24 @@ class StoreSettings:
 
 
 @dataclass
+class StoreStopped:
+    """A store's answer that it cannot be written: the rest of the submission is not sent to it."""
+
+    status: int
+    trace_id: str | None
+    message: str
+
+
+@dataclass
 class SubmissionTotals:
-    """One submission's counts in one store: operations submitted, done, and done ok."""
+    """One submission's counts in one store: operations submitted, done, and done ok; and, if the
+    store answered that it cannot be written (401, 402, 403, 423, 433-436), that answer."""
 
     submitted: int = 0
     done: int = 0
     ok: int = 0
     failed: int = 0
+    stopped: StoreStopped | None = None
 
 
 @dataclass
@@ -148,6 +160,8 @@ class DrainInput:
     settings: StoreSettings
     last_drainer: str | None
     last_drain_end: float | None
+    stopped: StoreStopped | None = None
+    """The store answered so to an earlier chunk of this submission: send nothing."""
 
 
 @dataclass
@@ -159,6 +173,7 @@ class DrainOutcome:
     ended_at: float
     attempt: int = 1
     resumed: int = 0  # results taken from an earlier attempt's last heartbeat, not sent again
+    stopped: StoreStopped | None = None  # the store answered that it cannot be written
 
 
 @dataclass

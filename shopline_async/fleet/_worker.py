@@ -30,7 +30,13 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from .._batch import BatchExecutor
 from .._client import ShoplineClient
 from .._config import RateLimit, RetryPolicy
-from .._constants import DEFAULT_BATCH_CONCURRENCY, DEFAULT_FLEET_MAX_STORES, DEFAULT_FLEET_TASK_QUEUE
+from .._constants import (
+    DEFAULT_BATCH_CONCURRENCY,
+    DEFAULT_FLEET_MAX_STORES,
+    DEFAULT_FLEET_TASK_QUEUE,
+    STORE_STOPPING_STATUSES,
+)
+from .._errors import APIStatusError, StoreUnavailableError
 from .._operations import AnyResult, Operation, UpdateImage, UpdateProduct
 from .._sync import error_text
 from .._telemetry import Observer
@@ -40,6 +46,7 @@ from ._model import (
     DrainOutcome,
     FleetOperation,
     OperationResult,
+    StoreStopped,
     decode_results,
     encode_results,
 )
@@ -100,25 +107,38 @@ class FleetWorker:
             message = f"store {job.store!r} has no token on worker {self.identity}: add it to the worker's --config"
             results += [_not_sent(job, op, message) for op in todo]
             return self._outcome(results, info.attempt, resumed)
+        if job.stopped is not None:  # an earlier chunk of this submission learnt the store cannot be written
+            earlier = job.stopped
+            message = (
+                f"not sent: store {job.store!r} answered HTTP {earlier.status} earlier in this submission "
+                f"({earlier.message}, traceId={earlier.trace_id or '-'})"
+            )
+            results += [_not_sent(job, op, message) for op in todo]
+            return self._outcome(results, info.attempt, resumed, earlier)
 
         await self._wait_for_bucket(job, info.attempt, results)
         executor = BatchExecutor(self.client, concurrency=self.concurrency)
         last_beat = time.monotonic()
+        stopped = None
         async with executor.stream(_operations(job.store, todo)) as stream:
             async for result in stream:
                 results.append(_result(job, todo[result.index], result))  # index: position in todo
+                if stopped is None:
+                    stopped = _stopped_by(result.error)
                 if time.monotonic() - last_beat >= _HEARTBEAT_EVERY:
                     activity.heartbeat(encode_results(results))
                     last_beat = time.monotonic()
         activity.heartbeat(encode_results(results))
         if self.telemetry is not None:
             self.telemetry.chunk_drained(job.store, len(todo))
-        return self._outcome(results, info.attempt, resumed)
+        return self._outcome(results, info.attempt, resumed, stopped)
 
-    def _outcome(self, results: list[OperationResult], attempt: int, resumed: int) -> DrainOutcome:
+    def _outcome(
+        self, results: list[OperationResult], attempt: int, resumed: int, stopped: StoreStopped | None = None
+    ) -> DrainOutcome:
         ok = sum(r.ok for r in results)
         return DrainOutcome(
-            encode_results(results), ok, len(results) - ok, self.identity, time.time(), attempt, resumed
+            encode_results(results), ok, len(results) - ok, self.identity, time.time(), attempt, resumed, stopped
         )
 
     async def _wait_for_bucket(self, job: DrainInput, attempt: int, results: list[OperationResult]) -> None:
@@ -134,6 +154,15 @@ class FleetWorker:
         while (left := deadline - time.monotonic()) > 0:
             activity.heartbeat(encode_results(results))
             await asyncio.sleep(min(left, _HEARTBEAT_EVERY))
+
+
+def _stopped_by(error: Exception | None) -> StoreStopped | None:
+    """The store's answer that it cannot be written, if ``error`` is or follows one."""
+    if isinstance(error, StoreUnavailableError):
+        error = error.cause
+    if isinstance(error, APIStatusError) and error.status in STORE_STOPPING_STATUSES:
+        return StoreStopped(error.status, error.trace_id, error.message)
+    return None
 
 
 def _operations(store: str, todo: list[FleetOperation]) -> list[Operation]:

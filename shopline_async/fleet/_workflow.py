@@ -50,9 +50,10 @@ class StoreWorkflow:
             await workflow.wait_condition(lambda: bool(self._state.queued))
             chunk = self._state.queued[0]
             self._draining = True
+            totals = self._state.totals.setdefault(chunk.submission, SubmissionTotals())
             outcome = await workflow.execute_activity(
                 ACTIVITY_NAME,
-                DrainInput(state.store, chunk, settings, state.last_drainer, state.last_drain_end),
+                DrainInput(state.store, chunk, settings, state.last_drainer, state.last_drain_end, totals.stopped),
                 result_type=DrainOutcome,
                 start_to_close_timeout=timedelta(seconds=settings.chunk_timeout),
                 heartbeat_timeout=timedelta(seconds=settings.heartbeat_timeout),
@@ -60,8 +61,8 @@ class StoreWorkflow:
             )
             self._draining = False
             self._state.queued.pop(0)
-            totals = self._state.totals.setdefault(chunk.submission, SubmissionTotals())
             totals.done += outcome.ok + outcome.failed
+            totals.stopped = totals.stopped or outcome.stopped
             totals.ok += outcome.ok
             totals.failed += outcome.failed
             self._state.last_drainer, self._state.last_drain_end = outcome.drainer, outcome.ended_at
