@@ -404,8 +404,8 @@ def _add_fleet_parser(commands: Any) -> None:
         "--heartbeat-timeout",
         type=float,
         default=DEFAULT_HEARTBEAT_TIMEOUT,
-        help="seconds without a heartbeat before a drain moves to another worker; a store workflow "
-        "this starts keeps it (default: %(default)s)",
+        help="seconds without a heartbeat before a drain of this submission moves to another worker "
+        "(default: %(default)s)",
     )
 
     status = _subcommand(

@@ -23,6 +23,7 @@ import pytest
 
 pytest.importorskip("temporalio", reason="the fleet's tests need the [fleet] extra: pip install -e '.[test,fleet]'")
 
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
 
@@ -308,10 +309,19 @@ async def test_a_fleet_drains_every_store_and_keeps_its_results_across_a_restart
     # a second submission for a running store joins its workflow: the same run, nothing restarted
     handle = client.get_workflow_handle(workflow_id("default", "store000"))
     run_before = (await handle.describe()).run_id
-    again = await submit(client, updates(1, 2, tag="again-"), app="default")
+    again = await submit(
+        client, updates(1, 2, tag="again-"), app="default", settings=StoreSettings(heartbeat_timeout=7)
+    )
     await wait_until_done(client, again.submission, 2, 30)
     assert (await handle.describe()).run_id == run_before
     assert mock.product("store000", "p1")["title"] == "again-0-1"  # type: ignore[index]
+    # ... and its drain runs with its own settings, not the ones the workflow started with
+    scheduled = [
+        event.activity_task_scheduled_event_attributes.heartbeat_timeout.seconds
+        for event in (await handle.fetch_history()).events
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    assert scheduled[0] == 5 and scheduled[-1] == 7, scheduled
 
     # no token in any byte Temporal holds: histories, inputs, results, heartbeats
     for store in mock.handles:

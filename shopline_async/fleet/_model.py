@@ -98,10 +98,14 @@ class Chunk:
     number: int
     count: int
     operations: str  # JSON: list[FleetOperation]
+    settings: StoreSettings | None = None
+    """How its drain runs, as its submitter said (None: as the store workflow was started)."""
 
     @classmethod
-    def of(cls, submission: str, number: int, operations: list[FleetOperation]) -> Chunk:
-        return cls(submission, number, len(operations), msgspec.json.encode(operations).decode())
+    def of(
+        cls, submission: str, number: int, operations: list[FleetOperation], settings: StoreSettings | None = None
+    ) -> Chunk:
+        return cls(submission, number, len(operations), msgspec.json.encode(operations).decode(), settings)
 
     def decoded(self) -> list[FleetOperation]:
         return _operations_decoder.decode(self.operations)

@@ -94,19 +94,21 @@ def _fleet_operation(op: Operation, seq: int) -> FleetOperation:
     return FleetOperation(seq, line, key, "product", op.product_id, body)
 
 
-def _chunks(submission: str, ops: list[FleetOperation], size: int, max_bytes: int) -> list[Chunk]:
+def _chunks(
+    submission: str, ops: list[FleetOperation], size: int, max_bytes: int, settings: StoreSettings | None
+) -> list[Chunk]:
     chunks: list[Chunk] = []
     current: list[FleetOperation] = []
     current_bytes = 0
     for op in ops:
         op_bytes = len(msgspec.json.encode(op.body)) + 100
         if current and (len(current) >= size or current_bytes + op_bytes > max_bytes):
-            chunks.append(Chunk.of(submission, len(chunks), current))
+            chunks.append(Chunk.of(submission, len(chunks), current, settings))
             current, current_bytes = [], 0
         current.append(op)
         current_bytes += op_bytes
     if current:
-        chunks.append(Chunk.of(submission, len(chunks), current))
+        chunks.append(Chunk.of(submission, len(chunks), current, settings))
     return chunks
 
 
@@ -126,7 +128,8 @@ async def submit(
 ) -> SubmitReport:
     """Validate ``operations`` and hand them to their stores' workflows; returns once all are queued.
 
-    ``settings`` apply to a store workflow that this call starts (a running one keeps its own).
+    ``settings`` apply to the drains of this submission's chunks (and to a store workflow this call
+    starts); without them a chunk drains as its store workflow was started.
     ``on_waiting(store, queued_chunks)`` is called when a store's queue is full and the
     submitter waits for its workers.
     """
@@ -150,7 +153,7 @@ async def submit(
     state_settings = settings or StoreSettings()
 
     async def send_store(store: str, ops: list[FleetOperation]) -> None:
-        chunks = _chunks(report.submission, ops, chunk_size, chunk_bytes)
+        chunks = _chunks(report.submission, ops, chunk_size, chunk_bytes, settings)
         for number, chunk in enumerate(chunks):
             if number >= max_queued_chunks:
                 await _wait_for_room(temporal, workflow_id(app, store), max_queued_chunks, store, on_waiting)

@@ -45,10 +45,10 @@ class StoreWorkflow:
 
     @workflow.run
     async def run(self, state: StoreState) -> None:
-        settings = state.settings
-        for _ in range(settings.chunks_per_run):
+        for _ in range(state.settings.chunks_per_run):
             await workflow.wait_condition(lambda: bool(self._state.queued))
             chunk = self._state.queued[0]
+            settings = chunk.settings or self._state.settings  # read at each drain: the submitter's
             self._draining = True
             totals = self._state.totals.setdefault(chunk.submission, SubmissionTotals())
             outcome = await workflow.execute_activity(
@@ -78,6 +78,8 @@ class StoreWorkflow:
             return
         seen.append(chunk.number)
         self._state.queued.append(chunk)
+        if chunk.settings is not None:  # the latest submitter's, for the runs to come
+            self._state.settings = chunk.settings
         self._state.totals.setdefault(chunk.submission, SubmissionTotals()).submitted += chunk.count
         self._forget_old_submissions()
 
