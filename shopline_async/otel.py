@@ -18,8 +18,8 @@ Metrics: ``http.client.request.duration`` (seconds, the advised buckets) by stor
 status; ``http.client.active_requests``; ``shopline.operations`` by outcome;
 ``shopline.operations.pending``; ``shopline.retries``; ``shopline.rate_limited`` (429s);
 ``shopline.stores.stopped``; ``shopline.limiter.wait`` (seconds); for fleet workers
-``shopline.fleet.chunks``. No access token is ever in an
-attribute: URLs carry none, and error texts are scrubbed before they reach an exception.
+``shopline.fleet.chunks``. No access token is ever in an attribute: URLs carry none, and error
+texts are scrubbed before they reach an exception.
 """
 
 from __future__ import annotations
