@@ -720,7 +720,13 @@ async def _iterate(operations: Iterable[Operation] | AsyncIterable[Operation]) -
 
 
 def _described(op: object) -> tuple[str, dict[str, str]]:
-    """An operation's name and ids, for its span."""
+    """An operation's name and ids, for its span: an invalid id cut to what an id can be and a little
+    (a hostile row's megabyte id must not travel in every exported span)."""
     if isinstance(op, UpdateImage):
-        return "shopline.update_image", {"product_id": str(op.product_id), "image_id": str(op.image_id)}
-    return "shopline.update_product", {"product_id": str(getattr(op, "product_id", ""))}
+        return "shopline.update_image", {"product_id": _shown(op.product_id), "image_id": _shown(op.image_id)}
+    return "shopline.update_product", {"product_id": _shown(getattr(op, "product_id", ""))}
+
+
+def _shown(value: object) -> str:
+    text = str(value)
+    return text if len(text) <= 80 else f"{text[:80]}... ({len(text):,} characters)"

@@ -261,3 +261,18 @@ async def test_a_cancelled_call_ends_its_spans_and_gauges() -> None:
     points = _points(reader)
     assert all(p.value == 0 for p in points["http.client.active_requests"])
     assert all(p.value == 0 for p in points["shopline.operations.pending"])
+
+
+async def test_an_invalid_operation_is_a_short_error_span() -> None:
+    telemetry, exporter, reader = _telemetry()
+    async with MockShopline(TOKENS, store_configs=CONFIGS) as server:
+        async with ShoplineClient(base_url=server.base_url, telemetry=telemetry) as client:
+            client.store("okay", "token-okay-0001")
+            huge = "9" * 100_000
+            report = await BatchExecutor(client).gather([UpdateProduct("okay", huge, ProductUpdate(title="t"))])
+    assert report.results[0].outcome == "invalid"
+    (span,) = exporter.get_finished_spans()[:-1]  # and the batch's
+    assert span.attributes["shopline.outcome"] == "invalid" and span.status.status_code.name == "ERROR"
+    assert span.attributes["shopline.product_id"] == "9" * 80 + "... (100,000 characters)"
+    assert span.attributes["error.type"] == "ValidationError"
+    assert [p.attributes["shopline.outcome"] for p in _points(reader)["shopline.operations"]] == ["invalid"]
