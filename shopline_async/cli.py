@@ -412,14 +412,21 @@ def _add_fleet_parser(commands: Any) -> None:
         actions,
         "status",
         help="progress per store",
-        description="Per store: draining, queued or idle, and operations done, ok and failed.",
+        description="Per store: draining, queued or idle, and operations done, ok and failed, and a store "
+        "stopped by an answer that it cannot be written. Asks the store workflows, so a worker must be "
+        "running. Exit 0; with --wait: 0 when all done ok, 1 done with failures, 3 not done within "
+        "--timeout; 2 for a submission no store knows.",
         examples="""
             shopline-async fleet status
-            shopline-async fleet status --submission nightly-2026-12-07
+            shopline-async fleet status --submission nightly-2026-12-07 --wait --timeout 3600
+            shopline-async fleet status --submission nightly-2026-12-07 --json
             """,
     )
     temporal_options(status)
     status.add_argument("--submission", help="only this submission's counts")
+    status.add_argument("--json", action="store_true", help="one JSON document: totals and a row per store")
+    status.add_argument("--wait", action="store_true", help="wait until every store has done its part")
+    status.add_argument("--timeout", type=float, help="with --wait: give up after this many seconds (exit 3)")
 
     results = _subcommand(
         actions,
@@ -661,8 +668,17 @@ async def _fleet(args: argparse.Namespace) -> int:
             chunk_size=args.chunk_size,
         )
     if action == "status":
+        if args.timeout is not None and not args.wait:
+            raise SyncInputError("--timeout goes with --wait")
+        _require_positive(args, "timeout")
         return await _commands.status_command(
-            address=args.address, namespace=args.namespace, app=args.app, submission=args.submission
+            address=args.address,
+            namespace=args.namespace,
+            app=args.app,
+            submission=args.submission,
+            as_json=args.json,
+            wait=args.wait,
+            timeout=args.timeout,
         )
     if action == "results":
         return await _commands.results_command(

@@ -49,6 +49,7 @@ from shopline_async.fleet import (
     submit,
     workflow_id,
 )
+from shopline_async.fleet._commands import status_command
 from shopline_async.fleet._model import Chunk, DrainInput, FleetOperation, decode_results, encode_results
 from shopline_async.fleet._worker import WORKER_HEADER
 from shopline_async.mock import MockShopline, MockStoreConfig
@@ -341,13 +342,35 @@ async def test_a_fleet_drains_every_store_and_keeps_its_results_across_a_restart
 
 @pytest.mark.slow
 async def test_a_store_that_cannot_be_written_is_sent_nothing_more_of_its_submission(
-    fleet: tuple[Client, MockShopline, Workers],
+    fleet: tuple[Client, MockShopline, Workers], temporal: tuple[DevServer, Client], capsys: pytest.CaptureFixture[str]
 ) -> None:
     client, mock, workers = fleet
+    address = temporal[0].address
     del mock.tokens["fleet-token-002"]  # store002 revoked the app: every request to it is a 401
-    await workers.start()
     await submit(client, updates(3, 9), submission="dead", chunk_size=3)  # 3 chunks per store
+    # no worker yet: nothing answers for the stores, so --wait runs out of time
+    assert (
+        await status_command(
+            address=address, namespace="default", app="default", submission="dead", wait=True, timeout=0.5
+        )
+        == 3
+    )
+    assert "store000: running, no worker answering" in capsys.readouterr().out
+    await workers.start()
     await wait_until_done(client, "dead", 27, timeout=120)
+    waited = await status_command(
+        address=address, namespace="default", app="default", submission="dead", as_json=True, wait=True, timeout=60
+    )
+    assert waited == 1  # done, with failures
+    status = json.loads(capsys.readouterr().out)
+    assert (status["done"], status["ok"], status["failed"]) == (True, 18, 9)
+    (dead_store,) = [s for s in status["stores"] if s["store"] == "store002"]
+    assert dead_store["stopped"]["status"] == 401 and dead_store["failed"] == 9
+    assert await status_command(address=address, namespace="default", app="default", submission="nope") == 2
+    assert "no store knows submission 'nope'" in capsys.readouterr().err
+    clean = await submit(client, updates(2, 2), submission="clean")
+    await wait_until_done(client, clean.submission, 4, timeout=60)
+    assert await status_command(address=address, namespace="default", app="default", submission="clean", wait=True) == 0
     results = await results_of(client, "dead")
     dead = [r for r in results if r.store == "store002"]
     assert len(dead) == 9 and not any(r.ok for r in dead)

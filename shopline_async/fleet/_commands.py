@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
@@ -16,16 +17,18 @@ from temporalio.client import Client
 
 from .._errors import ConfigError
 from .._rows import open_input, read_operations
-from .._sync import EXIT_FAILED, EXIT_OK, plural
+from .._sync import EXIT_FAILED, EXIT_OK, EXIT_USAGE, plural
 from .._telemetry import Observer
 from ._dev import DevServer
-from ._model import StoreProgress, StoreSettings
+from ._model import StoreProgress, StoreSettings, StoreStopped
 from ._submit import Invalid, fetch_progress, fetch_results, submit
 from ._worker import StoreConfig, run_worker
 
 __all__ = ["dev_command", "results_command", "status_command", "submit_command", "worker_command"]
 
 _encoder = msgspec.json.Encoder()
+EXIT_TIMEOUT = 3
+_WAIT_POLL = 1.0  # seconds between looks while status --wait waits
 
 
 async def connect(address: str, namespace: str) -> Client:
@@ -141,28 +144,94 @@ async def submit_command(
     return EXIT_OK if not invalid else EXIT_FAILED
 
 
-def _progress_line(progress: StoreProgress | str, submission: str | None) -> str:
+class StoreStatus(msgspec.Struct):
+    """One store's line of ``fleet status``: its state (draining, queued, idle, or unanswered when
+    no worker answers for its workflow) and its counts for the submission asked about (or all)."""
+
+    store: str
+    state: str
+    submitted: int = 0
+    done: int = 0
+    ok: int = 0
+    failed: int = 0
+    stopped: StoreStopped | None = None
+
+
+def _store_status(progress: StoreProgress | str, submission: str | None) -> StoreStatus:
     if isinstance(progress, str):
-        return f"{progress}: running, no worker answering"
-    totals = progress.totals if submission is None else {k: v for k, v in progress.totals.items() if k == submission}
-    submitted = sum(t.submitted for t in totals.values())
-    done = sum(t.done for t in totals.values())
-    ok = sum(t.ok for t in totals.values())
-    state = "draining" if progress.draining else ("queued" if progress.queued_chunks else "idle")
-    line = f"{progress.store}: {state}, {done:,}/{submitted:,} done, {ok:,} ok, {done - ok:,} failed"
-    stopped = next((t.stopped for t in totals.values() if t.stopped is not None), None)
+        return StoreStatus(progress, "unanswered")
+    totals = [t for name, t in progress.totals.items() if submission is None or name == submission]
+    return StoreStatus(
+        progress.store,
+        "draining" if progress.draining else ("queued" if progress.queued_chunks else "idle"),
+        sum(t.submitted for t in totals),
+        sum(t.done for t in totals),
+        sum(t.ok for t in totals),
+        sum(t.failed for t in totals),
+        next((t.stopped for t in totals if t.stopped is not None), None),
+    )
+
+
+def _status_line(status: StoreStatus) -> str:
+    if status.state == "unanswered":
+        return f"{status.store}: running, no worker answering"
+    line = (
+        f"{status.store}: {status.state}, {status.done:,}/{status.submitted:,} done, {status.ok:,} ok, "
+        f"{status.failed:,} failed"
+    )
+    stopped = status.stopped
     if stopped is not None:
         line += f"; stopped: HTTP {stopped.status} (traceId={stopped.trace_id or '-'}), {stopped.message}"
     return line
 
 
-async def status_command(*, address: str, namespace: str, app: str, submission: str | None) -> int:
+async def status_command(
+    *,
+    address: str,
+    namespace: str,
+    app: str,
+    submission: str | None,
+    as_json: bool = False,
+    wait: bool = False,
+    timeout: float | None = None,
+) -> int:
+    """Print each store's status; with ``wait``, once all is done (or ``timeout`` has passed).
+    Exit codes: 0 done and all ok (without ``wait``: printed), 1 done with failures, 2 a submission
+    no store knows, 3 not done within ``timeout``."""
     temporal = await connect(address, namespace)
-    progress = await fetch_progress(temporal, app=app)
-    for item in progress:
-        print(_progress_line(item, submission))
-    print(plural(len(progress), "store"))
-    return EXIT_OK
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        progress = await fetch_progress(temporal, app=app)
+        unanswered = any(isinstance(p, str) for p in progress)
+        known = submission is None or any(not isinstance(p, str) and submission in p.totals for p in progress)
+        statuses = [
+            _store_status(p, submission)
+            for p in progress
+            if submission is None or isinstance(p, str) or submission in p.totals
+        ]
+        done = known and not unanswered and all(s.done >= s.submitted for s in statuses)
+        if not wait or done or (not known and not unanswered) or (deadline is not None and time.monotonic() > deadline):
+            break
+        await asyncio.sleep(_WAIT_POLL)
+    ok = sum(s.ok for s in statuses)
+    failed = sum(s.failed for s in statuses)
+    if as_json:
+        document = {"submission": submission, "known": known, "done": done, "ok": ok, "failed": failed}
+        sys.stdout.buffer.write(_encoder.encode({**document, "stores": statuses}) + b"\n")
+        sys.stdout.flush()
+    else:
+        for status in statuses:
+            print(_status_line(status))
+        print(f"{plural(len(statuses), 'store')}: {ok:,} ok, {failed:,} failed" + ("" if done else ", not done"))
+    if not known and not unanswered:
+        print(f"no store knows submission {submission!r} (app {app!r})", file=sys.stderr)
+        return EXIT_USAGE
+    if not wait:
+        return EXIT_OK
+    if not done:
+        print(f"not done within {timeout:g} s", file=sys.stderr)
+        return EXIT_TIMEOUT
+    return EXIT_OK if failed == 0 else EXIT_FAILED
 
 
 async def results_command(

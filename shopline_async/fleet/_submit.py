@@ -17,6 +17,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import msgspec
 from temporalio.api.enums.v1 import EventType
@@ -47,6 +48,8 @@ from ._worker import DEFAULT_TASK_QUEUE
 
 __all__ = ["Invalid", "SubmitReport", "fetch_progress", "fetch_results", "submit"]
 
+_QUERY_TIMEOUT = 5.0  # a workflow no worker answers for within this is reported as such
+_QUERIES_AT_ONCE = 32
 DEFAULT_CHUNK_BYTES = 256 * 1024
 DEFAULT_MAX_QUEUED_CHUNKS = 4  # 4 x 256 KiB queued: what continue-as-new carries stays below 2 MB
 _SIGNALS_AT_ONCE = 32
@@ -197,19 +200,29 @@ def _app_prefix(app: str) -> str:
     return workflow_id(app, "")
 
 
-async def fetch_progress(temporal: Client, *, app: str = "default") -> list[StoreProgress | str]:
-    """Each running store workflow's progress; a store whose workflow no worker answers for, by name."""
-    found: list[StoreProgress | str] = []
+async def fetch_progress(
+    temporal: Client, *, app: str = "default", answer_within: float = _QUERY_TIMEOUT
+) -> list[StoreProgress | str]:
+    """Each running store workflow's progress; a store whose workflow no worker answers for within
+    ``answer_within`` seconds, by name. The workflows are asked ``_QUERIES_AT_ONCE`` at a time."""
     prefix = _app_prefix(app)
     query = f'WorkflowType = "{WORKFLOW_NAME}" AND ExecutionStatus = "Running"'
-    async for execution in temporal.list_workflows(query):
-        if not execution.id.startswith(prefix):
-            continue
-        try:
-            handle = temporal.get_workflow_handle(execution.id)
-            found.append(await handle.query(PROGRESS_QUERY, result_type=StoreProgress))
-        except RPCError:
-            found.append(execution.id[len(prefix) :])
+    ids = [execution.id async for execution in temporal.list_workflows(query) if execution.id.startswith(prefix)]
+    gate = asyncio.Semaphore(_QUERIES_AT_ONCE)
+
+    async def ask(wid: str) -> StoreProgress | str:
+        async with gate:
+            try:
+                handle = temporal.get_workflow_handle(wid)
+                timeout = timedelta(seconds=answer_within)
+                progress: StoreProgress = await handle.query(
+                    PROGRESS_QUERY, result_type=StoreProgress, rpc_timeout=timeout
+                )
+                return progress
+            except RPCError:
+                return wid[len(prefix) :]
+
+    found = await asyncio.gather(*(ask(wid) for wid in ids))
     return sorted(found, key=lambda p: p if isinstance(p, str) else p.store)
 
 
