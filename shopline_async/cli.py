@@ -396,7 +396,11 @@ def _add_fleet_parser(commands: Any) -> None:
     submit.add_argument("input", metavar="INPUT", help="a .jsonl or .csv file (the formats of sync), or -")
     submit.add_argument("--format", choices=["jsonl", "csv"], help="input format (default: from the file name)")
     submit.add_argument("--store", metavar="HANDLE", help="store for rows without a store field")
-    submit.add_argument("--submission", help="an id for this submission (default: a new one, printed)")
+    submit.add_argument(
+        "--submission",
+        help="a name for this submission; its id is NAME@CONTENT (printed): the same file again is the same "
+        "submission and sends nothing twice, another file under the name is a new one (default: a new id)",
+    )
     submit.add_argument(
         "--chunk-size", type=int, default=DEFAULT_FLEET_CHUNK_SIZE, help="operations per chunk (default: %(default)s)"
     )
@@ -423,7 +427,7 @@ def _add_fleet_parser(commands: Any) -> None:
             """,
     )
     temporal_options(status)
-    status.add_argument("--submission", help="only this submission's counts")
+    status.add_argument("--submission", help="only this submission's counts (a name: every content of it)")
     status.add_argument("--json", action="store_true", help="one JSON document: totals and a row per store")
     status.add_argument("--wait", action="store_true", help="wait until every store has done its part")
     status.add_argument("--timeout", type=float, help="with --wait: give up after this many seconds (exit 3)")
@@ -440,7 +444,7 @@ def _add_fleet_parser(commands: Any) -> None:
             """,
     )
     temporal_options(results)
-    results.add_argument("--submission", help="only this submission's results")
+    results.add_argument("--submission", help="only this submission's results (a name: every content of it)")
     results.add_argument("--store", metavar="HANDLE", help="only this store's results")
     results.add_argument("--output", type=Path, help="write to FILE (default: standard output)")
 

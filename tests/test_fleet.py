@@ -341,13 +341,35 @@ async def test_a_fleet_drains_every_store_and_keeps_its_results_across_a_restart
 
 
 @pytest.mark.slow
+async def test_a_submission_name_stands_for_its_content(fleet: tuple[Client, MockShopline, Workers]) -> None:
+    client, mock, workers = fleet
+    await workers.start()
+    first = await submit(client, updates(1, 2, tag="a-"), submission="nightly")
+    await wait_until_done(client, first.submission, 2, 60)
+    # the same name, other content (p1 changed, p2 new): a new submission, not dropped as seen
+    changed = [UpdateProduct("store000", "p1", {"title": "b-1"}), UpdateProduct("store000", "p2", {"title": "b-2"})]
+    second = await submit(client, changed, submission="nightly")
+    assert first.submission.startswith("nightly@") and second.submission.startswith("nightly@")
+    assert second.submission != first.submission
+    await wait_until_done(client, second.submission, 2, 60)
+    assert [mock.product("store000", f"p{n}")["title"] for n in (1, 2)] == ["b-1", "b-2"]  # type: ignore[index]
+    writes = mock.stats("store000").writes.total()
+    # the first content again: the same submission, already done, nothing sent twice
+    again = await submit(client, updates(1, 2, tag="a-"), submission="nightly")
+    assert again.submission == first.submission
+    await asyncio.sleep(2)
+    assert mock.stats("store000").writes.total() == writes
+    assert len(await results_of(client, "nightly")) == 4  # the name asks for every content of it
+
+
+@pytest.mark.slow
 async def test_a_store_that_cannot_be_written_is_sent_nothing_more_of_its_submission(
     fleet: tuple[Client, MockShopline, Workers], temporal: tuple[DevServer, Client], capsys: pytest.CaptureFixture[str]
 ) -> None:
     client, mock, workers = fleet
     address = temporal[0].address
     del mock.tokens["fleet-token-002"]  # store002 revoked the app: every request to it is a 401
-    await submit(client, updates(3, 9), submission="dead", chunk_size=3)  # 3 chunks per store
+    report = await submit(client, updates(3, 9), submission="dead", chunk_size=3)  # 3 chunks per store
     # no worker yet: nothing answers for the stores, so --wait runs out of time
     assert (
         await status_command(
@@ -357,7 +379,7 @@ async def test_a_store_that_cannot_be_written_is_sent_nothing_more_of_its_submis
     )
     assert "store000: running, no worker answering" in capsys.readouterr().out
     await workers.start()
-    await wait_until_done(client, "dead", 27, timeout=120)
+    await wait_until_done(client, report.submission, 27, timeout=120)
     waited = await status_command(
         address=address, namespace="default", app="default", submission="dead", as_json=True, wait=True, timeout=60
     )
@@ -378,7 +400,7 @@ async def test_a_store_that_cannot_be_written_is_sent_nothing_more_of_its_submis
     assert all("HTTP 401" in (r.error or "") for r in dead)
     assert all(r.ok for r in results if r.store != "store002") and len(results) == 27
     (progress,) = [p for p in await fetch_progress(client) if not isinstance(p, str) and p.store == "store002"]
-    stopped = progress.totals["dead"].stopped
+    stopped = progress.totals[report.submission].stopped
     (sent,) = [r for r in dead if r.attempts]
     assert stopped is not None and (stopped.status, stopped.trace_id) == (401, sent.trace_id)
 

@@ -20,7 +20,7 @@ from .._rows import open_input, read_operations
 from .._sync import EXIT_FAILED, EXIT_OK, EXIT_USAGE, plural
 from .._telemetry import Observer
 from ._dev import DevServer
-from ._model import StoreProgress, StoreSettings, StoreStopped
+from ._model import StoreProgress, StoreSettings, StoreStopped, in_submission
 from ._submit import Invalid, fetch_progress, fetch_results, submit
 from ._worker import StoreConfig, run_worker
 
@@ -160,7 +160,7 @@ class StoreStatus(msgspec.Struct):
 def _store_status(progress: StoreProgress | str, submission: str | None) -> StoreStatus:
     if isinstance(progress, str):
         return StoreStatus(progress, "unanswered")
-    totals = [t for name, t in progress.totals.items() if submission is None or name == submission]
+    totals = [t for name, t in progress.totals.items() if submission is None or in_submission(name, submission)]
     return StoreStatus(
         progress.store,
         "draining" if progress.draining else ("queued" if progress.queued_chunks else "idle"),
@@ -203,14 +203,15 @@ async def status_command(
     while True:
         progress = await fetch_progress(temporal, app=app)
         unanswered = any(isinstance(p, str) for p in progress)
-        known = submission is None or any(not isinstance(p, str) and submission in p.totals for p in progress)
-        statuses = [
-            _store_status(p, submission)
-            for p in progress
-            if submission is None or isinstance(p, str) or submission in p.totals
-        ]
+        if submission is not None:  # the stores that know it, and those that may (no answer)
+            progress = [
+                p for p in progress if isinstance(p, str) or any(in_submission(n, submission) for n in p.totals)
+            ]
+        known = submission is None or any(not isinstance(p, str) for p in progress)
+        statuses = [_store_status(p, submission) for p in progress]
         done = known and not unanswered and all(s.done >= s.submitted for s in statuses)
-        if not wait or done or (not known and not unanswered) or (deadline is not None and time.monotonic() > deadline):
+        timed_out = deadline is not None and time.monotonic() > deadline
+        if not wait or done or timed_out or (not known and not unanswered):
             break
         await asyncio.sleep(_WAIT_POLL)
     ok = sum(s.ok for s in statuses)

@@ -25,6 +25,7 @@ __all__ = [
     "StoreState",
     "StoreStopped",
     "SubmissionTotals",
+    "in_submission",
     "workflow_id",
 ]
 
@@ -84,6 +85,12 @@ _results_decoder = msgspec.json.Decoder(list[OperationResult])
 
 def encode_results(results: list[OperationResult]) -> str:
     return msgspec.json.encode(results).decode()
+
+
+def in_submission(submission: str, asked: str) -> bool:
+    """Whether ``submission`` is the one asked for: that id, or a content of that name
+    (``nightly`` asks for ``nightly@3f9a2b1c`` and every other ``nightly@...``)."""
+    return submission == asked or submission.startswith(asked + "@")
 
 
 def decode_results(text: str) -> list[OperationResult]:

@@ -14,6 +14,7 @@ the store workflow's history (and its earlier runs'), so they are read back from
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from ._model import (
     StoreSettings,
     StoreState,
     decode_results,
+    in_submission,
     workflow_id,
 )
 from ._worker import DEFAULT_TASK_QUEUE
@@ -137,6 +139,7 @@ async def submit(
     submitter waits for its workers.
     """
     report = SubmitReport(submission or uuid.uuid4().hex[:12])
+    named = submission is not None
     by_store: dict[str, list[FleetOperation]] = {}
     for seq, op in enumerate(operations):
         store = op.store if isinstance(op.store, str) else op.store.handle
@@ -151,6 +154,11 @@ async def submit(
                 on_invalid(invalid)
             continue
         by_store.setdefault(store, []).append(fleet_op)
+    if named:
+        # A name stands for its content: the same content again is the same submission (a retried
+        # submit sends nothing twice); other content under the same name is a new one, not dropped
+        # as chunks already seen
+        report.submission = f"{submission}@{_content_digest(by_store)}"
 
     gate = asyncio.Semaphore(_SIGNALS_AT_ONCE)
     state_settings = settings or StoreSettings()
@@ -175,6 +183,13 @@ async def submit(
 
     await asyncio.gather(*(send_store(store, ops) for store, ops in by_store.items()))
     return report
+
+
+def _content_digest(by_store: dict[str, list[FleetOperation]]) -> str:
+    digest = hashlib.blake2b(digest_size=4)
+    for store in sorted(by_store):
+        digest.update(msgspec.json.encode([store, by_store[store]]))
+    return digest.hexdigest()
 
 
 async def _wait_for_room(
@@ -245,5 +260,5 @@ async def fetch_results(
             payloads = event.activity_task_completed_event_attributes.result.payloads
             (outcome,) = await temporal.data_converter.decode(payloads, [DrainOutcome])
             for result in decode_results(outcome.results):
-                if submission is None or result.submission == submission:
+                if submission is None or in_submission(result.submission, submission):
                     yield result
