@@ -28,6 +28,7 @@ from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
 
 from shopline_async import (
+    ConfigError,
     HTTPRequest,
     HTTPResponse,
     ImageUpdate,
@@ -155,6 +156,9 @@ async def test_submit_refuses_what_sync_refuses_ids_and_handles_included() -> No
     ]
     temporal = _RecordingTemporal()
     report = await submit(temporal, rows, submission="s1")  # type: ignore[arg-type]
+    assert report.submission.startswith("s1@") and len(report.submission) == len("s1@") + 8
+    with pytest.raises(ConfigError, match="must not be empty or contain '@'"):
+        await submit(temporal, rows, submission=report.submission)  # type: ignore[arg-type]
     assert report.operations == 1 and [op.product_id for c in temporal.chunks for op in c.decoded()] == ["p1"]
     said = [i.message for i in report.invalid]
     assert [i.key for i in report.invalid] == ["1", "2", "3", "4", "5", "6"]

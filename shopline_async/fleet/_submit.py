@@ -136,10 +136,15 @@ async def submit(
     ``settings`` apply to the drains of this submission's chunks (and to a store workflow this call
     starts); without them a chunk drains as its store workflow was started.
     ``on_waiting(store, queued_chunks)`` is called when a store's queue is full and the
-    submitter waits for its workers.
+    submitter waits for its workers. ``submission`` names it: its id is then ``NAME@`` and a digest
+    of its validated rows (``report.submission``), so the same content again is the same submission.
     """
+    if submission is not None and (not submission or "@" in submission):
+        raise ConfigError(
+            f"a submission name must not be empty or contain '@', which parts the name from its content's "
+            f"digest (got {submission!r})"
+        )
     report = SubmitReport(submission or uuid.uuid4().hex[:12])
-    named = submission is not None
     by_store: dict[str, list[FleetOperation]] = {}
     for seq, op in enumerate(operations):
         store = op.store if isinstance(op.store, str) else op.store.handle
@@ -154,7 +159,7 @@ async def submit(
                 on_invalid(invalid)
             continue
         by_store.setdefault(store, []).append(fleet_op)
-    if named:
+    if submission is not None:
         # A name stands for its content: the same content again is the same submission (a retried
         # submit sends nothing twice); other content under the same name is a new one, not dropped
         # as chunks already seen
