@@ -26,6 +26,8 @@ pytest.importorskip("temporalio", reason="the fleet's tests need the [fleet] ext
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
+from temporalio.worker import Replayer
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from shopline_async import (
     ConfigError,
@@ -53,6 +55,7 @@ from shopline_async.fleet import (
 from shopline_async.fleet._commands import status_command
 from shopline_async.fleet._model import Chunk, DrainInput, FleetOperation, decode_results, encode_results
 from shopline_async.fleet._worker import WORKER_HEADER
+from shopline_async.fleet._workflow import StoreWorkflow
 from shopline_async.mock import MockShopline, MockStoreConfig
 
 # --- the drain activity alone --------------------------------------------------------------------
@@ -342,6 +345,34 @@ async def test_a_fleet_drains_every_store_and_keeps_its_results_across_a_restart
     await server.start()
     reconnected = await Client.connect(server.address)
     assert len(await results_of(reconnected, report.submission)) == 24
+
+
+@pytest.mark.slow
+async def test_a_store_continues_as_new_mid_submission_and_every_run_replays(
+    fleet: tuple[Client, MockShopline, Workers],
+) -> None:
+    client, mock, workers = fleet
+    await workers.start()
+    # 5 chunks of 2, 2 chunks a run: the workflow continues as new twice while the submission's
+    # chunks are queued, carrying them over
+    report = await submit(client, updates(1, 10), settings=StoreSettings(chunks_per_run=2), chunk_size=2)
+    assert report.chunks == 5
+    await wait_until_done(client, report.submission, 10, 60)
+    results = await results_of(client, report.submission)
+    assert_every_result_is_the_mocks(results, mock, 10)
+    assert [r.seq for r in sorted(results, key=lambda r: r.trace_id or "")] == list(range(10))  # in input order
+    wid = workflow_id("default", "store000")
+    runs = [execution async for execution in client.list_workflows(f'WorkflowId = "{wid}"')]
+    assert len(runs) >= 3
+    # every run's history, recorded by a worker process, replays on this code: the workflow is deterministic
+    replayer = Replayer(
+        workflows=[StoreWorkflow],
+        workflow_runner=SandboxedWorkflowRunner(
+            restrictions=SandboxRestrictions.default.with_passthrough_modules("shopline_async")
+        ),
+    )
+    for run in runs:
+        await replayer.replay_workflow(await client.get_workflow_handle(wid, run_id=run.run_id).fetch_history())
 
 
 @pytest.mark.slow
