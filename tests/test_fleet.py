@@ -53,8 +53,18 @@ from shopline_async.fleet import (
     workflow_id,
 )
 from shopline_async.fleet._commands import status_command
-from shopline_async.fleet._model import Chunk, DrainInput, FleetOperation, decode_results, encode_results
-from shopline_async.fleet._worker import WORKER_HEADER
+from shopline_async.fleet._model import (
+    SUBMIT_SIGNAL,
+    WORKFLOW_NAME,
+    Chunk,
+    DrainInput,
+    FleetOperation,
+    GiveUpInput,
+    StoreState,
+    decode_results,
+    encode_results,
+)
+from shopline_async.fleet._worker import DEFAULT_TASK_QUEUE, WORKER_HEADER
 from shopline_async.fleet._workflow import StoreWorkflow
 from shopline_async.mock import MockShopline, MockStoreConfig
 
@@ -168,6 +178,22 @@ async def test_submit_refuses_what_sync_refuses_ids_and_handles_included() -> No
     assert "$.product_id: must be at most 64 characters, got 65" in said[0]
     assert "must not be '.' or '..'" in said[1] and "expected a string, got int" in said[2]
     assert "$.image_id: must not be empty" in said[3] and "not a handle!" in said[4] and "status" in said[5]
+
+
+async def test_a_chunk_given_up_reports_each_row_failed_and_unconfirmed() -> None:
+    async with ShoplineClient(sender=MockSender(lambda request: HTTPResponse(500, {}, b""))) as client:
+        worker = FleetWorker(client, identity="me")
+        job = GiveUpInput("shop", Chunk.of("sub", 0, ops(2)), "TypeError: a bug")
+        outcome = await ActivityEnvironment().run(worker.give_up, job)
+        unreadable = GiveUpInput("shop", Chunk("sub", 1, 3, "not json"), "DecodeError: ...")
+        counted = await ActivityEnvironment().run(worker.give_up, unreadable)
+    results = decode_results(outcome.results)
+    assert [r.seq for r in results] == [0, 1] and not any(r.ok for r in results) and outcome.failed == 2
+    assert all(
+        "drain failed for good (TypeError: a bug); it may or may not have been applied" in (r.error or "")
+        for r in results
+    )
+    assert (counted.results, counted.failed) == ("", 3)  # no row to name, but counted
 
 
 async def test_a_retried_drain_resumes_after_its_checkpoint() -> None:
@@ -373,6 +399,32 @@ async def test_a_store_continues_as_new_mid_submission_and_every_run_replays(
     )
     for run in runs:
         await replayer.replay_workflow(await client.get_workflow_handle(wid, run_id=run.run_id).fetch_history())
+
+
+@pytest.mark.slow
+async def test_a_chunk_that_fails_every_drain_does_not_stall_its_store(
+    fleet: tuple[Client, MockShopline, Workers],
+) -> None:
+    client, mock, workers = fleet
+    await workers.start()
+    wid = workflow_id("default", "store000")
+    bad = Chunk("broken", 0, 4, "[not json")  # what no worker can read: a bug, the same every attempt
+    await client.start_workflow(
+        WORKFLOW_NAME,
+        StoreState("default", "store000"),
+        id=wid,
+        task_queue=DEFAULT_TASK_QUEUE,
+        start_signal=SUBMIT_SIGNAL,
+        start_signal_args=[bad],
+    )
+    started = time.monotonic()
+    good = await submit(client, updates(1, 3))
+    await wait_until_done(client, good.submission, 3, 60)
+    assert time.monotonic() - started < 30  # not retried for minutes: failed for good at once
+    (progress,) = [p for p in await fetch_progress(client) if not isinstance(p, str) and p.store == "store000"]
+    broken = progress.totals["broken"]
+    assert (broken.submitted, broken.done, broken.ok, broken.failed) == (4, 4, 0, 4)
+    assert_every_result_is_the_mocks(await results_of(client, good.submission), mock, 3)
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ __all__ = [
     "DrainInput",
     "DrainOutcome",
     "FleetOperation",
+    "GiveUpInput",
     "OperationResult",
     "StoreProgress",
     "StoreSettings",
@@ -31,6 +32,7 @@ __all__ = [
 
 WORKFLOW_NAME = "shopline-store"
 ACTIVITY_NAME = "shopline-drain-chunk"
+GIVE_UP_ACTIVITY_NAME = "shopline-give-up-chunk"
 SUBMIT_SIGNAL = "submit"
 PROGRESS_QUERY = "progress"
 
@@ -173,6 +175,15 @@ class DrainInput:
     last_drain_end: float | None
     stopped: StoreStopped | None = None
     """The store answered so to an earlier chunk of this submission: send nothing."""
+
+
+@dataclass
+class GiveUpInput:
+    """A chunk whose drain failed for good, and why: its rows are reported failed, the store goes on."""
+
+    store: str
+    chunk: Chunk
+    reason: str
 
 
 @dataclass

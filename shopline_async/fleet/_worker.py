@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -42,9 +43,11 @@ from .._sync import error_text
 from .._telemetry import Observer
 from ._model import (
     ACTIVITY_NAME,
+    GIVE_UP_ACTIVITY_NAME,
     DrainInput,
     DrainOutcome,
     FleetOperation,
+    GiveUpInput,
     OperationResult,
     StoreStopped,
     decode_results,
@@ -133,6 +136,19 @@ class FleetWorker:
             self.telemetry.chunk_drained(job.store, len(todo))
         return self._outcome(results, info.attempt, resumed, stopped)
 
+    @activity.defn(name=GIVE_UP_ACTIVITY_NAME)
+    async def give_up(self, job: GiveUpInput) -> DrainOutcome:
+        """The chunk's drain failed for good: each row is reported failed, with the reason; the rows
+        its attempts sent may have been applied, so none is called not sent."""
+        message = (
+            f"not confirmed: its chunk's drain failed for good ({job.reason}); it may or may not have been applied"
+        )
+        try:
+            ops = job.chunk.decoded()
+        except (msgspec.DecodeError, msgspec.ValidationError):  # what failed it: counted, with no row to name
+            return DrainOutcome("", 0, job.chunk.count, self.identity, time.time())
+        return self._outcome([_not_sent(job, op, message) for op in ops], activity.info().attempt, 0)
+
     def _outcome(
         self, results: list[OperationResult], attempt: int, resumed: int, stopped: StoreStopped | None = None
     ) -> DrainOutcome:
@@ -195,7 +211,7 @@ def _result(job: DrainInput, op: FleetOperation, result: AnyResult) -> Operation
     )
 
 
-def _not_sent(job: DrainInput, op: FleetOperation, message: str) -> OperationResult:
+def _not_sent(job: DrainInput | GiveUpInput, op: FleetOperation, message: str) -> OperationResult:
     return OperationResult(
         submission=job.chunk.submission,
         store=job.store,
@@ -257,7 +273,7 @@ async def run_worker(
             temporal,
             task_queue=task_queue,
             workflows=[StoreWorkflow],
-            activities=[fleet.drain],
+            activities=[fleet.drain, fleet.give_up],
             # The workflow's module is this package's: importing it anew in every run's sandbox
             # costs the SDK's whole import (aiohttp and all) every run (benchmarks/README.md). It has no
             # side effects at import, so it is shared with the sandbox instead.

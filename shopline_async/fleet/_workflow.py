@@ -13,16 +13,19 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from ._model import (
         ACTIVITY_NAME,
+        GIVE_UP_ACTIVITY_NAME,
         PROGRESS_QUERY,
         SUBMIT_SIGNAL,
         WORKFLOW_NAME,
         Chunk,
         DrainInput,
         DrainOutcome,
+        GiveUpInput,
         StoreProgress,
         StoreState,
         SubmissionTotals,
@@ -30,10 +33,25 @@ with workflow.unsafe.imports_passed_through():
 
 __all__ = ["StoreWorkflow"]
 
-# A drain that fails is retried until it succeeds: its operations' own failures are results, so
-# what fails an activity is a lost worker or a bug, and neither is the operations' fault.
+# An operation's own failure is a result, not an activity failure: what fails a drain is a lost
+# worker (retried: another takes over) or a bug. A bug that fails the same way every time is not
+# retried, anything else is retried a bounded number of times (some 10 minutes); then the chunk's
+# rows are reported failed with the reason and the store goes on to its next chunk.
 _KEPT_SUBMISSIONS = 100
-_DRAIN_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+_DRAIN_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=60),
+    maximum_attempts=15,
+    non_retryable_error_types=[
+        "TypeError",
+        "AttributeError",
+        "KeyError",
+        "NameError",
+        "DecodeError",
+        "ValidationError",
+    ],
+)
+_GIVE_UP_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -51,14 +69,23 @@ class StoreWorkflow:
             settings = chunk.settings or self._state.settings  # read at each drain: the submitter's
             self._draining = True
             totals = self._state.totals.setdefault(chunk.submission, SubmissionTotals())
-            outcome = await workflow.execute_activity(
-                ACTIVITY_NAME,
-                DrainInput(state.store, chunk, settings, state.last_drainer, state.last_drain_end, totals.stopped),
-                result_type=DrainOutcome,
-                start_to_close_timeout=timedelta(seconds=settings.chunk_timeout),
-                heartbeat_timeout=timedelta(seconds=settings.heartbeat_timeout),
-                retry_policy=_DRAIN_RETRY,
-            )
+            try:
+                outcome = await workflow.execute_activity(
+                    ACTIVITY_NAME,
+                    DrainInput(state.store, chunk, settings, state.last_drainer, state.last_drain_end, totals.stopped),
+                    result_type=DrainOutcome,
+                    start_to_close_timeout=timedelta(seconds=settings.chunk_timeout),
+                    heartbeat_timeout=timedelta(seconds=settings.heartbeat_timeout),
+                    retry_policy=_DRAIN_RETRY,
+                )
+            except ActivityError as failed:
+                outcome = await workflow.execute_activity(
+                    GIVE_UP_ACTIVITY_NAME,
+                    GiveUpInput(state.store, chunk, _reason(failed)),
+                    result_type=DrainOutcome,
+                    start_to_close_timeout=timedelta(seconds=60),
+                    retry_policy=_GIVE_UP_RETRY,
+                )
             self._draining = False
             self._state.queued.pop(0)
             totals.done += outcome.ok + outcome.failed
@@ -101,3 +128,10 @@ class StoreWorkflow:
             draining=self._draining,
             totals=self._state.totals,
         )
+
+
+def _reason(failed: ActivityError) -> str:
+    """What failed the drain, in a line: the error its last attempt raised."""
+    cause = failed.cause if failed.cause is not None else failed
+    kind = getattr(cause, "type", None) or type(cause).__name__  # an ApplicationError names the error raised
+    return f"{kind}: {getattr(cause, 'message', None) or cause}"[:500]
