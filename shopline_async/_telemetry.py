@@ -100,10 +100,10 @@ class Observer:
     def batch_started(self) -> Any:
         return None
 
-    def chunk_drained(self, store: str, operations: int) -> None:
+    def batch_finished(self, batch: Any, counts: Mapping[str, int], error: BaseException | None) -> None:
         pass
 
-    def batch_finished(self, batch: Any, counts: Mapping[str, int], error: BaseException | None) -> None:
+    def chunk_drained(self, store: str, operations: int) -> None:
         pass
 
 
@@ -203,7 +203,7 @@ def build_observer(
         if any(event_hooks.values()):
             hooks = _Hooks(event_hooks)
     if telemetry is not None and not isinstance(telemetry, Observer):
-        raise ConfigError("telemetry must be a shopline_async.otel.OpenTelemetry (or another Observer)")
+        raise ConfigError("telemetry must be a shopline_async.otel.OpenTelemetry")
     if hooks is None:
         return telemetry
     return hooks if telemetry is None else _Both(hooks, telemetry)
