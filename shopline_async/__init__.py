@@ -31,7 +31,7 @@ from ._errors import (
     StoreUnavailableError,
     ValidationError,
 )
-from ._ledger import Ledger, LedgerBusyError, LedgerEntry, LedgerError
+from ._ledger import Ledger, LedgerBusyError, LedgerEntry, LedgerError, PostgresLedger, open_ledger
 from ._logging import setup_logging
 from ._operations import BatchReport, BatchSummary, Operation, Progress, Result, UpdateImage, UpdateProduct
 from ._response import Response
@@ -100,6 +100,7 @@ __all__ = [
     "OptionInput",
     "OptionValue",
     "PermissionDeniedError",
+    "PostgresLedger",
     "PreparedRequest",
     "Product",
     "ProductImage",
@@ -134,6 +135,7 @@ __all__ = [
     "Variant",
     "VariantInput",
     "__version__",
+    "open_ledger",
 ]
 
 setup_logging()  # $SHOPLINE_LOG, if set

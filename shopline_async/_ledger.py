@@ -20,6 +20,11 @@ One process at a time: the database is opened in SQLite's exclusive locking mode
 once at open, so a second ``Ledger`` on the same file, by any path to it (a symlink, a hard link),
 is refused with ``LedgerBusyError``. Anything storage refuses (a missing directory, a corrupt,
 read-only or full file) is a ``LedgerError`` naming the path and what to do.
+
+``PostgresLedger`` keeps the same ledger in a PostgreSQL table, which several processes may share;
+``open_ledger`` picks by what it is given (a ``postgresql://`` URL or a path). The window of
+pending rows, the intents and their commits are this module's ``Ledger``; a storage supplies
+``_fetch``, ``_store``, ``_count`` and ``_release``.
 """
 
 from __future__ import annotations
@@ -31,11 +36,20 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ._errors import ConfigError
 
-__all__ = ["Ledger", "LedgerBusyError", "LedgerEntry", "LedgerError"]
+__all__ = [
+    "Ledger",
+    "LedgerBusyError",
+    "LedgerEntry",
+    "LedgerError",
+    "PostgresLedger",
+    "is_database_url",
+    "ledger_name",
+    "open_ledger",
+]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS writes (
@@ -110,6 +124,10 @@ class Ledger:
         except sqlite3.Error as exc:
             self._db.close()
             raise self._error(exc) from None
+        self.name = str(self.path)
+        self._open_window()
+
+    def _open_window(self) -> None:
         self._pending: dict[tuple[str, str, str], tuple[object, ...] | None] = {}
         """Rows recorded since the last commit, by target: newer than the table (None: deleted)."""
         self._last_commit = time.monotonic()
@@ -155,7 +173,7 @@ class Ledger:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Ledger({str(self.path)!r})"
+        return f"{type(self).__name__}({self.name!r})"
 
     def last(self, base_url: str, store: str, path: str) -> LedgerEntry | None:
         """The target's last recorded write, committed or not; None if it was never recorded."""
@@ -163,14 +181,19 @@ class Ledger:
         if key in self._pending:
             row = self._pending[key]
             return None if row is None else LedgerEntry(row[4], bool(row[5]), row[6], row[7], row[8])  # type: ignore[arg-type]
+        found = self._fetch(key)
+        return None if found is None else LedgerEntry(bytes(found[0]), bool(found[1]), found[2], found[3], found[4])
+
+    def _fetch(self, key: tuple[str, str, str]) -> tuple[Any, ...] | None:
+        """The stored row of a target: body_hash, ok, status, trace_id, at."""
         try:
-            found = self._db.execute(
+            found: tuple[Any, ...] | None = self._db.execute(
                 "SELECT body_hash, ok, status, trace_id, at FROM writes WHERE base_url = ? AND store = ? AND path = ?",
-                (base_url, store, path),
+                key,
             ).fetchone()
         except sqlite3.Error as exc:
             raise self._error(exc) from None
-        return None if found is None else LedgerEntry(found[0], bool(found[1]), found[2], found[3], found[4])
+        return found
 
     def intend(self, base_url: str, store: str, path: str, kind: str, hashed: bytes) -> int:
         """Note that a write of ``hashed`` is about to be sent: the target's state is unknown until
@@ -221,20 +244,21 @@ class Ledger:
         if not self._pending:
             return
         intents = self._intents
-        try:
-            with self._transaction():
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO writes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (row for row in self._pending.values() if row is not None),
-                )
-                self._db.executemany(
-                    "DELETE FROM writes WHERE base_url = ? AND store = ? AND path = ?",
-                    (key for key, row in self._pending.items() if row is None),
-                )
-        except sqlite3.Error as exc:
-            raise self._error(exc) from None
+        self._store(
+            [row for row in self._pending.values() if row is not None],
+            [key for key, row in self._pending.items() if row is None],
+        )
         self._pending.clear()
         self.committed_intents = intents
+
+    def _store(self, rows: list[tuple[object, ...]], deleted: list[tuple[str, str, str]]) -> None:
+        """Write ``rows`` and delete the ``deleted`` targets, in one transaction."""
+        try:
+            with self._transaction():
+                self._db.executemany("INSERT OR REPLACE INTO writes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                self._db.executemany("DELETE FROM writes WHERE base_url = ? AND store = ? AND path = ?", deleted)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
 
     @contextmanager
     def _transaction(self, *, immediate: bool = False) -> Iterator[None]:
@@ -250,15 +274,163 @@ class Ledger:
 
     def __len__(self) -> int:
         self.commit()
+        return self._count()
+
+    def _count(self) -> int:
         count: int = self._db.execute("SELECT count(*) FROM writes").fetchone()[0]
         return count
 
     def close(self) -> None:
-        """Commit what is pending and release the file. Safe to call twice."""
+        """Commit what is pending and release the storage. Safe to call twice."""
         if self.closed:
             return
         try:
             self.commit()
         finally:
             self.closed = True
-            self._db.close()
+            self._release()
+
+    def _release(self) -> None:
+        self._db.close()
+
+
+_PG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS shopline_ledger (
+    base_url  TEXT NOT NULL,
+    store     TEXT NOT NULL,
+    path      TEXT NOT NULL,
+    kind      TEXT NOT NULL,
+    body_hash BYTEA NOT NULL,
+    ok        BOOLEAN NOT NULL,
+    status    INTEGER,
+    trace_id  TEXT,
+    at        DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (base_url, store, path)
+)
+"""
+_PG_UPSERT = (
+    "INSERT INTO shopline_ledger VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (base_url, store, path) DO UPDATE SET kind = EXCLUDED.kind, body_hash = EXCLUDED.body_hash, "
+    "ok = EXCLUDED.ok, status = EXCLUDED.status, trace_id = EXCLUDED.trace_id, at = EXCLUDED.at"
+)
+_PG_URL_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_database_url(spec: object) -> bool:
+    """Whether a ``--ledger`` names a PostgreSQL database rather than a SQLite file."""
+    return isinstance(spec, str) and spec.startswith(_PG_URL_SCHEMES)
+
+
+def open_ledger(spec: str | os.PathLike[str], *, read_only: bool = False) -> Ledger:
+    """The ledger ``spec`` names: a ``postgresql://`` URL (:class:`PostgresLedger`) or a SQLite file.
+    ``read_only``: a database's table is not created if missing (it reads as empty)."""
+    if is_database_url(spec):
+        return PostgresLedger(str(spec), create=not read_only)
+    return Ledger(spec)
+
+
+def ledger_name(spec: str | os.PathLike[str]) -> str:
+    """How to name a ledger to a user: a file's path, or a database URL without its password."""
+    if not is_database_url(spec):
+        return str(spec)
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+    except ImportError:
+        return "postgresql://..."
+    try:
+        info = conninfo_to_dict(str(spec))
+    except Exception:  # a malformed URL: nothing of it is shown
+        return "postgresql://(unreadable URL)"
+    host = str(info.get("host") or "localhost")
+    port = f":{info['port']}" if info.get("port") else ""
+    user = f"{info['user']}@" if info.get("user") else ""
+    return f"postgresql://{user}{host}{port}/{info.get('dbname') or ''}"
+
+
+class PostgresLedger(Ledger):
+    """The ledger in a PostgreSQL database (the ``[postgres]`` extra): the same write-ahead semantics
+    as the SQLite file, in a table ``shopline_ledger`` created if missing. Several processes may use
+    one database at once (each target's row is written whole, atomically); a target two of them
+    write at the same moment holds whichever came last, as the store itself does.
+
+    Every lookup is a query, so a run sees what other runs committed before it looked.
+    """
+
+    def __init__(self, url: str, *, commit_every: int = 200, commit_interval: float = 0.5, create: bool = True) -> None:
+        if commit_every < 1 or commit_interval <= 0:
+            raise ConfigError("commit_every must be >= 1 and commit_interval > 0")
+        self.commit_every = commit_every
+        self.commit_interval = commit_interval
+        self.name = ledger_name(url)
+        self._secret = _password(url)
+        try:
+            import psycopg
+        except ImportError:
+            raise LedgerError(
+                f"ledger {self.name}: PostgreSQL needs its driver: pip install 'shopline-async[postgres]'"
+            ) from None
+        self._psycopg_error: type[Exception] = psycopg.Error
+        self._missing_table: type[Exception] = psycopg.errors.UndefinedTable
+        try:
+            self._pg = psycopg.connect(url, autocommit=True, connect_timeout=10)
+        except psycopg.Error as exc:
+            raise self._pg_error(exc) from None
+        self._open_window()
+        if not create:
+            return
+        try:
+            with self._pg.transaction():
+                # two runs creating the table at once would collide in PostgreSQL's catalog
+                self._pg.execute("SELECT pg_advisory_xact_lock(7403319651)")
+                self._pg.execute(_PG_SCHEMA)
+        except psycopg.Error as exc:
+            self._pg.close()
+            raise self._pg_error(exc) from None
+
+    def _pg_error(self, exc: Exception) -> LedgerError:
+        message = " ".join(str(exc).split())
+        if self._secret:
+            message = message.replace(self._secret, "[REDACTED]")
+        return LedgerError(f"ledger {self.name}: {message}; " + _WHAT_TO_DO)
+
+    def _fetch(self, key: tuple[str, str, str]) -> tuple[Any, ...] | None:
+        try:
+            found: tuple[Any, ...] | None = self._pg.execute(
+                "SELECT body_hash, ok, status, trace_id, at FROM shopline_ledger "
+                "WHERE base_url = %s AND store = %s AND path = %s",
+                key,
+            ).fetchone()
+        except self._missing_table:  # opened read-only on a database no run has written yet
+            return None
+        except self._psycopg_error as exc:
+            raise self._pg_error(exc) from None
+        return found
+
+    def _store(self, rows: list[tuple[object, ...]], deleted: list[tuple[str, str, str]]) -> None:
+        try:
+            with self._pg.transaction(), self._pg.cursor() as cursor:
+                if rows:
+                    cursor.executemany(_PG_UPSERT, [(*row[:5], bool(row[5]), *row[6:]) for row in rows])
+                if deleted:
+                    cursor.executemany(
+                        "DELETE FROM shopline_ledger WHERE base_url = %s AND store = %s AND path = %s", deleted
+                    )
+        except self._psycopg_error as exc:
+            raise self._pg_error(exc) from None
+
+    def _count(self) -> int:
+        found = self._pg.execute("SELECT count(*) FROM shopline_ledger").fetchone()
+        return int(found[0]) if found is not None else 0
+
+    def _release(self) -> None:
+        self._pg.close()
+
+
+def _password(url: str) -> str | None:
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        password = conninfo_to_dict(url).get("password")
+    except Exception:
+        return None
+    return str(password) if password else None

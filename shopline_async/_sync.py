@@ -31,7 +31,7 @@ from ._client import ShoplineClient
 from ._config import RateLimit, RetryPolicy
 from ._constants import DEFAULT_RATE, LOGGER_NAME
 from ._errors import APIStatusError, StoreUnavailableError, ValidationError
-from ._ledger import Ledger, LedgerError
+from ._ledger import LedgerError, is_database_url, ledger_name, open_ledger
 from ._operations import AnyResult, BatchSummary, Progress
 from ._rows import RowKey, SyncInputError, open_input, read_operations
 from ._telemetry import Observer
@@ -292,7 +292,7 @@ async def run_sync(
     concurrency: int,
     retry: RetryPolicy,
     results_path: Path,
-    ledger_path: Path | None,
+    ledger_path: str | Path | None,
     full: bool,
     dry_run: bool,
     progress: bool,
@@ -316,7 +316,7 @@ async def run_sync(
             # read first: a bad CSV header must fail before the results file is touched; so must a
             # ledger that cannot be opened
             rows = read_operations(source, fmt, default_store, job.record_invalid)
-            ledger = Ledger(ledger_path) if ledger_path is not None else None
+            ledger = open_ledger(ledger_path) if ledger_path is not None else None
             ledger_error: LedgerError | None = None
             try:
                 job.results = _open_results(results_path)
@@ -327,7 +327,12 @@ async def run_sync(
                     ledger=ledger,
                     skip_unchanged=not full,
                 )
-                logger.info("sync of %s started: %d stores, ledger %s", input_path, len(stores), ledger_path or "none")
+                logger.info(
+                    "sync of %s started: %d stores, ledger %s",
+                    input_path,
+                    len(stores),
+                    ledger.name if ledger is not None else "none",
+                )
                 stopped_by = await _run_with_interrupts(executor, job, rows)
                 summary = executor.summary()
                 job.log_summary(summary, input_path, interrupted=stopped_by is not None)
@@ -343,8 +348,8 @@ async def run_sync(
                         ledger.close()
                     except LedgerError as exc:
                         ledger_error = ledger_error or exc
-    ledger_name = str(ledger_path) if ledger_path is not None else None
-    print(format_summary(summary, job, str(results_path), interrupted=stopped_by is not None, ledger=ledger_name))
+    named = ledger_name(ledger_path) if ledger_path is not None else None
+    print(format_summary(summary, job, str(results_path), interrupted=stopped_by is not None, ledger=named))
     if ledger_error is not None or job.write_error is not None:
         print(f"shopline-async: error: {ledger_error or job.write_error}", file=sys.stderr)
         print("  the run stopped early: the rows it did not send are marked not_attempted", file=sys.stderr)
@@ -354,7 +359,7 @@ async def run_sync(
     return EXIT_OK if summary.failed == 0 and job.invalid == 0 else EXIT_FAILED
 
 
-def check_paths(input_path: str, results_path: Path, ledger_path: Path | None) -> None:
+def check_paths(input_path: str, results_path: Path, ledger_path: str | Path | None) -> None:
     """Refuse, before anything is written, a results file that would overwrite the input or the
     ledger, and a results directory that does not exist (a typo must not create one)."""
     if not results_path.parent.is_dir():
@@ -363,9 +368,10 @@ def check_paths(input_path: str, results_path: Path, ledger_path: Path | None) -
         raise SyncInputError(f"--results {results_path}: a directory; give a file name")
     if input_path != "-" and _same_file(results_path, Path(input_path)):
         raise SyncInputError(f"--results {results_path}: that is the input file; the results would overwrite it")
-    if ledger_path is not None:
+    if ledger_path is not None and not is_database_url(ledger_path):
+        ledger_file = Path(ledger_path)
         for suffix in ("", "-wal", "-shm", "-journal"):
-            if _same_file(results_path, ledger_path.with_name(ledger_path.name + suffix)):
+            if _same_file(results_path, ledger_file.with_name(ledger_file.name + suffix)):
                 raise SyncInputError(
                     f"--results {results_path}: that is the ledger's file; the results would destroy it"
                 )
@@ -442,7 +448,12 @@ async def _run_with_interrupts(executor: BatchExecutor, job: SyncJob, operations
 
 
 def _dry_run(
-    client: ShoplineClient, source: Any, fmt: str, default_store: str | None, ledger_path: Path | None, full: bool
+    client: ShoplineClient,
+    source: Any,
+    fmt: str,
+    default_store: str | None,
+    ledger_path: str | Path | None,
+    full: bool,
 ) -> int:
     """Check every row as the real run would (parse, store, validate, encode) and say per store what
     it would send, skip as unchanged and refuse; send nothing, write nothing (a ledger that does not
@@ -453,7 +464,8 @@ def _dry_run(
         plan.setdefault(store or "-", Counter())["invalid"] += 1
         print(f"line {line}: {message}")
 
-    ledger = Ledger(ledger_path) if ledger_path is not None and ledger_path.exists() else None
+    exists = ledger_path is not None and (is_database_url(ledger_path) or Path(ledger_path).exists())
+    ledger = open_ledger(ledger_path, read_only=True) if ledger_path is not None and exists else None
     try:
         executor = BatchExecutor(client, ledger=ledger, skip_unchanged=not full)
         for op, verdict in executor.plan(read_operations(source, fmt, default_store, report)):
@@ -465,7 +477,7 @@ def _dry_run(
     finally:
         if ledger is not None:
             ledger.close()
-    where = f"the ledger {ledger_path}" if ledger is not None else "no ledger yet: every valid row would be sent"
+    where = f"the ledger {ledger.name}" if ledger is not None else "no ledger yet: every valid row would be sent"
     print(f"dry run, nothing sent ({where}):")
     total: Counter[str] = Counter()
     for store, counts in sorted(plan.items()):

@@ -173,11 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sync.add_argument(
         "--ledger",
-        metavar="PATH",
-        type=Path,
-        default=Path(DEFAULT_LEDGER),
-        help="SQLite file remembering what each product and image was last sent: unchanged rows are "
-        "skipped, failed and interrupted ones sent again (default: ./%(default)s)",
+        metavar="PATH|URL",
+        default=DEFAULT_LEDGER,
+        help="where to remember what each product and image was last sent: unchanged rows are skipped, "
+        "failed and interrupted ones sent again. A SQLite file (default: ./%(default)s), or a PostgreSQL "
+        "database, postgresql://user:password@host/db, which several runs may share (pip install "
+        "'shopline-async[postgres]')",
     )
     sync.add_argument("--no-ledger", action="store_true", help="no ledger: send every row, remember nothing")
     sync.add_argument("--full", action="store_true", help="send every row, even unchanged ones (still recorded)")
