@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, NamedTuple
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ._errors import ConfigError
 
@@ -49,6 +50,7 @@ __all__ = [
     "is_database_url",
     "ledger_name",
     "open_ledger",
+    "url_password",
 ]
 
 _SCHEMA = """
@@ -330,21 +332,18 @@ def open_ledger(spec: str | os.PathLike[str], *, read_only: bool = False) -> Led
 
 
 def ledger_name(spec: str | os.PathLike[str]) -> str:
-    """How to name a ledger to a user: a file's path, or a database URL without its password."""
+    """How to name a ledger to a user: a file's path, or a database URL with its password left out
+    (in the URL's user part or a ``password=`` parameter); libpq then takes it from ``PGPASSWORD``."""
     if not is_database_url(spec):
         return str(spec)
-    try:
-        from psycopg.conninfo import conninfo_to_dict
-    except ImportError:
-        return "postgresql://..."
-    try:
-        info = conninfo_to_dict(str(spec))
-    except Exception:  # a malformed URL: nothing of it is shown
-        return "postgresql://(unreadable URL)"
-    host = str(info.get("host") or "localhost")
-    port = f":{info['port']}" if info.get("port") else ""
-    user = f"{info['user']}@" if info.get("user") else ""
-    return f"postgresql://{user}{host}{port}/{info.get('dbname') or ''}"
+    parts = urlsplit(str(spec))
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.partition(':')[0]}@{host}"
+    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "password"]
+    query = urlencode(kept, safe="/")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 class PostgresLedger(Ledger):
@@ -362,7 +361,7 @@ class PostgresLedger(Ledger):
         self.commit_every = commit_every
         self.commit_interval = commit_interval
         self.name = ledger_name(url)
-        self._secret = _password(url)
+        self._secret = url_password(url)
         try:
             import psycopg
         except ImportError:
@@ -426,7 +425,8 @@ class PostgresLedger(Ledger):
         self._pg.close()
 
 
-def _password(url: str) -> str | None:
+def url_password(url: str) -> str | None:
+    """The password a database URL carries, if any (to keep it out of what is said)."""
     try:
         from psycopg.conninfo import conninfo_to_dict
 

@@ -31,7 +31,7 @@ from ._client import ShoplineClient
 from ._config import RateLimit, RetryPolicy
 from ._constants import DEFAULT_RATE, LOGGER_NAME
 from ._errors import APIStatusError, StoreUnavailableError, ValidationError
-from ._ledger import LedgerError, is_database_url, ledger_name, open_ledger
+from ._ledger import LedgerError, is_database_url, ledger_name, open_ledger, url_password
 from ._operations import AnyResult, BatchSummary, Progress
 from ._rows import RowKey, SyncInputError, open_input, read_operations
 from ._telemetry import Observer
@@ -262,8 +262,13 @@ def count_rows(input_path: str, fmt: str) -> int | None:
 
 
 def rerun_command() -> str:
-    """This very command line, to run again."""
-    return " ".join([cli_command(), *(shlex.quote(arg) for arg in sys.argv[1:])])
+    """This very command line, to run again; a ledger URL's password left out (libpq reads
+    ``PGPASSWORD``): it must not be printed."""
+    args = [ledger_name(arg) if is_database_url(arg) else arg for arg in sys.argv[1:]]
+    command = " ".join([cli_command(), *(shlex.quote(arg) for arg in args)])
+    if any(is_database_url(arg) and url_password(arg) for arg in sys.argv[1:]):
+        command += "  # with the ledger's password in PGPASSWORD"
+    return command
 
 
 def cli_command() -> str:

@@ -165,3 +165,24 @@ def test_an_unreachable_database_is_a_clear_error_without_its_password(mock: Moc
     assert refused.returncode == 2 and "ledger postgresql://sync@127.0.0.1:1/catalog" in refused.stderr
     assert "hunter2" not in refused.stdout + refused.stderr
     assert mock.stats("east").requests == 0
+
+
+def test_a_database_url_is_named_without_its_password_and_the_rerun_hint_leaves_it_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from shopline_async._sync import rerun_command
+
+    assert ledger_name("postgresql://sync:s3cret@db.example:5432/catalog?sslmode=require") == (
+        "postgresql://sync@db.example:5432/catalog?sslmode=require"
+    )
+    assert ledger_name("postgres://db.example/catalog?user=sync&password=s3cret") == (
+        "postgres://db.example/catalog?user=sync"
+    )
+    assert (
+        ledger_name("postgresql://postgres:@/postgres?host=/tmp/pg") == "postgresql://postgres@/postgres?host=/tmp/pg"
+    )
+    assert ledger_name("./a.sqlite3") == "./a.sqlite3"
+    url = "postgresql://sync:s3cret@db.example/catalog"
+    monkeypatch.setattr(sys, "argv", ["shopline-async", "sync", "c.jsonl", "--ledger", url])
+    hint = rerun_command()
+    assert "s3cret" not in hint and "postgresql://sync@db.example/catalog" in hint and "PGPASSWORD" in hint
