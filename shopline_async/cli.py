@@ -380,6 +380,12 @@ def _add_fleet_parser(commands: Any) -> None:
         help="send X-Shopline-Fleet-Worker: host:pid:random with every request (for a proxy's log or the mock)",
     )
     worker.add_argument("--otel", action="store_true", help=_OTEL_HELP)
+    worker.add_argument(
+        "--ledger",
+        metavar="URL",
+        help="a PostgreSQL database (postgresql://user@host/db, password in $PGPASSWORD) that every worker "
+        "records its writes in: a resubmitted catalog then sends only the rows that changed (default: none)",
+    )
 
     submit = _subcommand(
         actions,
@@ -658,6 +664,7 @@ async def _fleet(args: argparse.Namespace) -> int:
                 send_identity=args.send_identity,
                 max_connections=args.max_connections,
                 telemetry=telemetry,
+                ledger=args.ledger,
             )
     if action == "submit":
         return await _commands.submit_command(

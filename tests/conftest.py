@@ -3,9 +3,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-from collections.abc import AsyncIterator
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import looptime
 import pytest
@@ -73,3 +76,30 @@ def _collect_garbage() -> None:
     # warning (an error under our filterwarnings) land in the test that leaked it
     yield
     gc.collect()
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A PostgreSQL 16 server from the pgserver wheel, its data and HOME in temporary directories."""
+    pgserver = pytest.importorskip("pgserver", reason="these tests start PostgreSQL from the pgserver wheel ([test])")
+    data, home = tmp_path_factory.mktemp("pgdata"), tmp_path_factory.mktemp("pghome")
+    previous = os.environ.get("HOME")
+    os.environ["HOME"] = str(home)
+    try:
+        server = pgserver.get_server(data, cleanup_mode="stop")
+        yield server
+        server.cleanup()
+    finally:
+        if previous is not None:
+            os.environ["HOME"] = previous
+
+
+@pytest.fixture
+def pg_database(pg_server: Any) -> str:
+    """A fresh database on the server: its URL."""
+    psycopg = pytest.importorskip("psycopg", reason="the PostgreSQL ledger needs psycopg ([postgres])")
+    name = f"ledger_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server.get_uri(), autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    uri: str = pg_server.get_uri()
+    return uri.replace("/postgres?", f"/{name}?")

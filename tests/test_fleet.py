@@ -260,9 +260,9 @@ class Workers:
         self.address, self.config, self.base_url, self.home = address, config, base_url, home
         self.processes: list[asyncio.subprocess.Process] = []
 
-    async def start(self) -> asyncio.subprocess.Process:
+    async def start(self, *extra: str) -> asyncio.subprocess.Process:
         command = [sys.executable, "-m", "shopline_async.cli", "fleet", "worker", "--address", self.address]
-        command += ["--config", str(self.config), "--base-url", self.base_url, "--send-identity"]
+        command += ["--config", str(self.config), "--base-url", self.base_url, "--send-identity", *extra]
         env = {**os.environ, "HOME": str(self.home)}
         process = await asyncio.create_subprocess_exec(*command, env=env, stdout=asyncio.subprocess.PIPE)
         assert process.stdout is not None
@@ -425,6 +425,29 @@ async def test_a_chunk_that_fails_every_drain_does_not_stall_its_store(
     broken = progress.totals["broken"]
     assert (broken.submitted, broken.done, broken.ok, broken.failed) == (4, 4, 0, 4)
     assert_every_result_is_the_mocks(await results_of(client, good.submission), mock, 3)
+
+
+@pytest.mark.slow
+async def test_workers_sharing_a_postgres_ledger_send_a_resubmitted_catalog_only_where_it_changed(
+    fleet: tuple[Client, MockShopline, Workers], pg_database: str
+) -> None:
+    client, mock, workers = fleet
+    await workers.start("--ledger", pg_database)
+    await workers.start("--ledger", pg_database)
+    catalog = updates(3, 10)
+    first = await submit(client, catalog)
+    await wait_until_done(client, first.submission, 30, 60)
+    assert sum(mock.stats(h).requests for h in mock.handles) == 30
+    again = await submit(client, catalog)  # a new submission of the same rows: nothing to send
+    await wait_until_done(client, again.submission, 30, 60)
+    assert sum(mock.stats(h).requests for h in mock.handles) == 30
+    results = await results_of(client, again.submission)
+    assert {r.outcome for r in results} == {"unchanged"} and all(r.ok for r in results) and len(results) == 30
+    catalog[4] = UpdateProduct("store001", "p1", {"title": "changed"}, key="1-1")
+    changed = await submit(client, catalog)
+    await wait_until_done(client, changed.submission, 30, 60)
+    assert sum(mock.stats(h).requests for h in mock.handles) == 31  # exactly the changed row
+    assert mock.product("store001", "p1")["title"] == "changed"  # type: ignore[index]
 
 
 @pytest.mark.slow

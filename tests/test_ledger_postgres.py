@@ -8,15 +8,12 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 psycopg = pytest.importorskip("psycopg", reason="the PostgreSQL ledger needs psycopg ([postgres])")
-pgserver = pytest.importorskip("pgserver", reason="these tests start PostgreSQL from the pgserver wheel ([test])")
 
 from test_cli import TOKENS, ThreadedMock, product_rows, read_results, write_jsonl  # noqa: E402
 from test_ledger import EAST_TOKEN, run_cli  # noqa: E402
@@ -28,46 +25,21 @@ from shopline_async.mock import Faults, MockShopline, MockStoreConfig  # noqa: E
 WEST_TOKEN = next(t for t, h in TOKENS.items() if h == "west")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    data = tmp_path_factory.mktemp("pgdata")
-    home = tmp_path_factory.mktemp("pghome")
-    previous = os.environ.get("HOME")
-    os.environ["HOME"] = str(home)  # whatever it writes beside its data stays in temporary directories
-    try:
-        started = pgserver.get_server(data, cleanup_mode="stop")
-        yield started
-        started.cleanup()
-    finally:
-        if previous is not None:
-            os.environ["HOME"] = previous
-
-
-@pytest.fixture
-def database(server: Any) -> str:
-    """A fresh database on the server: its URL."""
-    name = f"ledger_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server.get_uri(), autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    uri: str = server.get_uri()
-    return uri.replace("/postgres?", f"/{name}?")
-
-
 @pytest.fixture
 def mock() -> Iterator[MockShopline]:
     with ThreadedMock(MockStoreConfig(rate=None)) as threaded:
         yield threaded
 
 
-def test_a_write_ahead_intent_stays_unknown_until_recorded_and_a_withdrawal_restores(database: str) -> None:
+def test_a_write_ahead_intent_stays_unknown_until_recorded_and_a_withdrawal_restores(pg_database: str) -> None:
     target = ("https://east.example", "east", "/p1.json")
     first, second = body_hash(b"one"), body_hash(b"two")
-    with open_ledger(database) as ledger:
+    with open_ledger(pg_database) as ledger:
         assert isinstance(ledger, PostgresLedger) and ledger.last(*target) is None
         ledger.intend(*target, "product", first)
         ledger.commit()
         ledger.record(*target, "product", first, ok=True, status=200, trace_id="t1")
-    with open_ledger(database) as ledger:  # what was committed, from another connection
+    with open_ledger(pg_database) as ledger:  # what was committed, from another connection
         entry = ledger.last(*target)
         assert entry is not None and (entry.body_hash, entry.ok, entry.status, entry.trace_id) == (
             first,
@@ -79,7 +51,7 @@ def test_a_write_ahead_intent_stays_unknown_until_recorded_and_a_withdrawal_rest
         ledger.commit()
         assert ledger.committed_intents >= intent
         # killed here: the next run finds the target's state unknown, and sends it again
-    with open_ledger(database) as ledger:
+    with open_ledger(pg_database) as ledger:
         entry = ledger.last(*target)
         assert entry is not None and (entry.body_hash, entry.ok) == (second, False)
         before = entry
@@ -89,18 +61,18 @@ def test_a_write_ahead_intent_stays_unknown_until_recorded_and_a_withdrawal_rest
         assert ledger.last(*target) == before
 
 
-async def test_the_postgres_ledger_records_only_acknowledged_writes(database: str) -> None:
+async def test_the_postgres_ledger_records_only_acknowledged_writes(pg_database: str) -> None:
     stores = {"east": MockStoreConfig(rate=None, faults=Faults(fail_first=1, fail_status=422))}
     async with MockShopline({EAST_TOKEN: "east"}, store_configs=stores) as server:
         async with ShoplineClient(base_url=server.base_url) as client:
             client.store("east", EAST_TOKEN)
             ops = [UpdateProduct("east", f"p{i}", {"title": "x"}, key=i) for i in range(3)]
-            with open_ledger(database) as ledger:
+            with open_ledger(pg_database) as ledger:
                 first = await BatchExecutor(client, ledger=ledger).gather(ops)
                 assert [r.outcome for r in first.results] == ["failed"] * 3
                 second = await BatchExecutor(client, ledger=ledger).gather(ops)
                 assert [r.outcome for r in second.results] == ["ok"] * 3
-            with open_ledger(database) as ledger:  # another run
+            with open_ledger(pg_database) as ledger:  # another run
                 third = await BatchExecutor(client, ledger=ledger).gather(ops)
                 assert [r.outcome for r in third.results] == ["unchanged"] * 3
                 assert [r.trace_id for r in third.results] == [r.trace_id for r in second.results]
@@ -109,7 +81,7 @@ async def test_the_postgres_ledger_records_only_acknowledged_writes(database: st
 
 @pytest.mark.slow
 def test_sync_with_a_postgres_ledger_sends_only_what_changed_and_runs_can_share_it(
-    mock: MockShopline, database: str, tmp_path: Path
+    mock: MockShopline, pg_database: str, tmp_path: Path
 ) -> None:
     east_rows, west_rows = product_rows(30, "east"), product_rows(30, "west")
     east = write_jsonl(tmp_path / "east.jsonl", east_rows)
@@ -117,42 +89,42 @@ def test_sync_with_a_postgres_ledger_sends_only_what_changed_and_runs_can_share_
 
     def sync_west(*extra: str) -> subprocess.Popen[str]:
         args = [sys.executable, "-m", "shopline_async.cli", "sync", str(west), "--store", "west"]
-        args += ["--base-url", mock.base_url, "--progress", "never", "--unlimited", "--ledger", database, *extra]
+        args += ["--base-url", mock.base_url, "--progress", "never", "--unlimited", "--ledger", pg_database, *extra]
         env = {**os.environ, "SHOPLINE_ACCESS_TOKEN": WEST_TOKEN}
         return subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     # two runs at once, one ledger: each records its own store's rows
     west_run = sync_west()
-    east_run = run_cli(tmp_path, mock.base_url, east, "--ledger", database)
+    east_run = run_cli(tmp_path, mock.base_url, east, "--ledger", pg_database)
     assert east_run.returncode == 0, east_run.stderr
     _, err = west_run.communicate(timeout=60)
     assert west_run.returncode == 0, err
     assert mock.stats("east").requests == 30 and mock.stats("west").requests == 30
-    assert f"ledger: {ledger_name(database)}" in east_run.stdout
-    with open_ledger(database) as ledger:
+    assert f"ledger: {ledger_name(pg_database)}" in east_run.stdout
+    with open_ledger(pg_database) as ledger:
         assert len(ledger) == 60
 
     # again: nothing sent; then three rows changed: those three
-    assert run_cli(tmp_path, mock.base_url, east, "--ledger", database).returncode == 0
+    assert run_cli(tmp_path, mock.base_url, east, "--ledger", pg_database).returncode == 0
     assert mock.stats("east").requests == 30
     for i in (2, 11, 29):
         east_rows[i]["product"]["title"] = f"changed {i}"
     write_jsonl(east, east_rows)
-    changed = run_cli(tmp_path, mock.base_url, east, "--ledger", database)
+    changed = run_cli(tmp_path, mock.base_url, east, "--ledger", pg_database)
     assert changed.returncode == 0 and mock.stats("east").requests == 33
     results = read_results(tmp_path / "east.jsonl.results.jsonl")
     assert sorted(r["product_id"] for r in results if r["outcome"] == "ok") == ["p11", "p2", "p29"]
 
     # a dry run reads the same ledger and writes nothing
-    dry = run_cli(tmp_path, mock.base_url, east, "--ledger", database, "--dry-run")
+    dry = run_cli(tmp_path, mock.base_url, east, "--ledger", pg_database, "--dry-run")
     assert dry.returncode == 0 and "would send 0" in dry.stdout, dry.stdout
     assert mock.stats("east").requests == 33
 
 
-def test_a_dry_run_on_a_database_no_run_has_used_creates_nothing(database: str) -> None:
-    with open_ledger(database, read_only=True) as ledger:
+def test_a_dry_run_on_a_database_no_run_has_used_creates_nothing(pg_database: str) -> None:
+    with open_ledger(pg_database, read_only=True) as ledger:
         assert ledger.last("https://east.example", "east", "/p1.json") is None
-    with psycopg.connect(database) as connection:
+    with psycopg.connect(pg_database) as connection:
         assert connection.execute("SELECT to_regclass('shopline_ledger')").fetchone() == (None,)
 
 
@@ -192,7 +164,7 @@ def test_a_database_url_is_named_without_its_password_and_the_rerun_hint_leaves_
 
 @pytest.mark.slow
 def test_sigkill_mid_run_then_a_rerun_on_the_same_database_writes_everything_exactly(
-    database: str, tmp_path: Path
+    pg_database: str, tmp_path: Path
 ) -> None:
     n = 400
     config = MockStoreConfig(rate=None, faults=Faults(latency_rate=1.0, latency=0.02))  # the kill lands mid-run
@@ -208,7 +180,7 @@ def test_sigkill_mid_run_then_a_rerun_on_the_same_database_writes_everything_exa
             "--store",
             "east",
             "--ledger",
-            database,
+            pg_database,
         ]
         args += ["--base-url", server.base_url, "--progress", "never", "--unlimited", "--concurrency", "20"]
         env = {**os.environ, "SHOPLINE_ACCESS_TOKEN": EAST_TOKEN}

@@ -60,6 +60,7 @@ async def worker_command(
     send_identity: bool,
     max_connections: int | None,
     telemetry: Observer | None = None,
+    ledger: str | None = None,
 ) -> int:
     temporal = await connect(address, namespace)
     ready, stop = asyncio.Event(), asyncio.Event()
@@ -75,6 +76,7 @@ async def worker_command(
             send_identity=send_identity,
             max_connections=max_connections,
             telemetry=telemetry,
+            ledger=ledger,
             ready=ready,
             stop=stop,
         )

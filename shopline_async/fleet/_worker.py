@@ -38,6 +38,7 @@ from .._constants import (
     STORE_STOPPING_STATUSES,
 )
 from .._errors import APIStatusError, StoreUnavailableError
+from .._ledger import PostgresLedger
 from .._operations import AnyResult, Operation, UpdateImage, UpdateProduct
 from .._sync import error_text
 from .._telemetry import Observer
@@ -92,9 +93,12 @@ class FleetWorker:
         identity: str | None = None,
         concurrency: int = DEFAULT_BATCH_CONCURRENCY,
         telemetry: Observer | None = None,
+        ledger: str | None = None,
     ) -> None:
         self.client = client
         self.telemetry = telemetry
+        self.ledger = ledger
+        """A PostgreSQL URL every drain records its writes in and skips unchanged rows by, or None."""
         self.concurrency = concurrency
         self.identity = identity or new_identity()
 
@@ -120,17 +124,27 @@ class FleetWorker:
             return self._outcome(results, info.attempt, resumed, earlier)
 
         await self._wait_for_bucket(job, info.attempt, results)
-        executor = BatchExecutor(self.client, concurrency=self.concurrency)
-        last_beat = time.monotonic()
-        stopped = None
-        async with executor.stream(_operations(job.store, todo)) as stream:
-            async for result in stream:
-                results.append(_result(job, todo[result.index], result))  # index: position in todo
-                if stopped is None:
-                    stopped = _stopped_by(result.error)
-                if time.monotonic() - last_beat >= _HEARTBEAT_EVERY:
-                    activity.heartbeat(encode_results(results))
-                    last_beat = time.monotonic()
+        # a connection per drain: a chunk takes minutes at SHOPLINE's pace, a connection milliseconds
+        ledger = PostgresLedger(self.ledger) if self.ledger is not None else None
+        try:
+            executor = BatchExecutor(self.client, concurrency=self.concurrency, ledger=ledger)
+            last_beat = time.monotonic()
+            stopped = None
+            async with executor.stream(_operations(job.store, todo)) as stream:
+                async for result in stream:
+                    if result.outcome == "not_attempted":  # the ledger failed: not sent, left to the retry
+                        continue
+                    results.append(_result(job, todo[result.index], result))  # index: position in todo
+                    if stopped is None:
+                        stopped = _stopped_by(result.error)
+                    if time.monotonic() - last_beat >= _HEARTBEAT_EVERY:
+                        activity.heartbeat(encode_results(results))
+                        last_beat = time.monotonic()
+        finally:
+            if ledger is not None:
+                ledger.close()
+        if executor.ledger_error is not None:  # rows it could not record were not sent: try the chunk again
+            raise executor.ledger_error
         activity.heartbeat(encode_results(results))
         if self.telemetry is not None:
             self.telemetry.chunk_drained(job.store, len(todo))
@@ -245,6 +259,7 @@ async def run_worker(
     send_identity: bool = False,
     max_connections: int | None = None,
     telemetry: Observer | None = None,
+    ledger: str | None = None,
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
@@ -268,7 +283,9 @@ async def run_worker(
     async with ShoplineClient(**options) as client:
         for handle, config in stores.items():
             client.store(handle, config.token, rate_limit=config.rate_limit)
-        fleet = FleetWorker(client, identity=identity, concurrency=concurrency, telemetry=telemetry)
+        if ledger is not None:
+            PostgresLedger(ledger).close()  # refused at start, not at the first drain: a bad URL, no driver
+        fleet = FleetWorker(client, identity=identity, concurrency=concurrency, telemetry=telemetry, ledger=ledger)
         worker = Worker(
             temporal,
             task_queue=task_queue,
