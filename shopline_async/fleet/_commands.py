@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -264,14 +265,42 @@ async def _forever() -> None:
     await asyncio.Event().wait()
 
 
-async def dev_command(*, port: int, db_file: Path | None, namespace: str) -> int:
-    server = DevServer(port=port, db_file=db_file, namespace=namespace)
-    await server.start()
-    try:
-        print(f"Temporal dev server on {server.address} (namespace {namespace}); Ctrl-C stops it", flush=True)
-        if db_file is None:
-            print("  in memory: pass --db-filename FILE to keep workflows and results across restarts", flush=True)
-        await _until_signalled(asyncio.create_task(_forever()))
-    finally:
-        await server.stop()
+async def dev_command(
+    *, port: int, db_file: Path | None, namespace: str, postgres: bool = True, pg_dir: Path | None = None
+) -> int:
+    """Temporal's dev server and, unless ``postgres`` is False, a PostgreSQL for the workers' ledger
+    (from the pgserver wheel, in ``pg_dir`` or a temporary directory), until Ctrl-C."""
+    with contextlib.ExitStack() as stack:
+        pg_url = _start_postgres(stack, pg_dir) if postgres else None
+        server = DevServer(port=port, db_file=db_file, namespace=namespace)
+        await server.start()
+        try:
+            print(f"Temporal dev server on {server.address} (namespace {namespace}); Ctrl-C stops both", flush=True)
+            if db_file is None:
+                print("  in memory: pass --db-filename FILE to keep workflows and results across restarts", flush=True)
+            if pg_url is not None:
+                print(f"PostgreSQL for the workers' ledger: {pg_url}", flush=True)
+                print(f"  fleet worker --ledger '{pg_url}'", flush=True)
+                if pg_dir is None:
+                    print(
+                        "  in a temporary directory: pass --pg-dir DIR to keep the ledger across restarts", flush=True
+                    )
+            await _until_signalled(asyncio.create_task(_forever()))
+        finally:
+            await server.stop()
     return EXIT_OK
+
+
+def _start_postgres(stack: contextlib.ExitStack, pg_dir: Path | None) -> str:
+    try:
+        import pgserver
+    except ImportError:
+        raise ConfigError(
+            "fleet dev starts PostgreSQL from the pgserver package: pip install 'shopline-async[fleet]', "
+            "or pass --no-postgres"
+        ) from None
+    directory = pg_dir if pg_dir is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+    server = pgserver.get_server(directory, cleanup_mode="stop")  # type: ignore[attr-defined]
+    stack.callback(server.cleanup)
+    url: str = server.get_uri()
+    return url
