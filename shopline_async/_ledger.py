@@ -418,7 +418,12 @@ class PostgresLedger(Ledger):
             raise self._pg_error(exc) from None
 
     def _count(self) -> int:
-        found = self._pg.execute("SELECT count(*) FROM shopline_ledger").fetchone()
+        try:
+            found = self._pg.execute("SELECT count(*) FROM shopline_ledger").fetchone()
+        except self._missing_table:
+            return 0
+        except self._psycopg_error as exc:
+            raise self._pg_error(exc) from None
         return int(found[0]) if found is not None else 0
 
     def _release(self) -> None:
