@@ -5,6 +5,7 @@ import gc
 import json
 import os
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -81,7 +82,11 @@ def _collect_garbage() -> None:
 @pytest.fixture(scope="session")
 def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A PostgreSQL 16 server from the pgserver wheel, its data and HOME in temporary directories."""
-    pgserver = pytest.importorskip("pgserver", reason="these tests start PostgreSQL from the pgserver wheel ([test])")
+    with warnings.catch_warnings():  # platformdirs warns at import when XDG_RUNTIME_DIR is unset
+        warnings.simplefilter("ignore")
+        pgserver = pytest.importorskip(
+            "pgserver", reason="these tests start PostgreSQL from the pgserver wheel ([test])"
+        )
     data, home = tmp_path_factory.mktemp("pgdata"), tmp_path_factory.mktemp("pghome")
     previous = os.environ.get("HOME")
     os.environ["HOME"] = str(home)

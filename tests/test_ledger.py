@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from test_cli import TOKENS, ThreadedMock, product_rows, read_results, write_jsonl
 
-from shopline_async import BatchExecutor, ConfigError, Ledger, LedgerBusyError, ShoplineClient, UpdateProduct
+from shopline_async import BatchExecutor, ConfigError, Ledger, LedgerBusyError, RateLimit, ShoplineClient, UpdateProduct
 from shopline_async.mock import Faults, MockShopline, MockStoreConfig
 
 EAST_TOKEN = next(t for t, h in TOKENS.items() if h == "east")
@@ -132,7 +132,7 @@ async def test_the_ledger_from_python_records_only_acknowledged_writes(tmp_path:
     config = MockStoreConfig(rate=None)
     stores = {"east": MockStoreConfig(rate=None, faults=Faults(fail_first=1, fail_status=422))}
     async with MockShopline({EAST_TOKEN: "east"}, config=config, store_configs=stores) as server:
-        async with ShoplineClient(base_url=server.base_url) as client:
+        async with ShoplineClient(base_url=server.base_url, rate_limit=RateLimit.unlimited()) as client:
             client.store("east", EAST_TOKEN)
             ops = [UpdateProduct("east", f"p{i}", {"title": "x"}, key=i) for i in range(3)]
             with Ledger(tmp_path / "l.sqlite3") as ledger:

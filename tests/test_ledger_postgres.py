@@ -18,7 +18,7 @@ psycopg = pytest.importorskip("psycopg", reason="the PostgreSQL ledger needs psy
 from test_cli import TOKENS, ThreadedMock, product_rows, read_results, write_jsonl  # noqa: E402
 from test_ledger import EAST_TOKEN, run_cli  # noqa: E402
 
-from shopline_async import BatchExecutor, LedgerError, ShoplineClient, UpdateProduct  # noqa: E402
+from shopline_async import BatchExecutor, LedgerError, RateLimit, ShoplineClient, UpdateProduct  # noqa: E402
 from shopline_async._ledger import PostgresLedger, body_hash, ledger_name, open_ledger  # noqa: E402
 from shopline_async.mock import Faults, MockShopline, MockStoreConfig  # noqa: E402
 
@@ -64,7 +64,7 @@ def test_a_write_ahead_intent_stays_unknown_until_recorded_and_a_withdrawal_rest
 async def test_the_postgres_ledger_records_only_acknowledged_writes(pg_database: str) -> None:
     stores = {"east": MockStoreConfig(rate=None, faults=Faults(fail_first=1, fail_status=422))}
     async with MockShopline({EAST_TOKEN: "east"}, store_configs=stores) as server:
-        async with ShoplineClient(base_url=server.base_url) as client:
+        async with ShoplineClient(base_url=server.base_url, rate_limit=RateLimit.unlimited()) as client:
             client.store("east", EAST_TOKEN)
             ops = [UpdateProduct("east", f"p{i}", {"title": "x"}, key=i) for i in range(3)]
             with open_ledger(pg_database) as ledger:

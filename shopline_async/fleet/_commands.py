@@ -9,6 +9,7 @@ import signal
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
@@ -271,10 +272,10 @@ async def dev_command(
     """Temporal's dev server and, unless ``postgres`` is False, a PostgreSQL for the workers' ledger
     (from the pgserver wheel, in ``pg_dir`` or a temporary directory), until Ctrl-C."""
     with contextlib.ExitStack() as stack:
-        pg_url = _start_postgres(stack, pg_dir) if postgres else None
         server = DevServer(port=port, db_file=db_file, namespace=namespace)
-        await server.start()
+        await server.start()  # first: a port in use is refused before anything else starts
         try:
+            pg_url = _start_postgres(stack, pg_dir) if postgres else None
             print(f"Temporal dev server on {server.address} (namespace {namespace}); Ctrl-C stops both", flush=True)
             if db_file is None:
                 print("  in memory: pass --db-filename FILE to keep workflows and results across restarts", flush=True)
@@ -293,14 +294,19 @@ async def dev_command(
 
 def _start_postgres(stack: contextlib.ExitStack, pg_dir: Path | None) -> str:
     try:
-        import pgserver
+        with warnings.catch_warnings():  # platformdirs warns at import when XDG_RUNTIME_DIR is unset
+            warnings.simplefilter("ignore")
+            import pgserver
     except ImportError:
         raise ConfigError(
             "fleet dev starts PostgreSQL from the pgserver package: pip install 'shopline-async[fleet]', "
             "or pass --no-postgres"
         ) from None
     directory = pg_dir if pg_dir is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
-    server = pgserver.get_server(directory, cleanup_mode="stop")  # type: ignore[attr-defined]
+    try:
+        server = pgserver.get_server(directory, cleanup_mode="stop")  # type: ignore[attr-defined]
+    except Exception as exc:  # what initdb or pg_ctl said: a directory in use, not writable ...
+        raise ConfigError(f"PostgreSQL did not start in {directory}: {exc}; or pass --no-postgres") from None
     stack.callback(server.cleanup)
     url: str = server.get_uri()
     return url
