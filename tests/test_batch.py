@@ -131,6 +131,7 @@ async def test_image_operations_and_default_keys(mock_server: MockShopline) -> N
     assert missing.trace_id is not None
 
 
+@pytest.mark.slow  # real pacing against the real mock, seconds of wall time
 async def test_queue_mode_rate_limit_no_429_and_full_rate() -> None:
     rate, n = 100.0, 200
     async with MockShopline(STORES, config=MockStoreConfig(rate=rate, capacity=20, mode="queue")) as server:
@@ -145,6 +146,7 @@ async def test_queue_mode_rate_limit_no_429_and_full_rate() -> None:
     assert 0.95 * rate <= achieved <= 1.05 * rate
 
 
+@pytest.mark.slow  # real pacing against the real mock, seconds of wall time
 async def test_reject_mode_429s_are_retried_and_counted() -> None:
     async with MockShopline(STORES, config=MockStoreConfig(rate=50, capacity=5, mode="reject")) as server:
         retry = RetryPolicy(max_attempts=10, initial_delay=0.05, max_delay=0.2)
@@ -156,6 +158,7 @@ async def test_reject_mode_429s_are_retried_and_counted() -> None:
     assert report.summary.retries >= server.stats("store-a").http_429
 
 
+@pytest.mark.slow  # real pacing against the real mock, seconds of wall time
 async def test_a_slow_store_does_not_hold_back_the_others(mock_server: MockShopline) -> None:
     async with ShoplineClient(base_url=mock_server.base_url) as client:
         client.store("alpha", "token-alpha", rate_limit=RateLimit(rate=10, burst=1))

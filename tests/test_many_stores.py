@@ -81,6 +81,7 @@ async def test_the_socket_cap_holds_across_origins_and_every_operation_succeeds(
     assert sum(server.stats("s").writes.total() for server in servers) == 48
 
 
+@pytest.mark.slow  # real pacing against the real mock, seconds of wall time
 async def test_an_idle_pool_is_closed_after_the_keepalive_timeout() -> None:
     async with MockShopline({"t": "s"}, config=MockStoreConfig(rate=None)) as server:
         async with ShoplineClient(base_url=server.base_url, keepalive_timeout=0.2) as client:
@@ -152,6 +153,7 @@ async def test_a_store_with_a_long_queue_never_delays_another_stores_first_reque
     assert max(finished.values()) < 1.5, sorted(finished.values())[-5:]
 
 
+@pytest.mark.slow  # real pacing against the real mock, seconds of wall time
 async def test_reject_mode_cold_start_draws_no_429_with_default_settings() -> None:
     tokens = {f"t{n}": f"s{n}" for n in range(3)}
     # a bucket that rejects instead of queueing, scaled to 50/s so the test takes seconds
