@@ -98,11 +98,8 @@ class Ledger:
     """A ledger file, open until ``close()`` (or the end of its ``with`` block)."""
 
     def __init__(self, path: str | os.PathLike[str], *, commit_every: int = 200, commit_interval: float = 0.5) -> None:
-        if commit_every < 1 or commit_interval <= 0:
-            raise ConfigError("commit_every must be >= 1 and commit_interval > 0")
+        self._open_window(commit_every, commit_interval)
         self.path = Path(path)
-        self.commit_every = commit_every
-        self.commit_interval = commit_interval
         if not self.path.parent.is_dir():
             raise LedgerError(
                 f"ledger {self.path}: the directory {self.path.parent} does not exist; create it, or " + _WHAT_TO_DO
@@ -127,9 +124,13 @@ class Ledger:
             self._db.close()
             raise self._error(exc) from None
         self.name = str(self.path)
-        self._open_window()
 
-    def _open_window(self) -> None:
+    def _open_window(self, commit_every: int, commit_interval: float) -> None:
+        """What every storage shares: the rows recorded and not yet committed, and when to commit."""
+        if commit_every < 1 or commit_interval <= 0:
+            raise ConfigError("commit_every must be >= 1 and commit_interval > 0")
+        self.commit_every = commit_every
+        self.commit_interval = commit_interval
         self._pending: dict[tuple[str, str, str], tuple[object, ...] | None] = {}
         """Rows recorded since the last commit, by target: newer than the table (None: deleted)."""
         self._last_commit = time.monotonic()
@@ -356,10 +357,7 @@ class PostgresLedger(Ledger):
     """
 
     def __init__(self, url: str, *, commit_every: int = 200, commit_interval: float = 0.5, create: bool = True) -> None:
-        if commit_every < 1 or commit_interval <= 0:
-            raise ConfigError("commit_every must be >= 1 and commit_interval > 0")
-        self.commit_every = commit_every
-        self.commit_interval = commit_interval
+        self._open_window(commit_every, commit_interval)
         self.name = ledger_name(url)
         self._secret = url_password(url)
         try:
@@ -374,7 +372,6 @@ class PostgresLedger(Ledger):
             self._pg = psycopg.connect(url, autocommit=True, connect_timeout=10)
         except psycopg.Error as exc:
             raise self._pg_error(exc) from None
-        self._open_window()
         if not create:
             return
         try:
