@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, NamedTuple
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from ._errors import ConfigError
 
@@ -428,11 +428,8 @@ class PostgresLedger(Ledger):
 
 
 def url_password(url: str) -> str | None:
-    """The password a database URL carries, if any (to keep it out of what is said)."""
-    try:
-        from psycopg.conninfo import conninfo_to_dict
-
-        password = conninfo_to_dict(url).get("password")
-    except Exception:
-        return None
-    return str(password) if password else None
+    """The password a database URL carries, in its user part or a ``password=`` parameter (to keep
+    it out of what is said): read as :func:`ledger_name` reads the URL to leave it out."""
+    parts = urlsplit(url)
+    password = unquote(parts.password) if parts.password else dict(parse_qsl(parts.query)).get("password")
+    return password or None
