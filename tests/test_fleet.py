@@ -27,7 +27,6 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Replayer
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from shopline_async import (
     ConfigError,
@@ -64,7 +63,7 @@ from shopline_async.fleet._model import (
     decode_results,
     encode_results,
 )
-from shopline_async.fleet._worker import DEFAULT_TASK_QUEUE, WORKER_HEADER
+from shopline_async.fleet._worker import DEFAULT_TASK_QUEUE, WORKER_HEADER, workflow_runner
 from shopline_async.fleet._workflow import StoreWorkflow
 from shopline_async.mock import MockShopline, MockStoreConfig
 
@@ -416,12 +415,7 @@ async def test_a_store_continues_as_new_mid_submission_and_every_run_replays(
     runs = [execution async for execution in client.list_workflows(f'WorkflowId = "{wid}"')]
     assert len(runs) >= 3
     # every run's history, recorded by a worker process, replays on this code: the workflow is deterministic
-    replayer = Replayer(
-        workflows=[StoreWorkflow],
-        workflow_runner=SandboxedWorkflowRunner(
-            restrictions=SandboxRestrictions.default.with_passthrough_modules("shopline_async")
-        ),
-    )
+    replayer = Replayer(workflows=[StoreWorkflow], workflow_runner=workflow_runner())  # as the workers run it
     for run in runs:
         await replayer.replay_workflow(await client.get_workflow_handle(wid, run_id=run.run_id).fetch_history())
 

@@ -246,6 +246,14 @@ def _checkpoint(details: Any) -> list[OperationResult]:
     return decode_results(details[0]) if details else []
 
 
+def workflow_runner() -> SandboxedWorkflowRunner:
+    """How store workflows run, in a worker and when a history is replayed. The workflow's module is
+    this package's: importing it anew in every run's sandbox costs the SDK's whole import (aiohttp
+    and all) every run (benchmarks/README.md). It has no side effects at import, so it is shared
+    with the sandbox instead."""
+    return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules("shopline_async"))
+
+
 async def run_worker(
     temporal: Client,
     stores: Mapping[str, StoreConfig],
@@ -291,12 +299,7 @@ async def run_worker(
             task_queue=task_queue,
             workflows=[StoreWorkflow],
             activities=[fleet.drain, fleet.give_up],
-            # The workflow's module is this package's: importing it anew in every run's sandbox
-            # costs the SDK's whole import (aiohttp and all) every run (benchmarks/README.md). It has no
-            # side effects at import, so it is shared with the sandbox instead.
-            workflow_runner=SandboxedWorkflowRunner(
-                restrictions=SandboxRestrictions.default.with_passthrough_modules("shopline_async")
-            ),
+            workflow_runner=workflow_runner(),
             max_concurrent_activities=max_concurrent_stores,
             identity=fleet.identity,
         )
