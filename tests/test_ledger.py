@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -80,15 +81,18 @@ def test_jsonl_then_csv_in_one_folder_each_sends_its_own_rows(mock: MockShopline
     assert len(read_results(tmp_path / "catalog.jsonl.results.jsonl")) == 3
 
 
-@pytest.mark.slow
-def test_sigkill_mid_run_then_a_reordered_rerun_writes_everything_exactly(tmp_path: Path) -> None:
-    n = 600
+def kill_mid_run_then_rerun_reordered(
+    tmp_path: Path, n: int, *extra: str
+) -> tuple[Counter[str], set[str], list[dict[str, Any]]]:
+    """``sync`` of ``n`` products SIGKILLed a third of the way, then run again on the rows reversed
+    (``extra``: more options, such as ``--ledger``). Returns the writes the mock counted per
+    product, the products written before the kill, and the rerun's results."""
     # slow answers so the kill lands mid-run, with many results committed and many not yet sent
     config = MockStoreConfig(rate=None, faults=Faults(latency_rate=1.0, latency=0.02))
     with ThreadedMock(config) as server:
         rows = product_rows(n)
         source = write_jsonl(tmp_path / "c.jsonl", rows)
-        args = [sys.executable, "-m", "shopline_async.cli", "sync", str(source), "--store", "east"]
+        args = [sys.executable, "-m", "shopline_async.cli", "sync", str(source), "--store", "east", *extra]
         args += ["--base-url", server.base_url, "--progress", "never", "--unlimited", "--concurrency", "20"]
         env = {**os.environ, "SHOPLINE_ACCESS_TOKEN": EAST_TOKEN}
         proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -103,16 +107,21 @@ def test_sigkill_mid_run_then_a_reordered_rerun_writes_everything_exactly(tmp_pa
         write_jsonl(source, list(reversed(rows)))  # another order, the same rows
         rerun = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
         assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-        writes = server.stats("east").writes
-        assert set(writes) == {f"p{i}" for i in range(n)}  # every product written
-        results = read_results(tmp_path / "c.jsonl.results.jsonl")
-        skipped = {f"p{r['key'].split('-')[1]}" for r in results if r["outcome"] == "skipped"}
-        assert skipped <= written_before  # nothing skipped that was not written
-        resent = [p for p, count in writes.items() if count > 1]
-        # only what was acknowledged but not yet committed: one commit window (200 rows or 0.5 s)
-        # plus the requests in flight when the process died
-        assert len(resent) <= 200 + 20, len(resent)
-        assert len(skipped) >= len(written_before) - 220
+        return Counter(server.stats("east").writes), written_before, read_results(tmp_path / "c.jsonl.results.jsonl")
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_a_reordered_rerun_writes_everything_exactly(tmp_path: Path) -> None:
+    n = 600
+    writes, written_before, results = kill_mid_run_then_rerun_reordered(tmp_path, n)
+    assert set(writes) == {f"p{i}" for i in range(n)}  # every product written
+    skipped = {f"p{r['key'].split('-')[1]}" for r in results if r["outcome"] == "skipped"}
+    assert skipped <= written_before  # nothing skipped that was not written
+    resent = [p for p, count in writes.items() if count > 1]
+    # only what was acknowledged but not yet committed: one commit window (200 rows or 0.5 s)
+    # plus the requests in flight when the process died
+    assert len(resent) <= 200 + 20, len(resent)
+    assert len(skipped) >= len(written_before) - 220
 
 
 @pytest.mark.slow

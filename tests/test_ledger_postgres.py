@@ -4,10 +4,8 @@ semantics, several runs sharing one database, and no password in anything it say
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import pytest
 psycopg = pytest.importorskip("psycopg", reason="the PostgreSQL ledger needs psycopg ([postgres])")
 
 from test_cli import TOKENS, ThreadedMock, product_rows, read_results, write_jsonl  # noqa: E402
-from test_ledger import EAST_TOKEN, run_cli  # noqa: E402
+from test_ledger import EAST_TOKEN, kill_mid_run_then_rerun_reordered, run_cli  # noqa: E402
 
 from shopline_async import BatchExecutor, LedgerError, RateLimit, ShoplineClient, UpdateProduct  # noqa: E402
 from shopline_async._ledger import PostgresLedger, body_hash, ledger_name, open_ledger  # noqa: E402
@@ -167,36 +165,7 @@ def test_sigkill_mid_run_then_a_rerun_on_the_same_database_writes_everything_exa
     pg_database: str, tmp_path: Path
 ) -> None:
     n = 400
-    config = MockStoreConfig(rate=None, faults=Faults(latency_rate=1.0, latency=0.02))  # the kill lands mid-run
-    with ThreadedMock(config) as server:
-        rows = product_rows(n)
-        source = write_jsonl(tmp_path / "c.jsonl", rows)
-        args = [
-            sys.executable,
-            "-m",
-            "shopline_async.cli",
-            "sync",
-            str(source),
-            "--store",
-            "east",
-            "--ledger",
-            pg_database,
-        ]
-        args += ["--base-url", server.base_url, "--progress", "never", "--unlimited", "--concurrency", "20"]
-        env = {**os.environ, "SHOPLINE_ACCESS_TOKEN": EAST_TOKEN}
-        proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while server.stats("east").writes.total() < n // 3 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-        written_before = set(server.stats("east").writes)
-        assert 0 < len(written_before) < n
-
-        write_jsonl(source, list(reversed(rows)))  # another order, the same rows
-        rerun = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
-        assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-        assert set(server.stats("east").writes) == {f"p{i}" for i in range(n)}  # every product written
-        results = read_results(tmp_path / "c.jsonl.results.jsonl")
-        skipped = {r["product_id"] for r in results if r["outcome"] == "skipped"}
-        assert skipped and skipped <= written_before  # nothing skipped that was not written
+    writes, written_before, results = kill_mid_run_then_rerun_reordered(tmp_path, n, "--ledger", pg_database)
+    assert set(writes) == {f"p{i}" for i in range(n)}  # every product written
+    skipped = {r["product_id"] for r in results if r["outcome"] == "skipped"}
+    assert skipped and skipped <= written_before  # nothing skipped that was not written
