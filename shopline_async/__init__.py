@@ -35,6 +35,7 @@ from ._ledger import Ledger, LedgerBusyError, LedgerEntry, LedgerError, Postgres
 from ._logging import setup_logging
 from ._operations import BatchReport, BatchSummary, Operation, Progress, Result, UpdateImage, UpdateProduct
 from ._response import Response
+from ._results import ResultRow
 from ._sender import (
     AiohttpSender,
     CertificateRefused,
@@ -115,6 +116,7 @@ __all__ = [
     "ResponseMismatchError",
     "ResponseTooLarge",
     "Result",
+    "ResultRow",
     "RetryEvent",
     "RetryPolicy",
     "SecurityBlockError",

@@ -24,15 +24,15 @@ from pathlib import Path
 from typing import IO, Any
 
 import msgspec
-from msgspec import Struct
 
 from ._batch import BatchExecutor
 from ._client import ShoplineClient
 from ._config import RateLimit, RetryPolicy
 from ._constants import DEFAULT_RATE, LOGGER_NAME
-from ._errors import APIStatusError, StoreUnavailableError, ValidationError
+from ._errors import APIStatusError, StoreUnavailableError
 from ._ledger import LedgerError, is_database_url, ledger_name, open_ledger, url_password
 from ._operations import AnyResult, BatchSummary, Progress
+from ._results import ResultRow, error_text
 from ._rows import RowKey, SyncInputError, open_input, read_operations
 from ._telemetry import Observer
 
@@ -41,7 +41,6 @@ __all__ = [
     "STDIN_RESULTS",
     "SyncJob",
     "cli_command",
-    "error_text",
     "plural",
     "run_sync",
     "store_rate_limit",
@@ -53,24 +52,6 @@ DEFAULT_LEDGER = "shopline-sync.ledger.sqlite3"
 STDIN_RESULTS = "sync-results.jsonl"
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class _ResultLine(Struct, omit_defaults=True):
-    key: Any
-    line: int
-    store: str | None
-    kind: str | None
-    ok: bool
-    outcome: str
-    product_id: str | None = None
-    image_id: str | None = None
-    reason: str | None = None
-    status: int | None = None
-    trace_id: str | None = None
-    trace_ids: list[str] = []
-    attempts: int = 0
-    elapsed_ms: float = 0.0
-    error: str | None = None
 
 
 _line_encoder = msgspec.json.Encoder()
@@ -101,7 +82,7 @@ class SyncJob:
         self.invalid += 1
         self.reasons["invalid"] += 1
         self.per_store.setdefault(store, Counter())["invalid"] += 1
-        self._write(_ResultLine(key=key, line=line, store=store, kind=None, ok=False, outcome="invalid", error=message))
+        self._write(ResultRow.refused(message, line=line, key=key, store=store))
 
     def record(self, result: AnyResult) -> None:
         row = result.key if isinstance(result.key, RowKey) else RowKey(0, result.key)
@@ -112,25 +93,7 @@ class SyncJob:
             self.stopped_stores[result.store] = (result.error.status, result.error.trace_id, count + 1)
         unchanged = result.outcome == "unchanged"
         self.per_store.setdefault(result.store, Counter())["skipped" if unchanged else result.outcome] += 1
-        self._write(
-            _ResultLine(
-                key=row.key,
-                line=row.line,
-                store=result.store,
-                kind=result.kind,
-                ok=result.ok,
-                outcome="skipped" if unchanged else result.outcome,
-                product_id=row.product_id or None,
-                image_id=row.image_id,
-                reason="unchanged" if unchanged else None,
-                status=result.status,
-                trace_id=result.trace_id,
-                trace_ids=list(result.trace_ids),
-                attempts=result.attempts,
-                elapsed_ms=round(result.elapsed * 1000, 1),
-                error=error_text(result.error) if result.error is not None else None,
-            )
-        )
+        self._write(ResultRow.of(result, line=row.line, key=row.key, product_id=row.product_id, image_id=row.image_id))
 
     def log_summary(self, summary: BatchSummary, input_path: str, *, interrupted: bool) -> None:
         """The run's end at INFO: a line per store, then the totals."""
@@ -148,7 +111,7 @@ class SyncJob:
             rows - summary.ok - summary.unchanged,
         )
 
-    def _write(self, line: _ResultLine) -> None:
+    def _write(self, line: ResultRow) -> None:
         assert self.results is not None, "SyncJob.results must be open before the run"
         if self.write_error is not None:
             return
@@ -197,13 +160,6 @@ def _reason(result: AnyResult) -> str:
     if isinstance(result.error, APIStatusError):
         return f"HTTP {result.error.status}"
     return type(result.error).__name__ if result.error is not None else "failed"
-
-
-def error_text(error: Exception) -> str:
-    """One line for the results file or the terminal: every field error of a ValidationError."""
-    if isinstance(error, ValidationError):
-        return "; ".join(str(e) for e in error.errors)
-    return str(error)
 
 
 def plural(n: int, noun: str) -> str:
