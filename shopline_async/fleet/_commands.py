@@ -7,10 +7,8 @@ import contextlib
 import os
 import signal
 import sys
-import tempfile
 import time
-import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO
 
@@ -18,15 +16,26 @@ import msgspec
 from temporalio.client import Client
 
 from .._errors import ConfigError
+from .._operations import Operation
 from .._rows import open_input, read_operations
 from .._sync import EXIT_FAILED, EXIT_OK, EXIT_USAGE, plural
 from .._telemetry import Observer
-from ._dev import DevServer
-from ._model import StoreProgress, StoreSettings, StoreStopped, in_submission
-from ._submit import Invalid, fetch_progress, fetch_results, submit
+from ._database import FleetDatabase, StoreStatus
+from ._dev import DevServer, local_postgres
+from ._model import StoreSettings
+from ._submit import Invalid, stop, submit
 from ._worker import StoreConfig, run_worker
 
-__all__ = ["dev_command", "results_command", "status_command", "submit_command", "worker_command"]
+__all__ = [
+    "dev_command",
+    "forget_command",
+    "results_command",
+    "status_command",
+    "stop_command",
+    "submit_command",
+    "with_read_errors",
+    "worker_command",
+]
 
 _encoder = msgspec.json.Encoder()
 EXIT_TIMEOUT = 3
@@ -61,8 +70,8 @@ async def worker_command(
     allow_insecure_http: bool,
     send_identity: bool,
     max_connections: int | None,
+    database: str,
     telemetry: Observer | None = None,
-    ledger: str | None = None,
 ) -> int:
     temporal = await connect(address, namespace)
     ready, stop = asyncio.Event(), asyncio.Event()
@@ -70,6 +79,7 @@ async def worker_command(
         run_worker(
             temporal,
             stores,
+            database,
             task_queue=task_queue,
             base_url=base_url,
             max_concurrent_stores=max_concurrent_stores,
@@ -78,7 +88,6 @@ async def worker_command(
             send_identity=send_identity,
             max_connections=max_connections,
             telemetry=telemetry,
-            ledger=ledger,
             ready=ready,
             stop=stop,
         )
@@ -98,6 +107,20 @@ async def worker_command(
     return EXIT_OK
 
 
+def with_read_errors(source: IO[bytes], fmt: str, default_store: str | None) -> Iterator[Operation | Invalid]:
+    """The file's operations and, in their place among them, the rows it could not read."""
+    unreadable: list[Invalid] = []
+
+    def row_invalid(line: int, key: object, message: str, store: str | None) -> None:
+        unreadable.append(Invalid(line, str(key), store, message))
+
+    for operation in read_operations(source, fmt, default_store, row_invalid):
+        yield from unreadable
+        unreadable.clear()
+        yield operation
+    yield from unreadable
+
+
 async def submit_command(
     *,
     address: str,
@@ -110,33 +133,27 @@ async def submit_command(
     submission: str | None,
     settings: StoreSettings,
     chunk_size: int,
+    database: str,
 ) -> int:
     temporal = await connect(address, namespace)
     invalid: list[Invalid] = []
 
-    def row_invalid(line: int, key: object, message: str, store: str | None) -> None:
-        invalid.append(Invalid(line, str(key), store, message))
-
     def say_invalid(item: Invalid) -> None:
         invalid.append(item)
 
-    def say_waiting(store: str, queued: int) -> None:
-        why = "no worker answers yet" if queued < 0 else f"{plural(queued, 'chunk')} queued"
-        print(f"store {store}: waiting for its workers ({why})", file=sys.stderr, flush=True)
-
-    with open_input(input_path) as source:
-        operations = read_operations(source, fmt, default_store, row_invalid)
-        report = await submit(
-            temporal,
-            operations,
-            app=app,
-            task_queue=task_queue,
-            submission=submission,
-            settings=settings,
-            chunk_size=chunk_size,
-            on_invalid=say_invalid,
-            on_waiting=say_waiting,
-        )
+    async with await FleetDatabase.connect(database) as fleet_database:
+        with open_input(input_path) as source:
+            report = await submit(
+                temporal,
+                fleet_database,
+                with_read_errors(source, fmt, default_store),
+                app=app,
+                task_queue=task_queue,
+                submission=submission,
+                settings=settings,
+                chunk_size=chunk_size,
+                on_invalid=say_invalid,
+            )
     for item in sorted(invalid, key=lambda i: i.line or 0):
         print(f"line {item.line}: {item.message}", file=sys.stderr)
     print(
@@ -148,41 +165,13 @@ async def submit_command(
     return EXIT_OK if not invalid else EXIT_FAILED
 
 
-class StoreStatus(msgspec.Struct):
-    """One store's line of ``fleet status``: its state (draining, queued, idle, or unanswered when
-    no worker answers for its workflow) and its counts for the submission asked about (or all)."""
-
-    store: str
-    state: str
-    submitted: int = 0
-    done: int = 0
-    ok: int = 0
-    failed: int = 0
-    stopped: StoreStopped | None = None
-
-
-def _store_status(progress: StoreProgress | str, submission: str | None) -> StoreStatus:
-    if isinstance(progress, str):
-        return StoreStatus(progress, "unanswered")
-    totals = [t for name, t in progress.totals.items() if submission is None or in_submission(name, submission)]
-    return StoreStatus(
-        progress.store,
-        "draining" if progress.draining else ("queued" if progress.queued_chunks else "idle"),
-        sum(t.submitted for t in totals),
-        sum(t.done for t in totals),
-        sum(t.ok for t in totals),
-        sum(t.failed for t in totals),
-        next((t.stopped for t in totals if t.stopped is not None), None),
-    )
-
-
 def _status_line(status: StoreStatus) -> str:
-    if status.state == "unanswered":
-        return f"{status.store}: running, no worker answering"
     line = (
-        f"{status.store}: {status.state}, {status.done:,}/{status.submitted:,} done, {status.ok:,} ok, "
-        f"{status.failed:,} failed"
+        f"{status.store or '(no store)'}: {status.state}, {status.done:,}/{status.submitted:,} done, "
+        f"{status.ok:,} ok ({status.unchanged:,} unchanged), {status.failed:,} failed, {status.sent:,} sent"
     )
+    if status.invalid:
+        line += f", {status.invalid:,} invalid"
     stopped = status.stopped
     if stopped is not None:
         line += f"; stopped: HTTP {stopped.status} (traceId={stopped.trace_id or '-'}), {stopped.message}"
@@ -191,65 +180,67 @@ def _status_line(status: StoreStatus) -> str:
 
 async def status_command(
     *,
-    address: str,
-    namespace: str,
+    database: str,
     app: str,
     submission: str | None,
     as_json: bool = False,
     wait: bool = False,
     timeout: float | None = None,
 ) -> int:
-    """Print each store's status; with ``wait``, once all is done (or ``timeout`` has passed).
-    Exit codes: 0 done and all ok (without ``wait``: printed), 1 done with failures, 2 a submission
-    no store knows, 3 not done within ``timeout``."""
-    temporal = await connect(address, namespace)
+    """Print each store's status, from the fleet's database (no worker needed); with ``wait``, once
+    all is done (or ``timeout`` has passed). Exit codes: 0 done and all ok (without ``wait``:
+    printed), 1 done with failures or invalid rows, 2 a submission nobody made, 3 not done within
+    ``timeout``."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        progress = await fetch_progress(temporal, app=app)
-        unanswered = any(isinstance(p, str) for p in progress)
-        if submission is not None:  # the stores that know it, and those that may (no answer)
-            progress = [
-                p for p in progress if isinstance(p, str) or any(in_submission(n, submission) for n in p.totals)
-            ]
-        known = submission is None or any(not isinstance(p, str) for p in progress)
-        statuses = [_store_status(p, submission) for p in progress]
-        done = known and not unanswered and all(s.done >= s.submitted for s in statuses)
-        timed_out = deadline is not None and time.monotonic() > deadline
-        if not wait or done or timed_out or (not known and not unanswered):
-            break
-        await asyncio.sleep(_WAIT_POLL)
-    ok = sum(s.ok for s in statuses)
-    failed = sum(s.failed for s in statuses)
+    async with await FleetDatabase.connect(database) as fleet_database:
+        while True:
+            statuses = await fleet_database.status(app, submission)
+            done = bool(statuses) and all(s.done >= s.submitted for s in statuses)
+            timed_out = deadline is not None and time.monotonic() > deadline
+            if not wait or done or timed_out or not statuses:
+                break
+            await asyncio.sleep(_WAIT_POLL)
+    totals = {key: sum(getattr(s, key) for s in statuses) for key in _TOTALS}
     if as_json:
-        document = {"submission": submission, "known": known, "done": done, "ok": ok, "failed": failed}
+        document = {"submission": submission, "known": bool(statuses), "done": done, **totals}
         sys.stdout.buffer.write(_encoder.encode({**document, "stores": statuses}) + b"\n")
         sys.stdout.flush()
     else:
         for status in statuses:
             print(_status_line(status))
-        print(f"{plural(len(statuses), 'store')}: {ok:,} ok, {failed:,} failed" + ("" if done else ", not done"))
-    if not known and not unanswered:
-        print(f"no store knows submission {submission!r} (app {app!r})", file=sys.stderr)
-        return EXIT_USAGE
+        stores = sum(1 for s in statuses if s.store)
+        print(
+            f"{plural(stores, 'store')}: {totals['done']:,}/{totals['submitted']:,} done, {totals['ok']:,} ok, "
+            f"{totals['failed']:,} failed, {totals['invalid']:,} invalid" + ("" if done else ", not done")
+        )
+    if not statuses:
+        if submission is not None:
+            print(f"no submission {submission!r} in app {app!r} (database {fleet_database.name})", file=sys.stderr)
+            return EXIT_USAGE
+        return EXIT_OK
     if not wait:
         return EXIT_OK
     if not done:
         print(f"not done within {timeout:g} s", file=sys.stderr)
         return EXIT_TIMEOUT
-    return EXIT_OK if failed == 0 else EXIT_FAILED
+    return EXIT_OK if totals["failed"] == 0 and totals["invalid"] == 0 else EXIT_FAILED
+
+
+_TOTALS = ("submitted", "done", "ok", "failed", "sent", "unchanged", "invalid")
 
 
 async def results_command(
-    *, address: str, namespace: str, app: str, submission: str | None, store: str | None, output: Path | None
+    *, database: str, app: str, submission: str | None, store: str | None, output: Path | None
 ) -> int:
-    temporal = await connect(address, namespace)
+    """Stream the result rows (JSON lines) from the fleet's database to ``output`` or stdout."""
     out: IO[bytes] = output.open("wb") if output is not None else sys.stdout.buffer
     count = failed = 0
     try:
-        async for result in fetch_results(temporal, app=app, submission=submission, store=store):
-            out.write(_encoder.encode(result) + b"\n")
-            count += 1
-            failed += not result.ok
+        async with await FleetDatabase.connect(database) as fleet_database:
+            async for row in fleet_database.results(app, submission=submission, store=store):
+                out.write(row + b"\n")
+                count += 1
+                failed += b'"ok":false' in row
     except BrokenPipeError:  # | head: the reader has what it wanted; no second error at exit
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
@@ -258,8 +249,41 @@ async def results_command(
             out.close()
         else:
             out.flush()
-    print(f"{plural(count, 'result')}, {failed:,} failed", file=sys.stderr)
+    print(f"{plural(count, 'result')}, {failed:,} not ok", file=sys.stderr)
     return EXIT_OK if failed == 0 else EXIT_FAILED
+
+
+async def forget_command(*, database: str, app: str, submission: str) -> int:
+    """Delete a submission's chunks, results and counts; refused while any of its chunks is queued."""
+    async with await FleetDatabase.connect(database) as fleet_database:
+        statuses = await fleet_database.status(app, submission)
+        if not statuses:
+            print(f"no submission {submission!r} in app {app!r} (database {fleet_database.name})", file=sys.stderr)
+            return EXIT_USAGE
+        pending = sum(s.submitted - s.done for s in statuses)
+        if pending:
+            print(
+                f"submission {submission!r} is not done ({plural(pending, 'operation')} to go): its workers would "
+                "find its chunks gone. Wait for it, or end its stores' workflows first (fleet stop)",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
+        deleted = await fleet_database.forget(app, submission)
+    print(f"submission {submission!r}: {plural(deleted, 'result')} forgotten")
+    return EXIT_OK
+
+
+async def stop_command(*, address: str, namespace: str, app: str, store: str | None) -> int:
+    temporal = await connect(address, namespace)
+    asked = await stop(temporal, app=app, store=store)
+    if not asked:
+        print(f"no store workflow of app {app!r} is running" + (f" for store {store!r}" if store else ""))
+        return EXIT_OK
+    print(
+        f"asked {plural(len(asked), 'store workflow')} to stop after the chunk each drains; their queued chunks "
+        "are reported not sent (fleet status shows when they are done)"
+    )
+    return EXIT_OK
 
 
 async def _forever() -> None:
@@ -269,44 +293,27 @@ async def _forever() -> None:
 async def dev_command(
     *, port: int, db_file: Path | None, namespace: str, postgres: bool = True, pg_dir: Path | None = None
 ) -> int:
-    """Temporal's dev server and, unless ``postgres`` is False, a PostgreSQL for the workers' ledger
+    """Temporal's dev server and, unless ``postgres`` is False, a PostgreSQL for the fleet's database
     (from the pgserver wheel, in ``pg_dir`` or a temporary directory), until Ctrl-C."""
     with contextlib.ExitStack() as stack:
         server = DevServer(port=port, db_file=db_file, namespace=namespace)
         await server.start()  # first: a port in use is refused before anything else starts
         try:
-            pg_url = _start_postgres(stack, pg_dir) if postgres else None
+            pg_url = stack.enter_context(local_postgres(pg_dir)) if postgres else None
             print(f"Temporal dev server on {server.address} (namespace {namespace}); Ctrl-C stops both", flush=True)
             if db_file is None:
                 print("  in memory: pass --db-filename FILE to keep workflows and results across restarts", flush=True)
             if pg_url is not None:
-                print(f"PostgreSQL for the workers' ledger: {pg_url}", flush=True)
-                print(f"  fleet worker --ledger '{pg_url}'", flush=True)
+                print(f"PostgreSQL, the fleet's database: {pg_url}", flush=True)
+                print(
+                    f"  export SHOPLINE_FLEET_DATABASE='{pg_url}'   # or --database on each fleet command", flush=True
+                )
                 if pg_dir is None:
                     print(
-                        "  in a temporary directory: pass --pg-dir DIR to keep the ledger across restarts", flush=True
+                        "  in a temporary directory: pass --pg-dir DIR to keep results and the ledger across restarts",
+                        flush=True,
                     )
             await _until_signalled(asyncio.create_task(_forever()))
         finally:
             await server.stop()
     return EXIT_OK
-
-
-def _start_postgres(stack: contextlib.ExitStack, pg_dir: Path | None) -> str:
-    try:
-        with warnings.catch_warnings():  # platformdirs warns at import when XDG_RUNTIME_DIR is unset
-            warnings.simplefilter("ignore")
-            import pgserver
-    except ImportError:
-        raise ConfigError(
-            "fleet dev starts PostgreSQL from the pgserver package: pip install 'shopline-async[fleet]', "
-            "or pass --no-postgres"
-        ) from None
-    directory = pg_dir if pg_dir is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
-    try:
-        server = pgserver.get_server(directory, cleanup_mode="stop")  # type: ignore[attr-defined]
-    except Exception as exc:  # what initdb or pg_ctl said: a directory in use, not writable ...
-        raise ConfigError(f"PostgreSQL did not start in {directory}: {exc}; or pass --no-postgres") from None
-    stack.callback(server.cleanup)
-    url: str = server.get_uri()
-    return url

@@ -15,6 +15,9 @@ import shutil
 import socket
 import sys
 import sysconfig
+import tempfile
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -22,7 +25,7 @@ from temporalio.client import Client
 
 from .._errors import ConfigError
 
-__all__ = ["DevServer", "temporal_binary"]
+__all__ = ["DevServer", "local_postgres", "temporal_binary"]
 
 
 def temporal_binary() -> Path:
@@ -145,3 +148,28 @@ class DevServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.stop()
+
+
+@contextlib.contextmanager
+def local_postgres(directory: Path | None = None) -> Iterator[str]:
+    """A PostgreSQL server from the pgserver wheel, its data in ``directory`` (default: a temporary
+    one), until the block ends: its URL."""
+    try:
+        with warnings.catch_warnings():  # platformdirs warns at import when XDG_RUNTIME_DIR is unset
+            warnings.simplefilter("ignore")
+            import pgserver
+    except ImportError:
+        raise ConfigError(
+            "PostgreSQL is started from the pgserver package: pip install 'shopline-async[fleet]', "
+            "or give the fleet a database of yours (--no-postgres)"
+        ) from None
+    with contextlib.ExitStack() as stack:
+        if directory is None:
+            directory = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        try:
+            server = pgserver.get_server(directory, cleanup_mode="stop")  # type: ignore[attr-defined]
+        except Exception as exc:  # what initdb or pg_ctl said: a directory in use, not writable ...
+            raise ConfigError(f"PostgreSQL did not start in {directory}: {exc}; or pass --no-postgres") from None
+        stack.callback(server.cleanup)
+        url: str = server.get_uri()
+        yield url

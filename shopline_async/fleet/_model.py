@@ -1,8 +1,10 @@
-"""What travels through Temporal: operations in chunks, results, a store workflow's state.
+"""What travels through Temporal: references to chunks, a store workflow's state, drain outcomes.
 
 Dataclasses of JSON types, so Temporal's default converter carries them and the workflow sandbox
-can import this module; operations and results inside them as JSON text. Nothing here is secret:
-tokens stay in each worker's own configuration, and an operation names its store by handle only.
+can import this module. Operations and their results do not travel: they are in the fleet's
+database (``_database``), and Temporal carries a submission's id and a chunk's number, so a
+history grows by a few hundred bytes per chunk. Nothing here is secret: tokens stay in each
+worker's own configuration, and an operation names its store by handle only.
 """
 
 from __future__ import annotations
@@ -15,17 +17,17 @@ import msgspec
 from .._constants import DEFAULT_BUCKET_CAPACITY, DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_RATE
 
 __all__ = [
-    "Chunk",
     "DrainInput",
     "DrainOutcome",
     "FleetOperation",
     "GiveUpInput",
-    "OperationResult",
-    "StoreProgress",
+    "Queued",
     "StoreSettings",
     "StoreState",
     "StoreStopped",
-    "SubmissionTotals",
+    "Submitted",
+    "decode_operations",
+    "encode_operations",
     "in_submission",
     "workflow_id",
 ]
@@ -34,7 +36,7 @@ WORKFLOW_NAME = "shopline-store"
 ACTIVITY_NAME = "shopline-drain-chunk"
 GIVE_UP_ACTIVITY_NAME = "shopline-give-up-chunk"
 SUBMIT_SIGNAL = "submit"
-PROGRESS_QUERY = "progress"
+STOP_SIGNAL = "stop"
 
 
 def workflow_id(app: str, store: str) -> str:
@@ -45,7 +47,7 @@ def workflow_id(app: str, store: str) -> str:
 class FleetOperation(msgspec.Struct, frozen=True):
     """One product or image update, validated by the submitter. ``body`` is the update as it will be sent.
 
-    ``seq`` numbers the submission's operations (what a heartbeat checkpoints); ``line`` is the
+    ``seq`` numbers the submission's operations (its result's key in the database); ``line`` is the
     input file's line, if it came from one.
     """
 
@@ -58,35 +60,15 @@ class FleetOperation(msgspec.Struct, frozen=True):
     image_id: str | None = None
 
 
-class OperationResult(msgspec.Struct, frozen=True):
-    """What became of one operation, as the SDK's ``Result`` says it (the error as one line of text)."""
-
-    submission: str
-    store: str
-    seq: int
-    line: int | None
-    key: str
-    kind: str
-    ok: bool
-    outcome: str
-    status: int | None = None
-    trace_id: str | None = None
-    trace_ids: list[str] = []
-    attempts: int = 0
-    error: str | None = None
-    product_id: str | None = None
-    image_id: str | None = None
-
-
-# Operations and results cross Temporal as msgspec JSON text inside the dataclasses below: its
-# default converter rebuilds a dataclass per value from its type hints, which cost several times
-# the SDK's own work per request when every operation was one (benchmarks/README.md).
 _operations_decoder = msgspec.json.Decoder(list[FleetOperation])
-_results_decoder = msgspec.json.Decoder(list[OperationResult])
 
 
-def encode_results(results: list[OperationResult]) -> str:
-    return msgspec.json.encode(results).decode()
+def encode_operations(operations: list[FleetOperation]) -> bytes:
+    return msgspec.json.encode(operations)
+
+
+def decode_operations(encoded: bytes) -> list[FleetOperation]:
+    return _operations_decoder.decode(encoded)
 
 
 def in_submission(submission: str, asked: str) -> bool:
@@ -95,29 +77,24 @@ def in_submission(submission: str, asked: str) -> bool:
     return submission == asked or submission.startswith(asked + "@")
 
 
-def decode_results(text: str) -> list[OperationResult]:
-    return _results_decoder.decode(text) if text else []
+@dataclass
+class Submitted:
+    """A submission's chunks for one store, recorded in the database: what a submit signals."""
+
+    submission: str
+    chunks: int
+    settings: StoreSettings | None = None
+    """How its drains run, as its submitter said (None: as the store workflow was started)."""
 
 
 @dataclass
-class Chunk:
-    """Operations of one submission for one store; ``number`` orders the submission's chunks for that store."""
+class Queued:
+    """A submission a store workflow has yet to drain, from chunk ``next`` on."""
 
     submission: str
-    number: int
-    count: int
-    operations: str  # JSON: list[FleetOperation]
+    chunks: int
+    next: int = 0
     settings: StoreSettings | None = None
-    """How its drain runs, as its submitter said (None: as the store workflow was started)."""
-
-    @classmethod
-    def of(
-        cls, submission: str, number: int, operations: list[FleetOperation], settings: StoreSettings | None = None
-    ) -> Chunk:
-        return cls(submission, number, len(operations), msgspec.json.encode(operations).decode(), settings)
-
-    def decoded(self) -> list[FleetOperation]:
-        return _operations_decoder.decode(self.operations)
 
 
 @dataclass
@@ -129,6 +106,7 @@ class StoreSettings:
     chunks_per_run: int = 20  # then continue-as-new, so a run's history stays far below Temporal's caps
     bucket_capacity: int = DEFAULT_BUCKET_CAPACITY  # what a worker taking a store over assumes it holds
     bucket_rate: float = DEFAULT_RATE
+    idle_timeout: float = 600.0  # then the store workflow ends; the next submit starts it again
 
 
 @dataclass
@@ -141,69 +119,54 @@ class StoreStopped:
 
 
 @dataclass
-class SubmissionTotals:
-    """One submission's counts in one store: operations submitted, done, and done ok; and, if the
-    store answered that it cannot be written (401, 402, 403, 423, 433-436), that answer."""
-
-    submitted: int = 0
-    done: int = 0
-    ok: int = 0
-    failed: int = 0
-    stopped: StoreStopped | None = None
-
-
-@dataclass
 class StoreState:
     """A store workflow's state, carried from run to run by continue-as-new."""
 
     app: str
     store: str
     settings: StoreSettings = field(default_factory=StoreSettings)
-    queued: list[Chunk] = field(default_factory=list)
-    totals: dict[str, SubmissionTotals] = field(default_factory=dict)
-    seen_chunks: dict[str, list[int]] = field(default_factory=dict)  # a chunk signalled twice runs once
+    queued: list[Queued] = field(default_factory=list)
     last_drainer: str | None = None
     last_drain_end: float | None = None  # the drainer's wall clock, seconds since the epoch
 
 
 @dataclass
 class DrainInput:
+    """One chunk to drain. ``drain`` names this drain (its attempts share it): what an attempt finds
+    recorded under it in the database was done by an earlier attempt and is not sent again."""
+
+    app: str
     store: str
-    chunk: Chunk
+    submission: str
+    number: int
+    drain: str
     settings: StoreSettings
     last_drainer: str | None
     last_drain_end: float | None
-    stopped: StoreStopped | None = None
-    """The store answered so to an earlier chunk of this submission: send nothing."""
 
 
 @dataclass
 class GiveUpInput:
-    """A chunk whose drain failed for good, and why: its rows are reported failed, the store goes on."""
+    """A chunk not drained, and why: its rows without a result of ``drain`` are reported failed,
+    as not confirmed (``sent``: its drain may have sent them) or not sent; the store goes on."""
 
+    app: str
     store: str
-    chunk: Chunk
+    submission: str
+    number: int
+    drain: str
     reason: str
+    sent: bool = True
 
 
 @dataclass
 class DrainOutcome:
-    results: str  # JSON: list[OperationResult]
+    """What a drain did: rows it recorded ok and failed (the results are in the database)."""
+
     ok: int
     failed: int
     drainer: str
     ended_at: float
     attempt: int = 1
-    resumed: int = 0  # results taken from an earlier attempt's last heartbeat, not sent again
+    resumed: int = 0  # rows an earlier attempt of this drain recorded, not sent again
     stopped: StoreStopped | None = None  # the store answered that it cannot be written
-
-
-@dataclass
-class StoreProgress:
-    """A store workflow's state: chunks and operations queued, whether a drain runs, counts per submission."""
-
-    store: str
-    queued_chunks: int
-    queued_operations: int
-    draining: bool
-    totals: dict[str, SubmissionTotals]

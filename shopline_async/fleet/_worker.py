@@ -2,9 +2,10 @@
 
 Each worker process has one ``ShoplineClient`` holding the stores of its own configuration (the
 tokens never leave the process), so a store's limiter, pool and retries are the SDK's. A drain
-activity sends one chunk of one store through a ``BatchExecutor`` and heartbeats the results it
-has so far: a retried activity (its worker died, or lost Temporal) starts after the last
-acknowledged heartbeat, so a crash re-sends at most one heartbeat window of idempotent PUTs.
+activity reads one chunk of one store from the fleet's database, sends it through a
+``BatchExecutor`` whose ledger is that database's, and records the results there as it goes,
+then heartbeats: a retried activity (its worker died, or lost Temporal or the database) skips what
+its earlier attempts recorded, so a crash re-sends at most one heartbeat window of idempotent PUTs.
 
 A worker that did not send the store's last chunk cannot see SHOPLINE's bucket: the other worker
 may have left it full. It waits what a full bucket takes to drain (capacity / rate, less the time
@@ -40,8 +41,9 @@ from .._constants import (
 from .._errors import APIStatusError, StoreUnavailableError
 from .._ledger import PostgresLedger
 from .._operations import AnyResult, Operation, UpdateImage, UpdateProduct
-from .._sync import error_text
+from .._results import ResultRow
 from .._telemetry import Observer
+from ._database import FleetDatabase
 from ._model import (
     ACTIVITY_NAME,
     GIVE_UP_ACTIVITY_NAME,
@@ -49,10 +51,8 @@ from ._model import (
     DrainOutcome,
     FleetOperation,
     GiveUpInput,
-    OperationResult,
     StoreStopped,
-    decode_results,
-    encode_results,
+    decode_operations,
 )
 from ._workflow import StoreWorkflow
 
@@ -61,8 +61,7 @@ __all__ = ["DEFAULT_TASK_QUEUE", "WORKER_HEADER", "FleetWorker", "StoreConfig", 
 DEFAULT_TASK_QUEUE = DEFAULT_FLEET_TASK_QUEUE
 """The task queue workers poll and submissions go to unless told otherwise."""
 WORKER_HEADER = "X-Shopline-Fleet-Worker"
-# Our own pace for heartbeats: each one encodes every result so far, so not one per result.
-# Temporal's worker sends the newest at most every 0.8 x heartbeat timeout; that is the window.
+# Our own pace for recording results (a transaction each) and heartbeating, so not one per result.
 _HEARTBEAT_EVERY = 1.0
 
 
@@ -83,95 +82,93 @@ def new_identity() -> str:
 
 
 class FleetWorker:
-    """The drain activity, bound to this process's client. ``identity`` names the process to the
-    store workflows, which pass on who drained a store last."""
+    """The drain activities, bound to this process's client and the fleet's database (a PostgreSQL
+    URL). ``identity`` names the process to the store workflows, which pass on who drained a store last."""
 
     def __init__(
         self,
         client: ShoplineClient,
+        database: str,
         *,
         identity: str | None = None,
         concurrency: int = DEFAULT_BATCH_CONCURRENCY,
         telemetry: Observer | None = None,
-        ledger: str | None = None,
     ) -> None:
         self.client = client
+        self.database = database
         self.telemetry = telemetry
-        self.ledger = ledger
-        """A PostgreSQL URL every drain records its writes in and skips unchanged rows by, or None."""
         self.concurrency = concurrency
         self.identity = identity or new_identity()
 
     @activity.defn(name=ACTIVITY_NAME)
     async def drain(self, job: DrainInput) -> DrainOutcome:
         info = activity.info()
-        results = _checkpoint(info.heartbeat_details)
-        resumed = len(results)
-        done = {r.seq for r in results}
-        store = self.client.get_store(job.store)
-        todo = [op for op in job.chunk.decoded() if op.seq not in done]
-        if store is None:
-            message = f"store {job.store!r} has no token on worker {self.identity}: add it to the worker's --config"
-            results += [_not_sent(job, op, message) for op in todo]
-            return self._outcome(results, info.attempt, resumed)
-        if job.stopped is not None:  # an earlier chunk of this submission learnt the store cannot be written
-            earlier = job.stopped
-            message = (
-                f"not sent: store {job.store!r} answered HTTP {earlier.status} earlier in this submission "
-                f"({earlier.message}, traceId={earlier.trace_id or '-'})"
-            )
-            results += [_not_sent(job, op, message) for op in todo]
-            return self._outcome(results, info.attempt, resumed, earlier)
+        # connections per drain: a chunk takes minutes at SHOPLINE's pace, a connection milliseconds
+        async with await FleetDatabase.connect(self.database) as database:
+            encoded = await database.chunk(job.app, job.submission, job.store, job.number)
+            if encoded is None:  # forgotten (fleet forget) since it was queued
+                return self._outcome(0, 0, info.attempt)
+            operations = decode_operations(encoded)
+            done = await database.drained(job.app, job.submission, job.store, job.drain, [op.seq for op in operations])
+            todo = [op for op in operations if op.seq not in done]
+            if not todo:
+                return self._outcome(0, 0, info.attempt, len(done))
+            record = _Recorder(database, job)
+            if self.client.get_store(job.store) is None:
+                message = f"store {job.store!r} has no token on worker {self.identity}: add it to the worker's --config"
+                await record.rows([_not_sent(job, op, message) for op in todo])
+                return self._outcome(0, len(todo), info.attempt, len(done))
+            earlier = await database.stopped(job.app, job.submission, job.store)
+            if earlier is not None:  # an earlier chunk of this submission learnt the store cannot be written
+                message = (
+                    f"not sent: store {job.store!r} answered HTTP {earlier.status} earlier in this submission "
+                    f"({earlier.message}, traceId={earlier.trace_id or '-'})"
+                )
+                await record.rows([_not_sent(job, op, message) for op in todo])
+                return self._outcome(0, len(todo), info.attempt, len(done), earlier)
 
-        await self._wait_for_bucket(job, info.attempt, results)
-        # a connection per drain: a chunk takes minutes at SHOPLINE's pace, a connection milliseconds
-        ledger = PostgresLedger(self.ledger) if self.ledger is not None else None
-        try:
-            executor = BatchExecutor(self.client, concurrency=self.concurrency, ledger=ledger)
-            last_beat = time.monotonic()
-            stopped = None
-            async with executor.stream(_operations(job.store, todo)) as stream:
-                async for result in stream:
-                    if result.outcome == "not_attempted":  # the ledger failed: not sent, left to the retry
-                        continue
-                    results.append(_result(job, todo[result.index], result))  # index: position in todo
-                    if stopped is None:
-                        stopped = _stopped_by(result.error)
-                    if time.monotonic() - last_beat >= _HEARTBEAT_EVERY:
-                        activity.heartbeat(encode_results(results))
-                        last_beat = time.monotonic()
-        finally:
-            if ledger is not None:
-                ledger.close()
-        if executor.ledger_error is not None:  # rows it could not record were not sent: try the chunk again
-            raise executor.ledger_error
-        activity.heartbeat(encode_results(results))
+            await self._wait_for_bucket(job, info.attempt)
+            with PostgresLedger(self.database) as ledger:
+                executor = BatchExecutor(self.client, concurrency=self.concurrency, ledger=ledger)
+                async with executor.stream(_operations(job.store, todo)) as stream:
+                    async for result in stream:
+                        if result.outcome == "not_attempted":  # the ledger failed: not sent, left to the retry
+                            continue
+                        await record.result(todo[result.index], result)  # index: position in todo
+            if executor.ledger_error is not None:  # rows it could not record were not sent: try the chunk again
+                raise executor.ledger_error
+            await record.flush()
         if self.telemetry is not None:
             self.telemetry.chunk_drained(job.store, len(todo))
-        return self._outcome(results, info.attempt, resumed, stopped)
+        return self._outcome(record.ok, record.failed, info.attempt, len(done), record.stopped)
 
     @activity.defn(name=GIVE_UP_ACTIVITY_NAME)
     async def give_up(self, job: GiveUpInput) -> DrainOutcome:
-        """The chunk's drain failed for good: each row is reported failed, with the reason; the rows
-        its attempts sent may have been applied, so none is called not sent."""
-        message = (
-            f"not confirmed: its chunk's drain failed for good ({job.reason}); it may or may not have been applied"
-        )
-        try:
-            ops = job.chunk.decoded()
-        except (msgspec.DecodeError, msgspec.ValidationError):  # what failed it: counted, with no row to name
-            return DrainOutcome("", 0, job.chunk.count, self.identity, time.time())
-        return self._outcome([_not_sent(job, op, message) for op in ops], activity.info().attempt, 0)
+        """The chunk was not drained: each row without a result of its drain is reported failed, with
+        the reason; as not confirmed if its drain may have sent it (so none is called not sent)."""
+        if job.sent:
+            message = (
+                f"not confirmed: its chunk's drain failed for good ({job.reason}); it may or may not have been applied"
+            )
+        else:
+            message = f"not sent: {job.reason}"
+        async with await FleetDatabase.connect(self.database) as database:
+            encoded = await database.chunk(job.app, job.submission, job.store, job.number)
+            try:
+                operations = decode_operations(encoded) if encoded is not None else []
+            except (msgspec.DecodeError, msgspec.ValidationError):  # what failed it: nothing to name the rows by
+                return self._outcome(0, 0, activity.info().attempt)
+            done = await database.drained(job.app, job.submission, job.store, job.drain, [op.seq for op in operations])
+            rows = [_not_sent(job, op, message) for op in operations if op.seq not in done]
+            await database.record(job.app, job.submission, job.store, job.drain, rows)
+        return self._outcome(0, len(rows), activity.info().attempt, len(done))
 
     def _outcome(
-        self, results: list[OperationResult], attempt: int, resumed: int, stopped: StoreStopped | None = None
+        self, ok: int, failed: int, attempt: int, resumed: int = 0, stopped: StoreStopped | None = None
     ) -> DrainOutcome:
-        ok = sum(r.ok for r in results)
-        return DrainOutcome(
-            encode_results(results), ok, len(results) - ok, self.identity, time.time(), attempt, resumed, stopped
-        )
+        return DrainOutcome(ok, failed, self.identity, time.time(), attempt, resumed, stopped)
 
-    async def _wait_for_bucket(self, job: DrainInput, attempt: int, results: list[OperationResult]) -> None:
+    async def _wait_for_bucket(self, job: DrainInput, attempt: int) -> None:
         """Wait until SHOPLINE's bucket is surely empty, unless this process sent the store's last chunk."""
         full = job.settings.bucket_capacity / job.settings.bucket_rate
         if attempt > 1:  # the attempt before may have sent up to the moment it died
@@ -182,8 +179,51 @@ class FleetWorker:
             wait = min(full, full - (time.time() - job.last_drain_end))  # min: a clock ahead of ours
         deadline = time.monotonic() + wait
         while (left := deadline - time.monotonic()) > 0:
-            activity.heartbeat(encode_results(results))
+            activity.heartbeat()
             await asyncio.sleep(min(left, _HEARTBEAT_EVERY))
+
+
+class _Recorder:
+    """A drain's results on their way to the database: written every ``_HEARTBEAT_EVERY`` seconds,
+    each write followed by a heartbeat, so what a heartbeat acknowledges is recorded."""
+
+    def __init__(self, database: FleetDatabase, job: DrainInput) -> None:
+        self._database, self._job = database, job
+        self._pending: list[ResultRow] = []
+        self._last_write = time.monotonic()
+        self.ok = self.failed = 0
+        self.stopped: StoreStopped | None = None
+        self._stopped_unwritten = False
+
+    async def result(self, op: FleetOperation, result: AnyResult) -> None:
+        if self.stopped is None and (stopped := _stopped_by(result.error)) is not None:
+            self.stopped, self._stopped_unwritten = stopped, True
+        self.ok += result.ok
+        self.failed += not result.ok
+        row = ResultRow.of(
+            result,
+            line=op.line,
+            key=op.key,
+            product_id=op.product_id,
+            image_id=op.image_id,
+            submission=self._job.submission,
+            seq=op.seq,
+        )
+        self._pending.append(row)
+        if time.monotonic() - self._last_write >= _HEARTBEAT_EVERY:
+            await self.flush()
+
+    async def rows(self, rows: list[ResultRow]) -> None:
+        self._pending += rows
+        await self.flush()
+
+    async def flush(self) -> None:
+        job = self._job
+        stopped = self.stopped if self._stopped_unwritten else None
+        await self._database.record(job.app, job.submission, job.store, job.drain, self._pending, stopped)
+        self._pending, self._stopped_unwritten = [], False
+        self._last_write = time.monotonic()
+        activity.heartbeat()
 
 
 def _stopped_by(error: Exception | None) -> StoreStopped | None:
@@ -205,45 +245,19 @@ def _operations(store: str, todo: list[FleetOperation]) -> list[Operation]:
     return ops
 
 
-def _result(job: DrainInput, op: FleetOperation, result: AnyResult) -> OperationResult:
-    return OperationResult(
-        submission=job.chunk.submission,
-        store=job.store,
-        seq=op.seq,
+def _not_sent(job: DrainInput | GiveUpInput, op: FleetOperation, message: str) -> ResultRow:
+    return ResultRow.refused(
+        message,
         line=op.line,
         key=op.key,
-        kind=op.kind,
-        ok=result.ok,
-        outcome=result.outcome,
-        status=result.status,
-        trace_id=result.trace_id,
-        trace_ids=list(result.trace_ids),
-        attempts=result.attempts,
-        error=error_text(result.error) if result.error is not None else None,
-        product_id=op.product_id,
-        image_id=op.image_id,
-    )
-
-
-def _not_sent(job: DrainInput | GiveUpInput, op: FleetOperation, message: str) -> OperationResult:
-    return OperationResult(
-        submission=job.chunk.submission,
         store=job.store,
-        seq=op.seq,
-        line=op.line,
-        key=op.key,
-        kind=op.kind,
-        ok=False,
         outcome="failed",
-        error=message,
+        kind=op.kind,
         product_id=op.product_id,
         image_id=op.image_id,
+        submission=job.submission,
+        seq=op.seq,
     )
-
-
-def _checkpoint(details: Any) -> list[OperationResult]:
-    """The results an earlier attempt heartbeated."""
-    return decode_results(details[0]) if details else []
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
@@ -257,6 +271,7 @@ def workflow_runner() -> SandboxedWorkflowRunner:
 async def run_worker(
     temporal: Client,
     stores: Mapping[str, StoreConfig],
+    database: str,
     *,
     task_queue: str = DEFAULT_TASK_QUEUE,
     base_url: str | None = None,
@@ -267,11 +282,11 @@ async def run_worker(
     send_identity: bool = False,
     max_connections: int | None = None,
     telemetry: Observer | None = None,
-    ledger: str | None = None,
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Serve ``task_queue`` until ``stop`` is set (or cancelled): up to ``max_concurrent_stores`` stores at once.
+    """Serve ``task_queue`` until ``stop`` is set (or cancelled): up to ``max_concurrent_stores`` stores at
+    once, reading chunks from and recording results and the ledger in ``database`` (a PostgreSQL URL).
 
     ``send_identity``: every request carries ``X-Shopline-Fleet-Worker: host:pid:random``, which
     tells a server (our mock, a proxy's log) which worker sent it.
@@ -291,9 +306,9 @@ async def run_worker(
     async with ShoplineClient(**options) as client:
         for handle, config in stores.items():
             client.store(handle, config.token, rate_limit=config.rate_limit)
-        if ledger is not None:
-            PostgresLedger(ledger).close()  # refused at start, not at the first drain: a bad URL, no driver
-        fleet = FleetWorker(client, identity=identity, concurrency=concurrency, telemetry=telemetry, ledger=ledger)
+        await (await FleetDatabase.connect(database)).close()  # refused at start, not at the first drain
+        PostgresLedger(database).close()
+        fleet = FleetWorker(client, database, identity=identity, concurrency=concurrency, telemetry=telemetry)
         worker = Worker(
             temporal,
             task_queue=task_queue,

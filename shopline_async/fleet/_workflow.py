@@ -1,14 +1,16 @@
 """The store workflow: one per store, the only thing that drains that store's operations.
 
 Its id is the store's (``workflow_id``), so Temporal runs at most one: submitters reach it by
-signal-with-start, however many there are, and it runs one drain activity at a time. It never
-ends by itself (an idle workflow costs Temporal nothing but a row), so what it knows of the last
-drain, who and when, is there for the next one; it continues-as-new every ``chunks_per_run``
-chunks, or when Temporal suggests it, carrying only its queue and its counters.
+signal-with-start, however many there are, and it runs one drain activity at a time, chunk by
+chunk, submission by submission. It continues-as-new every ``chunks_per_run`` chunks, or when
+Temporal suggests it, carrying its queue and who drained the store last (for the next drain's
+wait for SHOPLINE's bucket). Idle for ``idle_timeout`` it ends, and the next submit starts it
+again; ``fleet stop`` ends it after the chunk it is draining, its queued chunks reported not sent.
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
@@ -19,25 +21,24 @@ with workflow.unsafe.imports_passed_through():
     from ._model import (
         ACTIVITY_NAME,
         GIVE_UP_ACTIVITY_NAME,
-        PROGRESS_QUERY,
+        STOP_SIGNAL,
         SUBMIT_SIGNAL,
         WORKFLOW_NAME,
-        Chunk,
         DrainInput,
         DrainOutcome,
         GiveUpInput,
-        StoreProgress,
+        Queued,
         StoreState,
-        SubmissionTotals,
+        Submitted,
     )
 
 __all__ = ["StoreWorkflow"]
 
 # An operation's own failure is a result, not an activity failure: what fails a drain is a lost
-# worker (retried: another takes over) or a bug. A bug that fails the same way every time is not
-# retried, anything else is retried a bounded number of times (some 10 minutes); then the chunk's
-# rows are reported failed with the reason and the store goes on to its next chunk.
-_KEPT_SUBMISSIONS = 100
+# worker or database (retried: another takes over, the database comes back) or a bug. A bug that
+# fails the same way every time is not retried, anything else is retried a bounded number of
+# times (some 10 minutes); then the chunk's rows are reported failed with the reason and the store
+# goes on to its next chunk.
 _DRAIN_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(seconds=60),
@@ -59,75 +60,99 @@ class StoreWorkflow:
     @workflow.init
     def __init__(self, state: StoreState) -> None:
         self._state = state
-        self._draining = False
+        self._stopping = False
+        self._drains = 0
 
     @workflow.run
     async def run(self, state: StoreState) -> None:
         for _ in range(state.settings.chunks_per_run):
-            await workflow.wait_condition(lambda: bool(self._state.queued))
-            chunk = self._state.queued[0]
-            settings = chunk.settings or self._state.settings  # read at each drain: the submitter's
-            self._draining = True
-            totals = self._state.totals.setdefault(chunk.submission, SubmissionTotals())
-            try:
-                outcome = await workflow.execute_activity(
-                    ACTIVITY_NAME,
-                    DrainInput(state.store, chunk, settings, state.last_drainer, state.last_drain_end, totals.stopped),
-                    result_type=DrainOutcome,
-                    start_to_close_timeout=timedelta(seconds=settings.chunk_timeout),
-                    heartbeat_timeout=timedelta(seconds=settings.heartbeat_timeout),
-                    retry_policy=_DRAIN_RETRY,
-                )
-            except ActivityError as failed:
-                outcome = await workflow.execute_activity(
-                    GIVE_UP_ACTIVITY_NAME,
-                    GiveUpInput(state.store, chunk, _reason(failed)),
-                    result_type=DrainOutcome,
-                    start_to_close_timeout=timedelta(seconds=60),
-                    retry_policy=_GIVE_UP_RETRY,
-                )
-            self._draining = False
-            self._state.queued.pop(0)
-            totals.done += outcome.ok + outcome.failed
-            totals.stopped = totals.stopped or outcome.stopped
-            totals.ok += outcome.ok
-            totals.failed += outcome.failed
-            self._state.last_drainer, self._state.last_drain_end = outcome.drainer, outcome.ended_at
+            if not await self._wait_for_work():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                return
+            await self._drain_next()
             if workflow.info().is_continue_as_new_suggested():
                 break
         await workflow.wait_condition(workflow.all_handlers_finished)
+        if self._stopping:  # came with the last chunk of this run: not carried over
+            await self._wait_for_work()
+            return
         workflow.continue_as_new(self._state)
 
-    @workflow.signal(name=SUBMIT_SIGNAL)
-    def submit(self, chunk: Chunk) -> None:
-        seen = self._state.seen_chunks.setdefault(chunk.submission, [])
-        if chunk.number in seen:  # a submitter that retried: the chunk is queued or done already
-            return
-        seen.append(chunk.number)
-        self._state.queued.append(chunk)
-        if chunk.settings is not None:  # the latest submitter's, for the runs to come
-            self._state.settings = chunk.settings
-        self._state.totals.setdefault(chunk.submission, SubmissionTotals()).submitted += chunk.count
-        self._forget_old_submissions()
+    async def _wait_for_work(self) -> bool:
+        """Whether there is a chunk to drain: False once idle for ``idle_timeout``, or stopped."""
+        try:
+            await workflow.wait_condition(
+                lambda: bool(self._state.queued) or self._stopping,
+                timeout=timedelta(seconds=self._state.settings.idle_timeout),
+            )
+        except asyncio.TimeoutError:
+            return bool(self._state.queued)  # a submit that came with the timeout is drained
+        if self._stopping:
+            for queued in self._state.queued:
+                for number in range(queued.next, queued.chunks):
+                    reason = "the store's workflow was stopped (fleet stop) before its turn"
+                    await self._give_up(queued.submission, number, self._drain_id(), reason, sent=False)
+            self._state.queued.clear()
+            return False
+        return True
 
-    def _forget_old_submissions(self) -> None:
-        """Keep the counters of the last ``_KEPT_SUBMISSIONS`` only, so that a workflow that lives for
-        years carries a bounded state; the results stay in the histories."""
-        totals, seen = self._state.totals, self._state.seen_chunks
-        for submission in list(totals)[: max(0, len(totals) - _KEPT_SUBMISSIONS)]:
-            if totals[submission].done >= totals[submission].submitted:
-                del totals[submission]
-                seen.pop(submission, None)
-
-    @workflow.query(name=PROGRESS_QUERY)
-    def progress(self) -> StoreProgress:
-        return StoreProgress(
-            store=self._state.store,
-            queued_chunks=len(self._state.queued),
-            queued_operations=sum(c.count for c in self._state.queued),
-            draining=self._draining,
-            totals=self._state.totals,
+    async def _drain_next(self) -> None:
+        queued = self._state.queued[0]
+        settings = queued.settings or self._state.settings  # read at each drain: the submitter's
+        drain = self._drain_id()
+        job = DrainInput(
+            self._state.app,
+            self._state.store,
+            queued.submission,
+            queued.next,
+            drain,
+            settings,
+            self._state.last_drainer,
+            self._state.last_drain_end,
         )
+        try:
+            outcome = await workflow.execute_activity(
+                ACTIVITY_NAME,
+                job,
+                result_type=DrainOutcome,
+                start_to_close_timeout=timedelta(seconds=settings.chunk_timeout),
+                heartbeat_timeout=timedelta(seconds=settings.heartbeat_timeout),
+                retry_policy=_DRAIN_RETRY,
+            )
+        except ActivityError as failed:
+            outcome = await self._give_up(queued.submission, queued.next, drain, _reason(failed), sent=True)
+        queued.next += 1
+        if queued.next >= queued.chunks:
+            self._state.queued.pop(0)
+        self._state.last_drainer, self._state.last_drain_end = outcome.drainer, outcome.ended_at
+
+    async def _give_up(self, submission: str, number: int, drain: str, reason: str, *, sent: bool) -> DrainOutcome:
+        job = GiveUpInput(self._state.app, self._state.store, submission, number, drain, reason, sent)
+        outcome: DrainOutcome = await workflow.execute_activity(
+            GIVE_UP_ACTIVITY_NAME,
+            job,
+            result_type=DrainOutcome,
+            start_to_close_timeout=timedelta(seconds=60),
+            retry_policy=_GIVE_UP_RETRY,
+        )
+        return outcome
+
+    def _drain_id(self) -> str:
+        """A name for one drain, unique to it: this run's id and the drain's number in the run."""
+        self._drains += 1
+        return f"{workflow.info().run_id}/{self._drains}"
+
+    @workflow.signal(name=SUBMIT_SIGNAL)
+    def submit(self, submitted: Submitted) -> None:
+        if any(q.submission == submitted.submission for q in self._state.queued):
+            return  # a submitter that retried: queued already
+        self._state.queued.append(Queued(submitted.submission, submitted.chunks, 0, submitted.settings))
+        if submitted.settings is not None:  # the latest submitter's, for the runs to come
+            self._state.settings = submitted.settings
+
+    @workflow.signal(name=STOP_SIGNAL)
+    def stop(self) -> None:
+        self._stopping = True
 
 
 def _reason(failed: ActivityError) -> str:
