@@ -711,6 +711,15 @@ async def test_postgres_restarting_mid_run_loses_and_doubles_nothing(
                 stats = [mock.stats(h) for h in mock.handles]
                 assert all(mock.product(f"store{s:03d}", "p79")["title"] == f"{s}-79" for s in range(5))  # type: ignore[index]
                 assert sum(s.http_429 for s in stats) == 0
+                retried = [
+                    event.activity_task_started_event_attributes.attempt
+                    for store in mock.handles
+                    for event in (
+                        await temporal[1].get_workflow_handle(workflow_id("default", store)).fetch_history()
+                    ).events
+                    if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+                ]
+                assert max(retried) > 1  # the outage did fail drains, which were retried
             finally:
                 await workers.stop()
     finally:
