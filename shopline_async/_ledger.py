@@ -368,6 +368,7 @@ class PostgresLedger(Ledger):
             ) from None
         self._psycopg_error: type[Exception] = psycopg.Error
         self._missing_table: type[Exception] = psycopg.errors.UndefinedTable
+        self._url = url
         try:
             self._pg = psycopg.connect(url, autocommit=True, connect_timeout=10)
         except psycopg.Error as exc:
@@ -389,9 +390,19 @@ class PostgresLedger(Ledger):
             message = message.replace(self._secret, "[REDACTED]")
         return LedgerError(f"ledger {self.name}: {message}; " + _WHAT_TO_DO)
 
+    def _connection(self) -> Any:
+        """The connection, made anew if the server dropped it (a restart): what was pending is
+        still pending, and is committed on the new one."""
+        if self._pg.broken:
+            import psycopg
+
+            self._pg.close()
+            self._pg = psycopg.connect(self._url, autocommit=True, connect_timeout=10)
+        return self._pg
+
     def _fetch(self, key: tuple[str, str, str]) -> tuple[Any, ...] | None:
         try:
-            found: tuple[Any, ...] | None = self._pg.execute(
+            found: tuple[Any, ...] | None = self._connection().execute(
                 "SELECT body_hash, ok, status, trace_id, at FROM shopline_ledger "
                 "WHERE base_url = %s AND store = %s AND path = %s",
                 key,
@@ -404,7 +415,8 @@ class PostgresLedger(Ledger):
 
     def _store(self, rows: list[tuple[object, ...]], deleted: list[tuple[str, str, str]]) -> None:
         try:
-            with self._pg.transaction(), self._pg.cursor() as cursor:
+            connection = self._connection()
+            with connection.transaction(), connection.cursor() as cursor:
                 if rows:
                     cursor.executemany(_PG_UPSERT, [(*row[:5], bool(row[5]), *row[6:]) for row in rows])
                 if deleted:
@@ -416,7 +428,7 @@ class PostgresLedger(Ledger):
 
     def _count(self) -> int:
         try:
-            found = self._pg.execute("SELECT count(*) FROM shopline_ledger").fetchone()
+            found = self._connection().execute("SELECT count(*) FROM shopline_ledger").fetchone()
         except self._missing_table:
             return 0
         except self._psycopg_error as exc:

@@ -109,7 +109,10 @@ async def run_drain(
         beats: list[Any] = []
         env.on_heartbeat = lambda *d: beats.append(d)
         started = time.monotonic()
-        outcome = await env.run(worker.drain, job)
+        try:
+            outcome = await env.run(worker.drain, job)
+        finally:
+            await worker.close()
         return outcome, sender, beats, time.monotonic() - started
 
 
@@ -127,7 +130,7 @@ async def test_a_retried_drain_skips_what_its_earlier_attempt_recorded(pg_databa
     await add_chunk(pg_database, 3)
     await run_drain(pg_database, drain_input(3))  # attempt 1 recorded 0..2, then died
     async with await FleetDatabase.connect(pg_database) as database:  # the chunk as it is: 5 operations
-        await database._execute(
+        await database._fetch(
             "UPDATE shopline_fleet_chunks SET operations = %s, count = 5", (encode_operations(ops(5)),)
         )
     outcome, sender, _, _ = await run_drain(pg_database, drain_input(5), attempt=2)
@@ -263,8 +266,9 @@ async def test_a_chunk_given_up_reports_each_row_failed_unconfirmed_or_not_sent(
         await ActivityEnvironment().run(worker.give_up, stopped)
         assert all((r.error or "").startswith("not sent: stopped") for r in await results_in(pg_database))
         async with await FleetDatabase.connect(pg_database) as database:
-            await database._execute("UPDATE shopline_fleet_chunks SET operations = 'not json'")
+            await database._fetch("UPDATE shopline_fleet_chunks SET operations = 'not json'")
         unreadable = await ActivityEnvironment().run(worker.give_up, dataclasses.replace(job, drain="d3"))
+        await worker.close()
     assert (unreadable.ok, unreadable.failed) == (0, 0)  # nothing to name its rows by: status shows them not done
 
 

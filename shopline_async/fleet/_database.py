@@ -14,6 +14,7 @@ and ``fleet status`` reads one row per store.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -129,25 +130,26 @@ class FleetDatabase:
     """A connection to the fleet's database; ``await FleetDatabase.connect(url)``, then ``close()``
     (or ``async with``). Tables are created when missing."""
 
-    def __init__(self, connection: psycopg.AsyncConnection[Any], name: str, secret: str | None) -> None:
+    def __init__(self, connection: psycopg.AsyncConnection[Any], url: str) -> None:
         self._db = connection
-        self.name = name
-        self._secret = secret
+        self._url = url
+        self.name = ledger_name(url)
+        self._secret = url_password(url)
+        self._lock = asyncio.Lock()
 
     @classmethod
     async def connect(cls, url: str) -> FleetDatabase:
-        name, secret = ledger_name(url), url_password(url)
         try:
             connection = await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=10)
         except psycopg.Error as exc:
-            raise _error(name, secret, exc) from None
-        database = cls(connection, name, secret)
+            raise _error(ledger_name(url), url_password(url), exc) from None
+        database = cls(connection, url)
         try:
-            async with database._transaction():
+            async with database._transaction() as db:
                 # two processes creating the tables at once would collide in PostgreSQL's catalog
-                await connection.execute("SELECT pg_advisory_xact_lock(7403319652)")
+                await db.execute("SELECT pg_advisory_xact_lock(7403319652)")
                 for statement in _SCHEMA:
-                    await connection.execute(statement)
+                    await db.execute(statement)
         except BaseException:
             await connection.close()
             raise
@@ -165,19 +167,24 @@ class FleetDatabase:
         await self.close()
 
     @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[None]:
-        """A transaction whose errors are ``DatabaseError`` (rolled back, the password left out)."""
-        try:
-            async with self._db.transaction():
-                yield
-        except psycopg.Error as exc:
-            raise _error(self.name, self._secret, exc) from None
+    async def _transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """The connection, in a transaction whose errors are ``DatabaseError`` (rolled back, the
+        password left out). One at a time: a worker's drains share the connection. A connection
+        the server dropped (a restart) is made anew."""
+        async with self._lock:
+            try:
+                if self._db.broken or self._db.closed:
+                    await self._db.close()
+                    self._db = await psycopg.AsyncConnection.connect(self._url, autocommit=True, connect_timeout=10)
+                async with self._db.transaction():
+                    yield self._db
+            except psycopg.Error as exc:
+                raise _error(self.name, self._secret, exc) from None
 
-    async def _execute(self, query: str, params: Any = None) -> Any:
-        try:
-            return await self._db.execute(query, params)
-        except psycopg.Error as exc:
-            raise _error(self.name, self._secret, exc) from None
+    async def _fetch(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
+        async with self._transaction() as db:
+            cursor = await db.execute(query, params)
+            return await cursor.fetchall() if cursor.description is not None else []
 
     # --- submit
 
@@ -192,7 +199,7 @@ class FleetDatabase:
         rows refused at submit, in one transaction. The same submission again changes nothing but
         the stores' stopped answers, which are forgotten: a resubmission tries each store anew."""
         now = time.time()
-        async with self._transaction(), self._db.cursor() as cursor:
+        async with self._transaction() as db, db.cursor() as cursor:
             rows = [
                 (app, submission, store, number, count, operations)
                 for store, store_chunks in chunks.items()
@@ -219,32 +226,30 @@ class FleetDatabase:
 
     async def chunk(self, app: str, submission: str, store: str, number: int) -> bytes | None:
         """A chunk's operations as stored (None: forgotten since)."""
-        cursor = await self._execute(
+        found = await self._fetch(
             "SELECT operations FROM shopline_fleet_chunks WHERE app = %s AND submission = %s AND store = %s "
             "AND number = %s",
             (app, submission, store, number),
         )
-        found = await cursor.fetchone()
-        return None if found is None else bytes(found[0])
+        return bytes(found[0][0]) if found else None
 
     async def stopped(self, app: str, submission: str, store: str) -> StoreStopped | None:
         """What the store answered earlier in this submission if it cannot be written, else None."""
-        cursor = await self._execute(
+        found = await self._fetch(
             "SELECT stopped_status, stopped_trace_id, stopped_message FROM shopline_fleet_progress "
             "WHERE app = %s AND submission = %s AND store = %s AND stopped_status IS NOT NULL",
             (app, submission, store),
         )
-        found = await cursor.fetchone()
-        return None if found is None else StoreStopped(found[0], found[1], found[2])
+        return StoreStopped(*found[0]) if found else None
 
     async def drained(self, app: str, submission: str, store: str, drain: str, seqs: list[int]) -> set[int]:
         """Of ``seqs``, those with a result from ``drain`` (an earlier attempt of it): not sent again."""
-        cursor = await self._execute(
+        found = await self._fetch(
             "SELECT seq FROM shopline_fleet_results WHERE app = %s AND submission = %s AND store = %s "
             "AND drain = %s AND seq = ANY(%s)",
             (app, submission, store, drain, seqs),
         )
-        return {seq for (seq,) in await cursor.fetchall()}
+        return {seq for (seq,) in found}
 
     async def record(
         self,
@@ -258,7 +263,7 @@ class FleetDatabase:
         """Write ``rows`` (replacing earlier results of the same operations) and, if the store answered
         that it cannot be written, that answer; then refresh the store's progress from its results."""
         params = {"app": app, "submission": submission, "store": store, "now": time.time()}
-        async with self._transaction(), self._db.cursor() as cursor:
+        async with self._transaction() as db, db.cursor() as cursor:
             # the row's lock first: two attempts of one chunk (a worker thought lost, and its
             # successor) then count one after the other, each seeing what the other committed
             await cursor.execute(
@@ -302,7 +307,7 @@ class FleetDatabase:
     async def status(self, app: str, submission: str | None = None) -> list[StoreStatus]:
         """Each store's counts for ``submission`` (an id, or a name for all its contents; None: all)."""
         where = "app = %(app)s" + ("" if submission is None else " AND " + _MATCHING)
-        cursor = await self._execute(
+        found = await self._fetch(
             "SELECT store, sum(submitted), sum(done), sum(ok), sum(failed), sum(sent), sum(unchanged), sum(invalid), "
             "(array_agg(stopped_status) FILTER (WHERE stopped_status IS NOT NULL))[1], "
             "(array_agg(stopped_trace_id) FILTER (WHERE stopped_status IS NOT NULL))[1], "
@@ -323,7 +328,7 @@ class FleetDatabase:
             status,
             trace_id,
             message,
-        ) in await cursor.fetchall():
+        ) in found:
             state = "done" if done >= submitted else ("draining" if done else "queued")
             stopped = None if status is None else StoreStopped(status, trace_id, message)
             statuses.append(StoreStatus(store, state, submitted, done, ok, failed, sent, unchanged, invalid, stopped))
@@ -342,21 +347,18 @@ class FleetDatabase:
         if store is not None:
             where += " AND store = %(store)s"
             params["store"] = store
-        try:
-            async with self._db.transaction(), self._db.cursor(name="shopline_results") as cursor:
-                await cursor.execute(
-                    f"SELECT row FROM shopline_fleet_results WHERE {where} ORDER BY submission, store, seq", params
-                )
-                async for (row,) in cursor:
-                    yield bytes(row)
-        except psycopg.Error as exc:
-            raise _error(self.name, self._secret, exc) from None
+        async with self._transaction() as db, db.cursor(name="shopline_results") as cursor:
+            await cursor.execute(
+                f"SELECT row FROM shopline_fleet_results WHERE {where} ORDER BY submission, store, seq", params
+            )
+            async for (row,) in cursor:
+                yield bytes(row)
 
     async def forget(self, app: str, submission: str) -> int:
         """Delete a submission's chunks, results and progress (an id, or a name for all its contents);
         returns the results deleted."""
         params = {"app": app, **_matching(submission)}
-        async with self._transaction(), self._db.cursor() as cursor:
+        async with self._transaction() as db, db.cursor() as cursor:
             await cursor.execute(f"DELETE FROM shopline_fleet_results WHERE app = %(app)s AND {_MATCHING}", params)
             deleted: int = cursor.rowcount
             await cursor.execute(f"DELETE FROM shopline_fleet_chunks WHERE app = %(app)s AND {_MATCHING}", params)

@@ -96,48 +96,70 @@ class FleetWorker:
     ) -> None:
         self.client = client
         self.database = database
+        self._connections: tuple[FleetDatabase, PostgresLedger] | None = None
+        self._opening = asyncio.Lock()
         self.telemetry = telemetry
         self.concurrency = concurrency
         self.identity = identity or new_identity()
 
+    async def open(self) -> tuple[FleetDatabase, PostgresLedger]:
+        """This worker's connections to the database, made at the first call: one for results and
+        one for the ledger, whatever the number of stores it drains (each made anew when dropped)."""
+        async with self._opening:
+            if self._connections is None:
+                database = await FleetDatabase.connect(self.database)
+                try:
+                    self._connections = (database, PostgresLedger(self.database))
+                except BaseException:
+                    await database.close()
+                    raise
+            return self._connections
+
+    async def close(self) -> None:
+        if self._connections is not None:
+            database, ledger = self._connections
+            self._connections = None
+            try:
+                ledger.close()
+            finally:
+                await database.close()
+
     @activity.defn(name=ACTIVITY_NAME)
     async def drain(self, job: DrainInput) -> DrainOutcome:
         info = activity.info()
-        # connections per drain: a chunk takes minutes at SHOPLINE's pace, a connection milliseconds
-        async with await FleetDatabase.connect(self.database) as database:
-            encoded = await database.chunk(job.app, job.submission, job.store, job.number)
-            if encoded is None:  # forgotten (fleet forget) since it was queued
-                return self._outcome(0, 0, info.attempt)
-            operations = decode_operations(encoded)
-            done = await database.drained(job.app, job.submission, job.store, job.drain, [op.seq for op in operations])
-            todo = [op for op in operations if op.seq not in done]
-            if not todo:
-                return self._outcome(0, 0, info.attempt, len(done))
-            record = _Recorder(database, job)
-            if self.client.get_store(job.store) is None:
-                message = f"store {job.store!r} has no token on worker {self.identity}: add it to the worker's --config"
-                await record.rows([_not_sent(job, op, message) for op in todo])
-                return self._outcome(0, len(todo), info.attempt, len(done))
-            earlier = await database.stopped(job.app, job.submission, job.store)
-            if earlier is not None:  # an earlier chunk of this submission learnt the store cannot be written
-                message = (
-                    f"not sent: store {job.store!r} answered HTTP {earlier.status} earlier in this submission "
-                    f"({earlier.message}, traceId={earlier.trace_id or '-'})"
-                )
-                await record.rows([_not_sent(job, op, message) for op in todo])
-                return self._outcome(0, len(todo), info.attempt, len(done), earlier)
+        database, ledger = await self.open()
+        encoded = await database.chunk(job.app, job.submission, job.store, job.number)
+        if encoded is None:  # forgotten (fleet forget) since it was queued
+            return self._outcome(0, 0, info.attempt)
+        operations = decode_operations(encoded)
+        done = await database.drained(job.app, job.submission, job.store, job.drain, [op.seq for op in operations])
+        todo = [op for op in operations if op.seq not in done]
+        if not todo:
+            return self._outcome(0, 0, info.attempt, len(done))
+        record = _Recorder(database, job)
+        if self.client.get_store(job.store) is None:
+            message = f"store {job.store!r} has no token on worker {self.identity}: add it to the worker's --config"
+            await record.rows([_not_sent(job, op, message) for op in todo])
+            return self._outcome(0, len(todo), info.attempt, len(done))
+        earlier = await database.stopped(job.app, job.submission, job.store)
+        if earlier is not None:  # an earlier chunk of this submission learnt the store cannot be written
+            message = (
+                f"not sent: store {job.store!r} answered HTTP {earlier.status} earlier in this submission "
+                f"({earlier.message}, traceId={earlier.trace_id or '-'})"
+            )
+            await record.rows([_not_sent(job, op, message) for op in todo])
+            return self._outcome(0, len(todo), info.attempt, len(done), earlier)
 
-            await self._wait_for_bucket(job, info.attempt)
-            with PostgresLedger(self.database) as ledger:
-                executor = BatchExecutor(self.client, concurrency=self.concurrency, ledger=ledger)
-                async with executor.stream(_operations(job.store, todo)) as stream:
-                    async for result in stream:
-                        if result.outcome == "not_attempted":  # the ledger failed: not sent, left to the retry
-                            continue
-                        await record.result(todo[result.index], result)  # index: position in todo
-            if executor.ledger_error is not None:  # rows it could not record were not sent: try the chunk again
-                raise executor.ledger_error
-            await record.flush()
+        await self._wait_for_bucket(job, info.attempt)
+        executor = BatchExecutor(self.client, concurrency=self.concurrency, ledger=ledger)
+        async with executor.stream(_operations(job.store, todo)) as stream:
+            async for result in stream:
+                if result.outcome == "not_attempted":  # the ledger failed: not sent, left to the retry
+                    continue
+                await record.result(todo[result.index], result)  # index: position in todo
+        await record.flush()
+        if executor.ledger_error is not None:  # rows it could not record were not sent: try the chunk again
+            raise executor.ledger_error
         if self.telemetry is not None:
             self.telemetry.chunk_drained(job.store, len(todo))
         return self._outcome(record.ok, record.failed, info.attempt, len(done), record.stopped)
@@ -152,15 +174,15 @@ class FleetWorker:
             )
         else:
             message = f"not sent: {job.reason}"
-        async with await FleetDatabase.connect(self.database) as database:
-            encoded = await database.chunk(job.app, job.submission, job.store, job.number)
-            try:
-                operations = decode_operations(encoded) if encoded is not None else []
-            except (msgspec.DecodeError, msgspec.ValidationError):  # what failed it: nothing to name the rows by
-                return self._outcome(0, 0, activity.info().attempt)
-            done = await database.drained(job.app, job.submission, job.store, job.drain, [op.seq for op in operations])
-            rows = [_not_sent(job, op, message) for op in operations if op.seq not in done]
-            await database.record(job.app, job.submission, job.store, job.drain, rows)
+        database, _ = await self.open()
+        encoded = await database.chunk(job.app, job.submission, job.store, job.number)
+        try:
+            operations = decode_operations(encoded) if encoded is not None else []
+        except (msgspec.DecodeError, msgspec.ValidationError):  # what failed it: nothing to name the rows by
+            return self._outcome(0, 0, activity.info().attempt)
+        done = await database.drained(job.app, job.submission, job.store, job.drain, [op.seq for op in operations])
+        rows = [_not_sent(job, op, message) for op in operations if op.seq not in done]
+        await database.record(job.app, job.submission, job.store, job.drain, rows)
         return self._outcome(0, len(rows), activity.info().attempt, len(done))
 
     def _outcome(
@@ -306,9 +328,8 @@ async def run_worker(
     async with ShoplineClient(**options) as client:
         for handle, config in stores.items():
             client.store(handle, config.token, rate_limit=config.rate_limit)
-        await (await FleetDatabase.connect(database)).close()  # refused at start, not at the first drain
-        PostgresLedger(database).close()
         fleet = FleetWorker(client, database, identity=identity, concurrency=concurrency, telemetry=telemetry)
+        await fleet.open()  # a database refused at start, not at the first drain
         worker = Worker(
             temporal,
             task_queue=task_queue,
@@ -318,7 +339,10 @@ async def run_worker(
             max_concurrent_activities=max_concurrent_stores,
             identity=fleet.identity,
         )
-        async with worker:  # leaving it shuts the worker down: its activities end, their stores move on
-            if ready is not None:
-                ready.set()
-            await (stop or asyncio.Event()).wait()
+        try:
+            async with worker:  # leaving it shuts the worker down: its activities end, their stores move on
+                if ready is not None:
+                    ready.set()
+                await (stop or asyncio.Event()).wait()
+        finally:
+            await fleet.close()
