@@ -105,6 +105,7 @@ async def _round(
             submission, wall, requests = await _drain(temporal, database, mock, ops, app)
             rows_written = _rows_written(url) - rows_before
             stats = [mock.stats(h) for h in mock.handles]
+            resent = sum(n - 1 for s in stats for n in s.writes.values())  # before the resubmissions write again
             history = await _history_bytes(temporal, app)
 
             results_file = home / "results.jsonl"
@@ -139,7 +140,7 @@ async def _round(
         "of_ceiling": round(requests / wall / (CEILING * workers), 3),
         "requests": requests,
         "http_429": sum(s.http_429 for s in stats),
-        "resent_writes": sum(n - 1 for s in stats for n in s.writes.values()),
+        "resent_writes": resent,
         "sender_overlaps": sum(s.sender_overlaps for s in stats),
         "history_bytes_per_op": round(history / total, 1),
         "pg_rows_written": rows_written,

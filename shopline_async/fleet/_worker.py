@@ -152,11 +152,17 @@ class FleetWorker:
 
         await self._wait_for_bucket(job, info.attempt)
         executor = BatchExecutor(self.client, concurrency=self.concurrency, ledger=ledger)
-        async with executor.stream(_operations(job.store, todo)) as stream:
-            async for result in stream:
-                if result.outcome == "not_attempted":  # the ledger failed: not sent, left to the retry
-                    continue
-                await record.result(todo[result.index], result)  # index: position in todo
+        # heartbeats say the process lives, whether or not a result came: a store's requests may
+        # wait longer than the heartbeat timeout for the worker's sockets when it drains hundreds
+        beating = asyncio.create_task(_heartbeats())
+        try:
+            async with executor.stream(_operations(job.store, todo)) as stream:
+                async for result in stream:
+                    if result.outcome == "not_attempted":  # the ledger failed: not sent, left to the retry
+                        continue
+                    await record.result(todo[result.index], result)  # index: position in todo
+        finally:
+            beating.cancel()
         await record.flush()
         if executor.ledger_error is not None:  # rows it could not record were not sent: try the chunk again
             raise executor.ledger_error
@@ -205,9 +211,14 @@ class FleetWorker:
             await asyncio.sleep(min(left, _HEARTBEAT_EVERY))
 
 
+async def _heartbeats() -> None:
+    while True:
+        activity.heartbeat()
+        await asyncio.sleep(_HEARTBEAT_EVERY)
+
+
 class _Recorder:
-    """A drain's results on their way to the database: written every ``_HEARTBEAT_EVERY`` seconds,
-    each write followed by a heartbeat, so what a heartbeat acknowledges is recorded."""
+    """A drain's results on their way to the database: written every ``_HEARTBEAT_EVERY`` seconds."""
 
     def __init__(self, database: FleetDatabase, job: DrainInput) -> None:
         self._database, self._job = database, job
@@ -245,7 +256,6 @@ class _Recorder:
         await self._database.record(job.app, job.submission, job.store, job.drain, self._pending, stopped)
         self._pending, self._stopped_unwritten = [], False
         self._last_write = time.monotonic()
-        activity.heartbeat()
 
 
 def _stopped_by(error: Exception | None) -> StoreStopped | None:
