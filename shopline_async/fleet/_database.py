@@ -173,7 +173,7 @@ class FleetDatabase:
         the server dropped (a restart) is made anew."""
         async with self._lock:
             try:
-                if self._db.broken or self._db.closed:
+                if self._db.broken:
                     await self._db.close()
                     self._db = await psycopg.AsyncConnection.connect(self._url, autocommit=True, connect_timeout=10)
                 async with self._db.transaction():

@@ -28,7 +28,6 @@ __all__ = [
     "Submitted",
     "decode_operations",
     "encode_operations",
-    "in_submission",
     "workflow_id",
 ]
 
@@ -69,12 +68,6 @@ def encode_operations(operations: list[FleetOperation]) -> bytes:
 
 def decode_operations(encoded: bytes) -> list[FleetOperation]:
     return _operations_decoder.decode(encoded)
-
-
-def in_submission(submission: str, asked: str) -> bool:
-    """Whether ``submission`` is the one asked for: that id, or a content of that name
-    (``nightly`` asks for ``nightly@3f9a2b1c`` and every other ``nightly@...``)."""
-    return submission == asked or submission.startswith(asked + "@")
 
 
 @dataclass

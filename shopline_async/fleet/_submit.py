@@ -90,7 +90,7 @@ def _fleet_operation(op: Operation, seq: int) -> FleetOperation:
 
 def _chunks(ops: list[FleetOperation], size: int, max_bytes: int) -> list[tuple[int, bytes]]:
     """The operations cut into chunks of at most ``size`` operations and about ``max_bytes``: each as
-    (operations, encoded)."""
+    its count and its operations encoded."""
     chunks: list[tuple[int, bytes]] = []
     current: list[FleetOperation] = []
     current_bytes = 0
