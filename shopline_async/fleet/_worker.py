@@ -3,9 +3,9 @@
 Each worker process has one ``ShoplineClient`` holding the stores of its own configuration (the
 tokens never leave the process), so a store's limiter, pool and retries are the SDK's. A drain
 activity reads one chunk of one store from the fleet's database, sends it through a
-``BatchExecutor`` whose ledger is that database's, and records the results there as it goes,
-then heartbeats: a retried activity (its worker died, or lost Temporal or the database) skips what
-its earlier attempts recorded, so a crash re-sends at most one heartbeat window of idempotent PUTs.
+``BatchExecutor`` whose ledger is that database's, and records the results there every second:
+a retried activity (its worker died, or lost Temporal or the database) skips what its earlier
+attempts recorded, so a crash re-sends about a second of idempotent PUTs.
 
 A worker that did not send the store's last chunk cannot see SHOPLINE's bucket: the other worker
 may have left it full. It waits what a full bucket takes to drain (capacity / rate, less the time
