@@ -402,11 +402,12 @@ class PostgresLedger(Ledger):
 
     def _fetch(self, key: tuple[str, str, str]) -> tuple[Any, ...] | None:
         try:
-            found: tuple[Any, ...] | None = self._connection().execute(
+            cursor = self._connection().execute(
                 "SELECT body_hash, ok, status, trace_id, at FROM shopline_ledger "
                 "WHERE base_url = %s AND store = %s AND path = %s",
                 key,
-            ).fetchone()
+            )
+            found: tuple[Any, ...] | None = cursor.fetchone()
         except self._missing_table:  # opened read-only on a database no run has written yet
             return None
         except self._psycopg_error as exc:
