@@ -742,3 +742,17 @@ def test_fleet_demo_runs_a_whole_fleet_from_nothing(tmp_path: Path) -> None:
     assert len(drained) == 501 and [r["line"] for r in drained if not r["ok"]] == [505]  # the image not there
     assert sorted(r["line"] for r in results if r["outcome"] == "invalid") == [501, 502, 503, 504]
     assert "4 rows invalid, not submitted" in done.stdout
+
+
+def test_fleet_commands_say_what_database_they_need_and_never_its_password(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.delenv("SHOPLINE_FLEET_DATABASE", raising=False)
+    assert main(["fleet", "status"]) == 2
+    assert "fleet status needs the fleet's PostgreSQL database: --database URL or $SHOPLINE_FLEET_DATABASE" in (
+        capsys.readouterr().err
+    )
+    unreachable = f"postgresql://me:s3cret-pw@/nowhere?host={tmp_path}&connect_timeout=2"
+    assert main(["fleet", "results", "--database", unreachable]) == 2
+    err = capsys.readouterr().err
+    assert "database postgresql://me@/nowhere" in err and "s3cret-pw" not in err and "Traceback" not in err
