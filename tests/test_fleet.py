@@ -315,7 +315,7 @@ async def test_status_of_ten_thousand_stores_comes_from_the_database_in_under_a_
     async with await FleetDatabase.connect(pg_database) as database:
         await database.add_submission("default", "big", stores, [])
         rows = [ResultRow(f"k{n}", n + 1, "s00007", "product", True, "ok", seq=n, submission="big") for n in range(2)]
-        await database.record("default", "big", "s00007", "d1", rows)  # a chunk's progress, as it goes
+        await database.record("default", "big", "s00007", "d1", 1, rows)  # a chunk's progress, as it goes
     started = time.monotonic()
     assert await status_command(database=pg_database, app="default", submission="big", as_json=True) == 0
     elapsed = time.monotonic() - started
@@ -335,18 +335,36 @@ async def test_status_wait_exit_codes_and_forget(pg_database: str, capsys: pytes
         assert await forget_command(database=pg_database, app="default", submission="n") == 1  # not done: refused
         assert "is not done (2 operations to go)" in capsys.readouterr().err
         ok = ResultRow("k0", 1, "a", "product", True, "ok", seq=0, submission="n@1")
-        await database.record("default", "n@1", "a", "d", [ok])
+        await database.record("default", "n@1", "a", "d", 1, [ok])
         waiting = asyncio.create_task(status_command(database=pg_database, app="default", submission="n", wait=True))
         await asyncio.sleep(0.2)
         assert not waiting.done()
         failed = ResultRow("k1", 2, "a", "product", False, "failed", seq=1, submission="n@1", error="HTTP 500")
-        await database.record("default", "n@1", "a", "d", [failed])
+        await database.record("default", "n@1", "a", "d", 1, [failed])
         assert await asyncio.wait_for(waiting, 5) == 1  # done, with a failure
-        await database.record("default", "n@1", "a", "d", [msgspec.structs.replace(failed, ok=True, outcome="ok")])
+        await database.record("default", "n@1", "a", "d", 1, [msgspec.structs.replace(failed, ok=True, outcome="ok")])
         assert await status_command(database=pg_database, app="default", submission="n@1", wait=True) == 0
         assert await forget_command(database=pg_database, app="default", submission="n") == 0
         assert "2 results forgotten" in capsys.readouterr().out
         assert await database.status("default") == [] and await results_in(pg_database) == []
+
+
+async def test_a_done_submission_submitted_again_is_its_next_round_counted_afresh(pg_database: str) -> None:
+    chunk = {"a": [(2, encode_operations(ops(2)))]}
+    rows = [ResultRow(f"k{n}", n + 1, "a", "product", True, "ok", seq=n, submission="s") for n in range(2)]
+    async with await FleetDatabase.connect(pg_database) as database:
+        assert await database.add_submission("default", "s", chunk, []) == 1
+        assert await database.add_submission("default", "s", chunk, []) == 1  # not done: a retried submit
+        await database.record("default", "s", "a", "d1", 1, rows)
+        assert [(s.state, s.done) for s in await database.status("default", "s")] == [("done", 2)]
+        assert await database.add_submission("default", "s", chunk, []) == 2  # done: drained again
+        assert [(s.state, s.done) for s in await database.status("default", "s")] == [("queued", 0)]
+        assert len(await results_in(pg_database)) == 2  # the round before's, until replaced
+        await database.record("default", "s", "a", "d2", 2, rows[:1])
+        late = msgspec.structs.replace(rows[0], ok=False, outcome="failed")
+        await database.record("default", "s", "a", "d1", 1, [late])  # a straggler of round 1: not over round 2
+        assert [(s.state, s.done, s.ok) for s in await database.status("default", "s")] == [("draining", 1, 1)]
+        assert [r.ok for r in await results_in(pg_database)] == [True, True]
 
 
 # --- on a dev server, with worker processes ---------------------------------------------------------
@@ -607,12 +625,17 @@ async def test_a_submission_name_stands_for_its_content(fleet: Fleet) -> None:
     assert second.submission != first.submission
     await fleet.wait(second.submission, 2, 60)
     assert [mock.product("store000", f"p{n}")["title"] for n in (1, 2)] == ["b-1", "b-2"]  # type: ignore[index]
-    # the first content again: the same submission, its results replaced, not added to
+    # the first content again: the same submission, drained again (its next round): the store
+    # holds it again, only the row that differs was sent, and its results are replaced, not added to
+    writes = mock.stats("store000").writes.total()
     again = await fleet.submit(updates(1, 2, tag="a-"), submission="nightly")
     assert again.submission == first.submission
-    await asyncio.sleep(3)
-    assert len(await fleet.results("nightly")) == 4  # the name asks for every content of it
+    await fleet.wait(again.submission, 2, 60)
     assert mock.product("store000", "p1")["title"] == "a-0-1"  # type: ignore[index]
+    assert mock.stats("store000").writes.total() == writes + 1
+    rows = await fleet.results(again.submission)
+    assert sorted((r.product_id, r.outcome) for r in rows) == [("p0", "skipped"), ("p1", "ok")]
+    assert len(await fleet.results("nightly")) == 4  # the name asks for every content of it
 
 
 @pytest.mark.slow

@@ -50,6 +50,7 @@ _SCHEMA = (
         outcome    TEXT NOT NULL,
         attempts   INTEGER NOT NULL,
         drain      TEXT,
+        round      INTEGER NOT NULL,
         row        BYTEA NOT NULL,
         PRIMARY KEY (app, submission, store, seq)
     )""",
@@ -64,6 +65,7 @@ _SCHEMA = (
         sent             INTEGER NOT NULL DEFAULT 0,
         unchanged        INTEGER NOT NULL DEFAULT 0,
         invalid          INTEGER NOT NULL DEFAULT 0,
+        round            INTEGER NOT NULL DEFAULT 1,
         stopped_status   INTEGER,
         stopped_trace_id TEXT,
         stopped_message  TEXT,
@@ -74,9 +76,10 @@ _SCHEMA = (
 )
 _MATCHING = "(submission = %(submission)s OR submission LIKE %(named)s)"
 _RESULT_UPSERT = (
-    "INSERT INTO shopline_fleet_results VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    "INSERT INTO shopline_fleet_results VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
     "ON CONFLICT (app, submission, store, seq) DO UPDATE SET ok = EXCLUDED.ok, outcome = EXCLUDED.outcome, "
-    "attempts = EXCLUDED.attempts, drain = EXCLUDED.drain, row = EXCLUDED.row"
+    "attempts = EXCLUDED.attempts, drain = EXCLUDED.drain, round = EXCLUDED.round, row = EXCLUDED.row "
+    "WHERE shopline_fleet_results.round <= EXCLUDED.round"  # a late attempt of a round before: not over a newer
 )
 _REFRESH = """
 UPDATE shopline_fleet_progress p SET
@@ -89,7 +92,11 @@ FROM (
            count(*) FILTER (WHERE attempts > 0) AS sent,
            count(*) FILTER (WHERE outcome = 'skipped') AS unchanged,
            count(*) FILTER (WHERE outcome = 'invalid') AS invalid
-    FROM shopline_fleet_results WHERE app = %(app)s AND submission = %(submission)s AND store = %(store)s
+    FROM shopline_fleet_results r
+    WHERE r.app = %(app)s AND r.submission = %(submission)s AND r.store = %(store)s AND r.round = (
+        SELECT round FROM shopline_fleet_progress
+        WHERE app = %(app)s AND submission = %(submission)s AND store = %(store)s
+    )
 ) c
 WHERE p.app = %(app)s AND p.submission = %(submission)s AND p.store = %(store)s
 """
@@ -194,12 +201,23 @@ class FleetDatabase:
         submission: str,
         chunks: dict[str, list[tuple[int, bytes]]],
         invalid: list[ResultRow],
-    ) -> None:
+    ) -> int:
         """Record a submission's chunks (per store: operation count and encoded operations) and the
-        rows refused at submit, in one transaction. The same submission again changes nothing but
-        the stores' stopped answers, which are forgotten: a resubmission tries each store anew."""
+        rows refused at submit, in one transaction; returns its round. A new submission is round 1;
+        the same one again while not done is the same round (a submit retried); once done, the
+        next round: its rows are drained again, and its counts start afresh (the results of the
+        round before stay until the new round's replace them), and the stores' answers that they
+        cannot be written are forgotten."""
         now = time.time()
         async with self._transaction() as db, db.cursor() as cursor:
+            await cursor.execute(
+                "SELECT max(round), bool_and(done >= submitted) FROM shopline_fleet_progress "
+                "WHERE app = %s AND submission = %s",
+                (app, submission),
+            )
+            found = await cursor.fetchone()
+            last, done = found if found is not None else (None, None)
+            round_ = 1 if last is None else last + 1 if done else last
             rows = [
                 (app, submission, store, number, count, operations)
                 for store, store_chunks in chunks.items()
@@ -212,15 +230,17 @@ class FleetDatabase:
             for row in invalid:
                 stores.setdefault(row.store or "", 0)
             await cursor.executemany(
-                "INSERT INTO shopline_fleet_progress (app, submission, store, submitted, submitted_at, updated_at) "
-                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (app, submission, store) DO UPDATE SET "
-                "stopped_status = NULL, stopped_trace_id = NULL, stopped_message = NULL",
-                [(app, submission, store, count, now, now) for store, count in stores.items()],
+                "INSERT INTO shopline_fleet_progress (app, submission, store, submitted, round, submitted_at, "
+                "updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (app, submission, store) DO UPDATE SET "
+                "round = EXCLUDED.round, submitted_at = EXCLUDED.submitted_at, stopped_status = NULL, "
+                "stopped_trace_id = NULL, stopped_message = NULL "
+                "WHERE shopline_fleet_progress.round <> EXCLUDED.round",
+                [(app, submission, store, count, round_, now, now) for store, count in stores.items()],
             )
-            if invalid:
-                await self._write_results(cursor, app, submission, None, invalid)
-                for store in {row.store or "" for row in invalid}:
-                    await cursor.execute(_REFRESH, {"app": app, "submission": submission, "store": store, "now": now})
+            await self._write_results(cursor, app, submission, None, round_, invalid)
+            for store in stores:
+                await cursor.execute(_REFRESH, {"app": app, "submission": submission, "store": store, "now": now})
+        return round_
 
     # --- a drain
 
@@ -257,6 +277,7 @@ class FleetDatabase:
         submission: str,
         store: str,
         drain: str,
+        round_: int,
         rows: list[ResultRow],
         stopped: StoreStopped | None = None,
     ) -> None:
@@ -271,7 +292,7 @@ class FleetDatabase:
                 "AND store = %(store)s FOR UPDATE",
                 params,
             )
-            await self._write_results(cursor, app, submission, drain, rows)
+            await self._write_results(cursor, app, submission, drain, round_, rows)
             if stopped is not None:
                 await cursor.execute(
                     "UPDATE shopline_fleet_progress SET stopped_status = %s, stopped_trace_id = %s, "
@@ -282,7 +303,7 @@ class FleetDatabase:
 
     @staticmethod
     async def _write_results(
-        cursor: Any, app: str, submission: str, drain: str | None, rows: Iterable[ResultRow]
+        cursor: Any, app: str, submission: str, drain: str | None, round_: int, rows: Iterable[ResultRow]
     ) -> None:
         await cursor.executemany(
             _RESULT_UPSERT,
@@ -296,6 +317,7 @@ class FleetDatabase:
                     row.outcome,
                     row.attempts,
                     drain,
+                    round_,
                     _row_encoder.encode(row),
                 )
                 for row in rows

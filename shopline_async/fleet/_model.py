@@ -78,6 +78,8 @@ class Submitted:
     chunks: int
     settings: StoreSettings | None = None
     """How its drains run, as its submitter said (None: as the store workflow was started)."""
+    round: int = 1
+    """Submitted again once done, a submission drains again: its next round."""
 
 
 @dataclass
@@ -88,6 +90,7 @@ class Queued:
     chunks: int
     next: int = 0
     settings: StoreSettings | None = None
+    round: int = 1
 
 
 @dataclass
@@ -136,6 +139,7 @@ class DrainInput:
     settings: StoreSettings
     last_drainer: str | None
     last_drain_end: float | None
+    round: int = 1
 
 
 @dataclass
@@ -150,6 +154,7 @@ class GiveUpInput:
     drain: str
     reason: str
     sent: bool = True
+    round: int = 1
 
 
 @dataclass

@@ -164,7 +164,7 @@ async def submit(
         ResultRow.refused(i.message, line=i.line, key=i.key, store=i.store, submission=report.submission, seq=seq)
         for seq, i in refused
     ]
-    await database.add_submission(app, report.submission, chunks, invalid_rows)
+    round_ = await database.add_submission(app, report.submission, chunks, invalid_rows)
 
     gate = asyncio.Semaphore(_SIGNALS_AT_ONCE)
     state_settings = settings or StoreSettings()
@@ -177,7 +177,7 @@ async def submit(
                 id=workflow_id(app, store),
                 task_queue=task_queue,
                 start_signal=SUBMIT_SIGNAL,
-                start_signal_args=[Submitted(report.submission, len(chunks[store]), settings)],
+                start_signal_args=[Submitted(report.submission, len(chunks[store]), settings, round_)],
             )
 
     await asyncio.gather(*(signal_store(store) for store in chunks))

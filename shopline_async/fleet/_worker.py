@@ -188,7 +188,7 @@ class FleetWorker:
             return self._outcome(0, 0, activity.info().attempt)
         done = await database.drained(job.app, job.submission, job.store, job.drain, [op.seq for op in operations])
         rows = [_not_sent(job, op, message) for op in operations if op.seq not in done]
-        await database.record(job.app, job.submission, job.store, job.drain, rows)
+        await database.record(job.app, job.submission, job.store, job.drain, job.round, rows)
         return self._outcome(0, len(rows), activity.info().attempt, len(done))
 
     def _outcome(
@@ -253,7 +253,7 @@ class _Recorder:
     async def flush(self) -> None:
         job = self._job
         stopped = self.stopped if self._stopped_unwritten else None
-        await self._database.record(job.app, job.submission, job.store, job.drain, self._pending, stopped)
+        await self._database.record(job.app, job.submission, job.store, job.drain, job.round, self._pending, stopped)
         self._pending, self._stopped_unwritten = [], False
         self._last_write = time.monotonic()
 

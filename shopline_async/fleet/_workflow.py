@@ -91,7 +91,7 @@ class StoreWorkflow:
             for queued in self._state.queued:
                 for number in range(queued.next, queued.chunks):
                     reason = "the store's workflow was stopped (fleet stop) before its turn"
-                    await self._give_up(queued.submission, number, self._drain_id(), reason, sent=False)
+                    await self._give_up(queued, number, self._drain_id(), reason, sent=False)
             self._state.queued.clear()
             return False
         return True
@@ -109,6 +109,7 @@ class StoreWorkflow:
             settings,
             self._state.last_drainer,
             self._state.last_drain_end,
+            queued.round,
         )
         try:
             outcome = await workflow.execute_activity(
@@ -120,14 +121,16 @@ class StoreWorkflow:
                 retry_policy=_DRAIN_RETRY,
             )
         except ActivityError as failed:
-            outcome = await self._give_up(queued.submission, queued.next, drain, _reason(failed), sent=True)
+            outcome = await self._give_up(queued, queued.next, drain, _reason(failed), sent=True)
         queued.next += 1
         if queued.next >= queued.chunks:
             self._state.queued.pop(0)
         self._state.last_drainer, self._state.last_drain_end = outcome.drainer, outcome.ended_at
 
-    async def _give_up(self, submission: str, number: int, drain: str, reason: str, *, sent: bool) -> DrainOutcome:
-        job = GiveUpInput(self._state.app, self._state.store, submission, number, drain, reason, sent)
+    async def _give_up(self, queued: Queued, number: int, drain: str, reason: str, *, sent: bool) -> DrainOutcome:
+        job = GiveUpInput(
+            self._state.app, self._state.store, queued.submission, number, drain, reason, sent, queued.round
+        )
         outcome: DrainOutcome = await workflow.execute_activity(
             GIVE_UP_ACTIVITY_NAME,
             job,
@@ -144,9 +147,10 @@ class StoreWorkflow:
 
     @workflow.signal(name=SUBMIT_SIGNAL)
     def submit(self, submitted: Submitted) -> None:
-        if any(q.submission == submitted.submission for q in self._state.queued):
+        if any((q.submission, q.round) == (submitted.submission, submitted.round) for q in self._state.queued):
             return  # a submitter that retried: queued already
-        self._state.queued.append(Queued(submitted.submission, submitted.chunks, 0, submitted.settings))
+        queued = Queued(submitted.submission, submitted.chunks, 0, submitted.settings, submitted.round)
+        self._state.queued.append(queued)
         if submitted.settings is not None:  # the latest submitter's, for the runs to come
             self._state.settings = submitted.settings
 
