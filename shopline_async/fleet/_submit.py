@@ -23,7 +23,7 @@ from .._codec import encode_image_update, encode_product_update
 from .._constants import DEFAULT_FLEET_CHUNK_SIZE
 from .._errors import ConfigError, ValidationError
 from .._operations import Operation, UpdateImage
-from .._results import ResultRow
+from .._results import ResultRow, error_text
 from .._rows import RowKey
 from .._transport import check_handle, path_segment
 from ._database import FleetDatabase
@@ -148,8 +148,7 @@ async def submit(
                 continue
             except (ValidationError, ConfigError) as exc:
                 line, key = _line_and_key(op, seq)
-                said = "; ".join(str(e) for e in exc.errors) if isinstance(exc, ValidationError) else str(exc)
-                invalid = Invalid(line, key, store, said)
+                invalid = Invalid(line, key, store, error_text(exc))
         refused.append((seq, invalid))
         report.invalid.append(invalid)
         if on_invalid is not None:
