@@ -91,9 +91,9 @@ class SyncJob:
         if isinstance(result.error, StoreUnavailableError):
             count = self.stopped_stores.get(result.store, (None, None, 0))[2]
             self.stopped_stores[result.store] = (result.error.status, result.error.trace_id, count + 1)
-        unchanged = result.outcome == "unchanged"
-        self.per_store.setdefault(result.store, Counter())["skipped" if unchanged else result.outcome] += 1
-        self._write(ResultRow.of(result, line=row.line, key=row.key, product_id=row.product_id, image_id=row.image_id))
+        line = ResultRow.of(result, line=row.line, key=row.key, product_id=row.product_id, image_id=row.image_id)
+        self.per_store.setdefault(result.store, Counter())[line.outcome] += 1
+        self._write(line)
 
     def log_summary(self, summary: BatchSummary, input_path: str, *, interrupted: bool) -> None:
         """The run's end at INFO: a line per store, then the totals."""
