@@ -238,8 +238,9 @@ class FleetDatabase:
                 [(app, submission, store, count, round_, now, now) for store, count in stores.items()],
             )
             await self._write_results(cursor, app, submission, None, round_, invalid)
-            for store in stores:
-                await cursor.execute(_REFRESH, {"app": app, "submission": submission, "store": store, "now": now})
+            await cursor.executemany(
+                _REFRESH, [{"app": app, "submission": submission, "store": store, "now": now} for store in stores]
+            )
         return round_
 
     # --- a drain
